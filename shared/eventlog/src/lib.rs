@@ -1,0 +1,61 @@
+//! The append-only event log of Roster: the [`EventLog`] trait every backend implements,
+//! and the backends themselves.
+//!
+//! The log is the system of record. An append is all-or-nothing across every stream and
+//! reservation it names, optimistic (each stream append carries an [`ExpectedVersion`]), and
+//! durable before it returns. Read models are derived from it and can always be rebuilt.
+//!
+//! Backends: [`embedded`] (the default, a segment log in a local directory).
+
+pub mod contract;
+pub mod embedded;
+mod subscribe;
+mod types;
+
+pub use subscribe::subscribe_by_polling;
+pub use types::*;
+
+use futures::stream::BoxStream;
+
+/// The contract every event-log backend fulfils; see DESIGN.md §The event log.
+///
+/// All positions are global, 1-based and gap-free: the first event ever appended has
+/// position 1, and `after = 0` means "from the beginning". Stream versions are 1-based too:
+/// the first event of a stream has version 1.
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends a transaction atomically: either every event of every stream append is written
+    /// and every reservation applied, or nothing is. Returns only once the transaction is
+    /// durable (the fsync covering its bytes has returned).
+    async fn append(&self, tx: Transaction) -> Result<Committed, AppendError>;
+
+    /// Events of one stream with `version >= from_version`, in version order, at most `limit`.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Events with `position > after`, in position order, at most `limit`.
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Every event with `position > after`: first those already in the log, then each new one as
+    /// it commits. The stream ends only on error or when the log is closed.
+    fn subscribe(&self, after: Position) -> BoxStream<'static, Result<RecordedEvent, LogError>>;
+
+    /// The position of the last durable event (0 for an empty log).
+    fn head(&self) -> Position;
+
+    /// A receiver that sees [`EventLog::head`] change; used to wait for new events.
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<Position>;
+
+    /// The current version of a stream, `None` if it has no events.
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>, LogError>;
+
+    /// Who holds a reservation key now (expired claims read as free).
+    async fn reservation(&self, key: &str) -> Result<Option<ReservationInfo>, LogError>;
+
+    /// Stops accepting appends, finishes those in flight, writes a checkpoint and releases files.
+    async fn close(&self) -> Result<(), LogError>;
+}

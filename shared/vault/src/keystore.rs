@@ -1,0 +1,63 @@
+//! The key store contract: per-user data keys, durable before use, destroyable for erasure.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ulid::Ulid;
+
+use crate::{DataKey, VaultError};
+
+/// Identifies one data key. A user gets a new key id each time it is created (a hard-deleted
+/// id that is taken again gets a fresh key), so events name the key they were sealed under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub Ulid);
+
+impl KeyId {
+    /// A new, unique key id.
+    pub fn new() -> Self {
+        Self(Ulid::new())
+    }
+}
+
+impl Default for KeyId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_str(s).map(Self)
+    }
+}
+
+/// Where data keys live. Backends: [`crate::FileKeyStore`] (embedded); a JetStream KV store
+/// when scaled out.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Creates `count` new keys; they are durable when this returns, so nothing sealed under
+    /// them can outlive them by accident.
+    async fn create(&self, count: usize) -> Result<Vec<(KeyId, DataKey)>, VaultError>;
+
+    /// The key with this id; `None` if it never existed or has been destroyed.
+    async fn get(&self, id: KeyId) -> Result<Option<DataKey>, VaultError>;
+
+    /// Destroys keys: when this returns, their bytes are overwritten on disk and synced, and
+    /// `get` returns `None` for them. Unknown ids are ignored.
+    async fn destroy(&self, ids: &[KeyId]) -> Result<(), VaultError>;
+
+    /// Number of live keys.
+    fn len(&self) -> usize;
+
+    /// Whether no live key exists.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
