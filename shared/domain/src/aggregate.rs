@@ -30,7 +30,9 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
         },
         Command::Patch(p) => {
             let user = existing_live(state)?;
-            let next = p.apply_checked(&user.profile).map_err(DomainError::Invalid)?;
+            let next = p
+                .apply_checked(&user.profile)
+                .map_err(DomainError::Invalid)?;
             if next == user.profile {
                 return Ok(vec![]);
             }
@@ -42,7 +44,9 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
         Command::ChangeEmail(email) => {
             let user = existing_live(state)?;
             let email = email.as_ref().map(|e| e.as_str().to_owned());
-            changed(user.profile.email != email, || Event::EmailChanged(EmailChanged { email }))
+            changed(user.profile.email != email, || {
+                Event::EmailChanged(EmailChanged { email })
+            })
         }
         Command::ChangeName(name) => {
             let user = existing_live(state)?;
@@ -56,7 +60,9 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
         Command::ChangePhone(phone) => {
             let user = existing_live(state)?;
             let phone = phone.as_ref().map(|p| p.as_str().to_owned());
-            changed(user.profile.phone != phone, || Event::PhoneChanged(PhoneChanged { phone }))
+            changed(user.profile.phone != phone, || {
+                Event::PhoneChanged(PhoneChanged { phone })
+            })
         }
         Command::ChangePassword(hash) => {
             existing_live(state)?;
@@ -66,9 +72,12 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
         }
         Command::ReplacePrefs(prefs) => {
             let user = existing_live(state)?;
-            crate::input::check_object("prefs", prefs).map_err(|e| DomainError::Invalid(vec![e]))?;
+            crate::input::check_object("prefs", prefs)
+                .map_err(|e| DomainError::Invalid(vec![e]))?;
             changed(user.profile.prefs != *prefs, || {
-                Event::PrefsUpdated(PrefsUpdated { prefs: prefs.clone() })
+                Event::PrefsUpdated(PrefsUpdated {
+                    prefs: prefs.clone(),
+                })
             })
         }
         Command::SetBlocked(blocked) => {
@@ -113,13 +122,16 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
             let user = state.ok_or(DomainError::NotFound)?;
             // A deletion may only escalate: soft → pruning → hard.
             let escalates = user.deletion.is_none_or(|current| *mode > current);
-            changed(escalates, || Event::UserDeleted(UserDeleted { mode: *mode }))
+            changed(escalates, || {
+                Event::UserDeleted(UserDeleted { mode: *mode })
+            })
         }
         Command::Restore { new_key_id } => {
             let user = state.ok_or(DomainError::NotFound)?;
             changed(user.is_deleted(), || {
                 Event::UserRestored(UserRestored {
-                    key_id: (user.deletion == Some(DeleteMode::Pruning)).then(|| new_key_id.clone()),
+                    key_id: (user.deletion == Some(DeleteMode::Pruning))
+                        .then(|| new_key_id.clone()),
                 })
             })
         }
@@ -130,11 +142,15 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
         } => {
             let user = existing_live(state)?;
             check_changeset(changeset)?;
-            crate::input::check_object("metadata", metadata).map_err(|e| DomainError::Invalid(vec![e]))?;
+            crate::input::check_object("metadata", metadata)
+                .map_err(|e| DomainError::Invalid(vec![e]))?;
             let mut next = user.wallet.clone();
             adjust_wallet(&mut next, changeset)?;
-            let effective: std::collections::BTreeMap<String, i64> =
-                changeset.iter().filter(|(_, d)| **d != 0).map(|(c, d)| (c.clone(), *d)).collect();
+            let effective: std::collections::BTreeMap<String, i64> = changeset
+                .iter()
+                .filter(|(_, d)| **d != 0)
+                .map(|(c, d)| (c.clone(), *d))
+                .collect();
             changed(!effective.is_empty(), || {
                 Event::WalletAdjusted(WalletAdjusted {
                     changeset: effective.clone(),
@@ -176,13 +192,29 @@ fn existing_live(state: Option<&User>) -> Result<&User, DomainError> {
 fn check_changeset(changeset: &std::collections::BTreeMap<String, i64>) -> Result<(), DomainError> {
     let errors: Vec<FieldError> = changeset
         .keys()
-        .filter(|c| c.is_empty() || c.len() > 64 || c.chars().any(|ch| ch.is_control() || ch.is_whitespace()))
-        .map(|c| FieldError::new(format!("changeset.{c}"), "currency names are 1 to 64 characters without spaces"))
+        .filter(|c| {
+            c.is_empty()
+                || c.len() > 64
+                || c.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+        })
+        .map(|c| {
+            FieldError::new(
+                format!("changeset.{c}"),
+                "currency names are 1 to 64 characters without spaces",
+            )
+        })
         .collect();
     if changeset.len() > 100 {
-        return Err(DomainError::invalid("changeset", "at most 100 currencies per changeset"));
+        return Err(DomainError::invalid(
+            "changeset",
+            "at most 100 currencies per changeset",
+        ));
     }
-    if errors.is_empty() { Ok(()) } else { Err(DomainError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(errors))
+    }
 }
 
 /// Applies a changeset to balances, refusing the whole of it if any balance would go below
@@ -193,9 +225,11 @@ fn adjust_wallet(
 ) -> Result<(), DomainError> {
     for (currency, change) in changeset {
         let balance = wallet.get(currency).copied().unwrap_or(0);
-        let next = balance.checked_add(*change).ok_or_else(|| DomainError::WalletOverflow {
-            currency: currency.clone(),
-        })?;
+        let next = balance
+            .checked_add(*change)
+            .ok_or_else(|| DomainError::WalletOverflow {
+                currency: currency.clone(),
+            })?;
         if next < 0 {
             return Err(DomainError::WalletNegative {
                 currency: currency.clone(),

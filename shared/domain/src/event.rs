@@ -253,7 +253,11 @@ impl Event {
     }
 
     /// Reads a recorded payload, upcasting older schema versions first.
-    pub fn from_data(event_type: &str, schema_version: u32, data: Map<String, Value>) -> Result<Self, DecodeError> {
+    pub fn from_data(
+        event_type: &str,
+        schema_version: u32,
+        data: Map<String, Value>,
+    ) -> Result<Self, DecodeError> {
         let error = |reason: String| DecodeError {
             event_type: event_type.to_owned(),
             schema_version,

@@ -184,7 +184,17 @@ mod tests {
         .validate()
         .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        for f in ["id", "username", "email", "name", "password", "phone", "role", "custom.a.b", "metadata"] {
+        for f in [
+            "id",
+            "username",
+            "email",
+            "name",
+            "password",
+            "phone",
+            "role",
+            "custom.a.b",
+            "metadata",
+        ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
     }

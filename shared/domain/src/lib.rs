@@ -13,6 +13,7 @@ pub mod event;
 pub mod input;
 pub mod patch;
 pub mod personal;
+pub mod settings;
 pub mod upcast;
 pub mod user;
 pub mod values;

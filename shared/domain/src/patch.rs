@@ -78,7 +78,10 @@ fn check_path(path: &str, field: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "path segments may not be empty"));
     }
     if segments.len() > MAX_DEPTH {
-        return Err(FieldError::new(field, format!("paths may be at most {MAX_DEPTH} deep")));
+        return Err(FieldError::new(
+            field,
+            format!("paths may be at most {MAX_DEPTH} deep"),
+        ));
     }
     if READ_ONLY_FIELDS.contains(&root) {
         let how = match root {
@@ -88,7 +91,10 @@ fn check_path(path: &str, field: &str) -> Result<(), FieldError> {
             "wallet" => "; use POST /v1/users/{id}/wallet",
             _ => "",
         };
-        return Err(FieldError::new(field, format!("{root} cannot be changed by a partial update{how}")));
+        return Err(FieldError::new(
+            field,
+            format!("{root} cannot be changed by a partial update{how}"),
+        ));
     }
     if SCALAR_FIELDS.contains(&root) {
         if segments.len() > 1 {
@@ -97,8 +103,16 @@ fn check_path(path: &str, field: &str) -> Result<(), FieldError> {
         return Ok(());
     }
     if OBJECT_FIELDS.contains(&root) {
-        if root == "custom" && segments.iter().skip(1).any(|s| s.chars().any(char::is_whitespace)) {
-            return Err(FieldError::new(field, "field names in custom may not contain spaces"));
+        if root == "custom"
+            && segments
+                .iter()
+                .skip(1)
+                .any(|s| s.chars().any(char::is_whitespace))
+        {
+            return Err(FieldError::new(
+                field,
+                "field names in custom may not contain spaces",
+            ));
         }
         return Ok(());
     }
@@ -182,15 +196,27 @@ impl Patch {
         let mut next = profile.clone();
         apply(&mut next, &self.set, &self.unset);
         let mut errors = Vec::new();
-        for (field, map) in [("custom", &next.custom), ("metadata", &next.metadata), ("prefs", &next.prefs)] {
-            let touched = self.set.keys().chain(self.unset.iter()).any(|p| split_path(p)[0] == field);
+        for (field, map) in [
+            ("custom", &next.custom),
+            ("metadata", &next.metadata),
+            ("prefs", &next.prefs),
+        ] {
+            let touched = self
+                .set
+                .keys()
+                .chain(self.unset.iter())
+                .any(|p| split_path(p)[0] == field);
             if touched {
                 if let Err(e) = check_object(field, map) {
                     errors.push(e);
                 }
             }
         }
-        if errors.is_empty() { Ok(next) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(next)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -302,10 +328,16 @@ mod tests {
         profile.custom.insert("keep".into(), json!(1));
         let p = patch(json!({"set": {"custom.a.b.c": 5, "name": "Al", "role": "admin"}, "unset": ["custom.keep"]})).unwrap();
         let next = p.apply_checked(&profile).unwrap();
-        assert_eq!(Value::Object(next.custom.clone()), json!({"a": {"b": {"c": 5}}}));
+        assert_eq!(
+            Value::Object(next.custom.clone()),
+            json!({"a": {"b": {"c": 5}}})
+        );
         assert_eq!(next.name.as_deref(), Some("Al"));
         assert_eq!(next.role, "admin");
-        let back = patch(json!({"unset": ["role", "name", "custom"]})).unwrap().apply_checked(&next).unwrap();
+        let back = patch(json!({"unset": ["role", "name", "custom"]}))
+            .unwrap()
+            .apply_checked(&next)
+            .unwrap();
         assert_eq!(back.role, "user");
         assert_eq!(back.name, None);
         assert!(back.custom.is_empty());
@@ -317,7 +349,10 @@ mod tests {
             (json!({"set": {"id": "x"}}), "set.id"),
             (json!({"set": {"wallet": {}}}), "set.wallet"),
             (json!({"set": {"status": "active"}}), "set.status"),
-            (json!({"set": {"email_verified": true}}), "set.email_verified"),
+            (
+                json!({"set": {"email_verified": true}}),
+                "set.email_verified",
+            ),
             (json!({"set": {"created_at": "x"}}), "set.created_at"),
             (json!({"set": {"version": 1}}), "set.version"),
             (json!({"set": {"nope": 1}}), "set.nope"),
@@ -326,13 +361,25 @@ mod tests {
             (json!({"set": {"name": 5}}), "set.name"),
             (json!({"set": {"custom": 5}}), "set.custom"),
             (json!({"set": {"username": "a b"}}), "set.username"),
-            (json!({"set": {"custom.a": 1}, "unset": ["custom.a"]}), "unset[0]"),
-            (json!({"set": {"custom.a": 1}, "unset": ["custom"]}), "unset[0]"),
-            (json!({"set": {"custom": {}}, "unset": ["custom.a.b"]}), "unset[0]"),
+            (
+                json!({"set": {"custom.a": 1}, "unset": ["custom.a"]}),
+                "unset[0]",
+            ),
+            (
+                json!({"set": {"custom.a": 1}, "unset": ["custom"]}),
+                "unset[0]",
+            ),
+            (
+                json!({"set": {"custom": {}}, "unset": ["custom.a.b"]}),
+                "unset[0]",
+            ),
             (json!({"unset": ["organization_id"]}), "unset[0]"),
         ] {
             let errors = patch(body.clone()).unwrap_err();
-            assert!(errors.iter().any(|e| e.field == field), "{body}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "{body}: {errors:?}"
+            );
         }
         // Siblings with a shared prefix do not conflict.
         assert!(patch(json!({"set": {"custom.ab": 1}, "unset": ["custom.a"]})).is_ok());
@@ -341,7 +388,9 @@ mod tests {
     #[test]
     fn size_limit_applies_to_the_result() {
         let mut profile = Profile::default();
-        profile.metadata.insert("big".into(), json!("x".repeat(16_000)));
+        profile
+            .metadata
+            .insert("big".into(), json!("x".repeat(16_000)));
         let p = patch(json!({"set": {"metadata.more": "y".repeat(1000)}})).unwrap();
         assert_eq!(p.apply_checked(&profile).unwrap_err()[0].field, "metadata");
     }

@@ -63,10 +63,16 @@ pub fn split(data: &mut Map<String, Value>) -> Option<Map<String, Value>> {
         }
     }
     if let Some(Value::Object(set)) = data.get_mut("set") {
-        let keys: Vec<String> = set.keys().filter(|k| path_is_personal(k)).cloned().collect();
+        let keys: Vec<String> = set
+            .keys()
+            .filter(|k| path_is_personal(k))
+            .cloned()
+            .collect();
         if !keys.is_empty() {
-            let inner: Map<String, Value> =
-                keys.into_iter().filter_map(|k| set.remove(&k).map(|v| (k, v))).collect();
+            let inner: Map<String, Value> = keys
+                .into_iter()
+                .filter_map(|k| set.remove(&k).map(|v| (k, v)))
+                .collect();
             personal.insert("set".into(), Value::Object(inner));
         }
     }
@@ -113,7 +119,10 @@ pub fn mark_erased(data: &mut Map<String, Value>, personal_keys: &[&str]) {
         data.insert((*key).to_owned(), Value::Null);
     }
     if let Some(Value::Object(profile)) = data.get_mut("profile") {
-        for key in PERSONAL_FIELDS.iter().filter(|k| !matches!(**k, "password_hash" | "ip" | "user_agent")) {
+        for key in PERSONAL_FIELDS
+            .iter()
+            .filter(|k| !matches!(**k, "password_hash" | "ip" | "user_agent"))
+        {
             profile.insert((*key).to_owned(), Value::Null);
         }
     }
@@ -158,7 +167,9 @@ mod tests {
         for secret in ["alice", "argon2id", "Al\"", "custom", "email", "10.0.0.1"] {
             assert!(!public.contains(secret), "{secret} leaked into {public}");
         }
-        assert!(public.contains("admin") && public.contains("timezone") && public.contains("\"mod\""));
+        assert!(
+            public.contains("admin") && public.contains("timezone") && public.contains("\"mod\"")
+        );
         merge(&mut data, personal);
         // Unset paths are independent of each other, so their order may change.
         let mut unset: Vec<String> = serde_json::from_value(data["unset"].clone()).unwrap();

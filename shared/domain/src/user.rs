@@ -92,7 +92,9 @@ impl Profile {
 }
 
 /// How a user was deleted (API.md §3 "Deletion modes").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteMode {
     /// Marked deleted; everything kept; restorable.

@@ -157,9 +157,14 @@ impl Email {
         let (local, domain) = s.rsplit_once('@').ok_or_else(invalid)?;
         if local.is_empty()
             || local.len() > 64
-            || local
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '<' | '>' | ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\\'))
+            || local.chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || matches!(
+                        c,
+                        '@' | '<' | '>' | ',' | ';' | '(' | ')' | '[' | ']' | '"' | '\\'
+                    )
+            })
         {
             return Err(invalid());
         }
@@ -272,8 +277,14 @@ pub fn check_role(s: &str) -> Result<(), String> {
 }
 
 /// A JSON object's serialized size must stay within `max` bytes.
-pub fn check_json_size(field: &str, value: &Map<String, Value>, max: usize) -> Result<(), FieldError> {
-    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+pub fn check_json_size(
+    field: &str,
+    value: &Map<String, Value>,
+    max: usize,
+) -> Result<(), FieldError> {
+    let size = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > max {
         return Err(FieldError::new(
             field,
@@ -336,15 +347,27 @@ mod tests {
 
     #[test]
     fn emails() {
-        for ok in ["a@b.co", "Alice.Liddell+tag@Example.COM", "x@sub.domain-1.org"] {
+        for ok in [
+            "a@b.co",
+            "Alice.Liddell+tag@Example.COM",
+            "x@sub.domain-1.org",
+        ] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@b", "@b.co", "a@.co", "a@b..co", "a b@c.co", " a@b.co", "a@-b.co"] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@.co", "a@b..co", "a b@c.co", " a@b.co", "a@-b.co",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(63));
         assert!(Email::parse(&long).is_ok());
-        let too_long = format!("{}@{}.{}.{}.com", "a".repeat(64), "b".repeat(63), "c".repeat(63), "d".repeat(60));
+        let too_long = format!(
+            "{}@{}.{}.{}.com",
+            "a".repeat(64),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(60)
+        );
         assert!(Email::parse(&too_long).is_err());
         assert_eq!(Email::parse("A@B.CO").unwrap().normalized(), "a@b.co");
     }
@@ -355,7 +378,10 @@ mod tests {
         assert!(Password::parse("12345678").is_ok());
         assert!(Password::parse(&"p".repeat(256)).is_ok());
         assert!(Password::parse(&"p".repeat(257)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("secret-pw").unwrap()), "Password(..)");
+        assert_eq!(
+            format!("{:?}", Password::parse("secret-pw").unwrap()),
+            "Password(..)"
+        );
         assert!(Phone::parse("+14155550100").is_ok());
         for bad in ["14155550100", "+", "+1234567890123456", "+1 415"] {
             assert!(Phone::parse(bad).is_err(), "{bad}");
@@ -367,7 +393,10 @@ mod tests {
         let ok = serde_json::json!({"a": {"b": [{"c": 1}]}});
         assert!(check_custom_keys("custom", &ok).is_ok());
         let dotted = serde_json::json!({"a": {"b.c": 1}});
-        assert_eq!(check_custom_keys("custom", &dotted).unwrap_err().field, "custom.a.b.c");
+        assert_eq!(
+            check_custom_keys("custom", &dotted).unwrap_err().field,
+            "custom.a.b.c"
+        );
         let spaced = serde_json::json!({"a b": 1});
         assert!(check_custom_keys("custom", &spaced).is_err());
     }

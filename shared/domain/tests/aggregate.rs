@@ -26,10 +26,9 @@ fn at(n: u64) -> DateTime<Utc> {
 }
 
 fn fold(events: &[Event]) -> Option<User> {
-    events
-        .iter()
-        .enumerate()
-        .fold(None, |state, (i, e)| apply(state, e, at(i as u64 + 1), i as u64 + 1))
+    events.iter().enumerate().fold(None, |state, (i, e)| {
+        apply(state, e, at(i as u64 + 1), i as u64 + 1)
+    })
 }
 
 fn given(history: Vec<Event>) -> Given {
@@ -53,9 +52,12 @@ impl Then {
         let events = self.result.expect("command accepted");
         assert_eq!(events, expected);
         let version = self.version;
-        events.iter().enumerate().fold(self.state_before, |s, (i, e)| {
-            apply(s, e, at(100 + i as u64), version + i as u64 + 1)
-        })
+        events
+            .iter()
+            .enumerate()
+            .fold(self.state_before, |s, (i, e)| {
+                apply(s, e, at(100 + i as u64), version + i as u64 + 1)
+            })
     }
 
     fn then_nothing(self) {
@@ -69,7 +71,10 @@ impl Then {
     fn then_invalid(self, field: &str) {
         match self.result {
             Err(DomainError::Invalid(errors)) => {
-                assert!(errors.iter().any(|e| e.field == field), "{field} not in {errors:?}")
+                assert!(
+                    errors.iter().any(|e| e.field == field),
+                    "{field} not in {errors:?}"
+                )
             }
             other => panic!("expected invalid {field}, got {other:?}"),
         }
@@ -77,7 +82,11 @@ impl Then {
 }
 
 fn profile(v: Value) -> Profile {
-    serde_json::from_value::<UserInput>(v).unwrap().validate().unwrap().profile
+    serde_json::from_value::<UserInput>(v)
+        .unwrap()
+        .validate()
+        .unwrap()
+        .profile
 }
 
 fn create(id: &str, fields: Value) -> CreateUser {
@@ -101,17 +110,28 @@ fn created(id: &str, fields: Value) -> Event {
 }
 
 fn alice() -> Event {
-    created("alice", json!({"username": "alice", "email": "alice@example.com", "name": "Alice"}))
+    created(
+        "alice",
+        json!({"username": "alice", "email": "alice@example.com", "name": "Alice"}),
+    )
 }
 
 fn patch(v: Value) -> Command {
-    Command::Patch(serde_json::from_value::<PatchInput>(v).unwrap().validate().unwrap())
+    Command::Patch(
+        serde_json::from_value::<PatchInput>(v)
+            .unwrap()
+            .validate()
+            .unwrap(),
+    )
 }
 
 #[test]
 fn create_a_new_user() {
     let user = given(vec![])
-        .when(Command::Create(create("alice", json!({"username": "alice", "email": "alice@example.com", "name": "Alice"}))))
+        .when(Command::Create(create(
+            "alice",
+            json!({"username": "alice", "email": "alice@example.com", "name": "Alice"}),
+        )))
         .then(vec![alice()])
         .unwrap();
     assert_eq!(user.profile.username.as_deref(), Some("alice"));
@@ -130,10 +150,18 @@ fn create_an_existing_id_is_taken() {
 
 #[test]
 fn create_after_hard_delete_takes_the_id_again() {
-    let user = given(vec![alice(), Event::UserDeleted(UserDeleted { mode: DeleteMode::Hard })])
-        .when(Command::Create(create("alice", json!({"username": "alice2"}))))
-        .then(vec![created("alice", json!({"username": "alice2"}))])
-        .unwrap();
+    let user = given(vec![
+        alice(),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Hard,
+        }),
+    ])
+    .when(Command::Create(create(
+        "alice",
+        json!({"username": "alice2"}),
+    )))
+    .then(vec![created("alice", json!({"username": "alice2"}))])
+    .unwrap();
     assert_eq!(user.version, 3, "the stream's version continues");
     assert_eq!(user.profile.email, None);
 }
@@ -148,7 +176,10 @@ fn upsert_creates_the_missing() {
 #[test]
 fn upsert_replaces_whole_and_removes_left_out_fields() {
     let user = given(vec![alice()])
-        .when(Command::Upsert(create("alice", json!({"username": "alice", "custom": {"c": 1}}))))
+        .when(Command::Upsert(create(
+            "alice",
+            json!({"username": "alice", "custom": {"c": 1}}),
+        )))
         .then(vec![Event::UserReplaced(UserReplaced {
             profile: profile(json!({"username": "alice", "custom": {"c": 1}})),
             password_hash: None,
@@ -162,7 +193,10 @@ fn upsert_replaces_whole_and_removes_left_out_fields() {
 #[test]
 fn upsert_with_identical_fields_changes_nothing() {
     given(vec![alice()])
-        .when(Command::Upsert(create("alice", json!({"username": "alice", "email": "alice@example.com", "name": "Alice"}))))
+        .when(Command::Upsert(create(
+            "alice",
+            json!({"username": "alice", "email": "alice@example.com", "name": "Alice"}),
+        )))
         .then_nothing();
 }
 
@@ -173,7 +207,10 @@ fn upsert_keeps_the_password_unless_given() {
         e.password_hash = Some("hash-1".into());
     }
     let user = given(vec![with_password])
-        .when(Command::Upsert(create("alice", json!({"username": "alice"}))))
+        .when(Command::Upsert(create(
+            "alice",
+            json!({"username": "alice"}),
+        )))
         .then(vec![Event::UserReplaced(UserReplaced {
             profile: profile(json!({"username": "alice"})),
             password_hash: None,
@@ -185,7 +222,10 @@ fn upsert_keeps_the_password_unless_given() {
 #[test]
 fn user_input_rules_of_section_2() {
     let invalid = |v: Value, field: &str| {
-        let errors = serde_json::from_value::<UserInput>(v.clone()).unwrap().validate().unwrap_err();
+        let errors = serde_json::from_value::<UserInput>(v.clone())
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(errors.iter().any(|e| e.field == field), "{v}: {errors:?}");
     };
     invalid(json!({"id": ""}), "id");
@@ -199,29 +239,45 @@ fn user_input_rules_of_section_2() {
     invalid(json!({"password": "1234567"}), "password");
     invalid(json!({"password": "p".repeat(257)}), "password");
     invalid(json!({"email": "not-an-email"}), "email");
-    invalid(json!({"email": format!("{}@example.com", "a".repeat(250))}), "email");
-    invalid(json!({"metadata": {"k": "v".repeat(16 * 1024)}}), "metadata");
+    invalid(
+        json!({"email": format!("{}@example.com", "a".repeat(250))}),
+        "email",
+    );
+    invalid(
+        json!({"metadata": {"k": "v".repeat(16 * 1024)}}),
+        "metadata",
+    );
     invalid(json!({"custom": {"k": "v".repeat(16 * 1024)}}), "custom");
     invalid(json!({"prefs": {"k": "v".repeat(64 * 1024)}}), "prefs");
     invalid(json!({"custom": {"has space": 1}}), "custom.has space");
     invalid(json!({"custom": {"has.dot": 1}}), "custom.has.dot");
-    let ok = serde_json::from_value::<UserInput>(json!({"id": "unique()", "password": "p".repeat(256), "name": "n".repeat(128)}))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let ok = serde_json::from_value::<UserInput>(
+        json!({"id": "unique()", "password": "p".repeat(256), "name": "n".repeat(128)}),
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
     assert_eq!(ok.id.unwrap().as_str().len(), 26, "unique() becomes a ULID");
 }
 
 #[test]
 fn patch_sets_nested_paths_creating_intermediates() {
     let user = given(vec![alice()])
-        .when(patch(json!({"set": {"custom.field2.subfield": "x", "display_name": "Al"}})))
+        .when(patch(
+            json!({"set": {"custom.field2.subfield": "x", "display_name": "Al"}}),
+        ))
         .then(vec![Event::UserPartiallyUpdated(UserPartiallyUpdated {
-            set: serde_json::from_value(json!({"custom.field2.subfield": "x", "display_name": "Al"})).unwrap(),
+            set: serde_json::from_value(
+                json!({"custom.field2.subfield": "x", "display_name": "Al"}),
+            )
+            .unwrap(),
             unset: vec![],
         })])
         .unwrap();
-    assert_eq!(Value::Object(user.profile.custom), json!({"field2": {"subfield": "x"}}));
+    assert_eq!(
+        Value::Object(user.profile.custom),
+        json!({"field2": {"subfield": "x"}})
+    );
     assert_eq!(user.profile.display_name.as_deref(), Some("Al"));
     assert_eq!(user.version, 2);
 }
@@ -248,36 +304,67 @@ fn patch_unsets_paths() {
 
 #[test]
 fn patch_that_changes_nothing_emits_nothing() {
-    given(vec![alice()]).when(patch(json!({"set": {"name": "Alice"}, "unset": ["custom.none"]}))).then_nothing();
+    given(vec![alice()])
+        .when(patch(
+            json!({"set": {"name": "Alice"}, "unset": ["custom.none"]}),
+        ))
+        .then_nothing();
 }
 
 #[test]
 fn patch_result_over_the_size_limit_is_refused() {
     let big = "x".repeat(9 * 1024);
-    let history = vec![alice(), Event::UserPartiallyUpdated(UserPartiallyUpdated {
-        set: serde_json::from_value(json!({"custom.a": big})).unwrap(),
-        unset: vec![],
-    })];
-    given(history).when(patch(json!({"set": {"custom.b": "y".repeat(9 * 1024)}}))).then_invalid("custom");
+    let history = vec![
+        alice(),
+        Event::UserPartiallyUpdated(UserPartiallyUpdated {
+            set: serde_json::from_value(json!({"custom.a": big})).unwrap(),
+            unset: vec![],
+        }),
+    ];
+    given(history)
+        .when(patch(json!({"set": {"custom.b": "y".repeat(9 * 1024)}})))
+        .then_invalid("custom");
 }
 
 #[test]
 fn patch_paths_that_cannot_be_set() {
-    for path in ["id", "organization_id", "wallet", "status", "version", "created_at", "updated_at",
-                 "deactivated_at", "deleted_at", "email_verified", "phone_verified", "password"] {
-        let errors = serde_json::from_value::<PatchInput>(json!({"set": {path: "x"}})).unwrap().validate().unwrap_err();
+    for path in [
+        "id",
+        "organization_id",
+        "wallet",
+        "status",
+        "version",
+        "created_at",
+        "updated_at",
+        "deactivated_at",
+        "deleted_at",
+        "email_verified",
+        "phone_verified",
+        "password",
+    ] {
+        let errors = serde_json::from_value::<PatchInput>(json!({"set": {path: "x"}}))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(errors[0].field, format!("set.{path}"));
     }
-    let errors = serde_json::from_value::<PatchInput>(json!({"set": {"name": "x"}, "unset": ["name"]}))
-        .unwrap()
-        .validate()
-        .unwrap_err();
+    let errors =
+        serde_json::from_value::<PatchInput>(json!({"set": {"name": "x"}, "unset": ["name"]}))
+            .unwrap()
+            .validate()
+            .unwrap_err();
     assert!(errors[0].message.contains("both set and unset"));
 }
 
 #[test]
 fn patch_email_clears_verification() {
-    let history = vec![alice(), Event::VerificationChanged(VerificationChanged { email_verified: Some(true), phone_verified: None })];
+    let history = vec![
+        alice(),
+        Event::VerificationChanged(VerificationChanged {
+            email_verified: Some(true),
+            phone_verified: None,
+        }),
+    ];
     assert!(fold(&history).unwrap().email_verified);
     let user = given(history)
         .when(patch(json!({"set": {"email": "new@example.com"}})))
@@ -291,26 +378,52 @@ fn patch_email_clears_verification() {
 
 #[test]
 fn commands_on_missing_or_deleted_users() {
-    given(vec![]).when(patch(json!({"set": {"name": "x"}}))).then_error(DomainError::NotFound);
-    let deleted = vec![alice(), Event::UserDeleted(UserDeleted { mode: DeleteMode::Soft })];
-    given(deleted.clone()).when(patch(json!({"set": {"name": "x"}}))).then_error(DomainError::UserDeleted);
-    given(deleted).when(Command::Upsert(create("alice", json!({})))).then_error(DomainError::UserDeleted);
+    given(vec![])
+        .when(patch(json!({"set": {"name": "x"}})))
+        .then_error(DomainError::NotFound);
+    let deleted = vec![
+        alice(),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Soft,
+        }),
+    ];
+    given(deleted.clone())
+        .when(patch(json!({"set": {"name": "x"}})))
+        .then_error(DomainError::UserDeleted);
+    given(deleted)
+        .when(Command::Upsert(create("alice", json!({}))))
+        .then_error(DomainError::UserDeleted);
 }
 
 #[test]
 fn deletion_escalates_and_pruning_erases() {
     let soft = given(vec![alice()])
         .when(Command::Delete(DeleteMode::Soft))
-        .then(vec![Event::UserDeleted(UserDeleted { mode: DeleteMode::Soft })])
+        .then(vec![Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Soft,
+        })])
         .unwrap();
     assert_eq!(soft.status(), Status::Deleted);
-    assert_eq!(soft.profile.email.as_deref(), Some("alice@example.com"), "soft keeps everything");
+    assert_eq!(
+        soft.profile.email.as_deref(),
+        Some("alice@example.com"),
+        "soft keeps everything"
+    );
 
-    let soft_history = vec![alice(), Event::UserDeleted(UserDeleted { mode: DeleteMode::Soft })];
-    given(soft_history.clone()).when(Command::Delete(DeleteMode::Soft)).then_nothing();
+    let soft_history = vec![
+        alice(),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Soft,
+        }),
+    ];
+    given(soft_history.clone())
+        .when(Command::Delete(DeleteMode::Soft))
+        .then_nothing();
     let pruned = given(soft_history)
         .when(Command::Delete(DeleteMode::Pruning))
-        .then(vec![Event::UserDeleted(UserDeleted { mode: DeleteMode::Pruning })])
+        .then(vec![Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Pruning,
+        })])
         .unwrap();
     assert_eq!(pruned.profile.username, None);
     assert_eq!(pruned.profile.email, None);
@@ -319,45 +432,94 @@ fn deletion_escalates_and_pruning_erases() {
 
     let hard = given(vec![alice()])
         .when(Command::Delete(DeleteMode::Hard))
-        .then(vec![Event::UserDeleted(UserDeleted { mode: DeleteMode::Hard })]);
+        .then(vec![Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Hard,
+        })]);
     assert!(hard.is_none());
-    given(vec![]).when(Command::Delete(DeleteMode::Soft)).then_error(DomainError::NotFound);
+    given(vec![])
+        .when(Command::Delete(DeleteMode::Soft))
+        .then_error(DomainError::NotFound);
 }
 
 #[test]
 fn restore_brings_back_soft_whole_and_pruned_with_a_new_key() {
-    let restored = given(vec![alice(), Event::UserDeleted(UserDeleted { mode: DeleteMode::Soft })])
-        .when(Command::Restore { new_key_id: "k2".into() })
-        .then(vec![Event::UserRestored(UserRestored { key_id: None })])
-        .unwrap();
+    let restored = given(vec![
+        alice(),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Soft,
+        }),
+    ])
+    .when(Command::Restore {
+        new_key_id: "k2".into(),
+    })
+    .then(vec![Event::UserRestored(UserRestored { key_id: None })])
+    .unwrap();
     assert_eq!(restored.status(), Status::Active);
     assert_eq!(restored.profile.name.as_deref(), Some("Alice"));
 
-    let pruned = given(vec![alice(), Event::UserDeleted(UserDeleted { mode: DeleteMode::Pruning })])
-        .when(Command::Restore { new_key_id: "k2".into() })
-        .then(vec![Event::UserRestored(UserRestored { key_id: Some("k2".into()) })])
-        .unwrap();
+    let pruned = given(vec![
+        alice(),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Pruning,
+        }),
+    ])
+    .when(Command::Restore {
+        new_key_id: "k2".into(),
+    })
+    .then(vec![Event::UserRestored(UserRestored {
+        key_id: Some("k2".into()),
+    })])
+    .unwrap();
     assert_eq!(pruned.profile.name, None);
     assert_eq!(pruned.key_id.as_deref(), Some("k2"));
 
-    given(vec![alice(), Event::UserDeleted(UserDeleted { mode: DeleteMode::Hard })])
-        .when(Command::Restore { new_key_id: "k2".into() })
-        .then_error(DomainError::NotFound);
-    given(vec![alice()]).when(Command::Restore { new_key_id: "k2".into() }).then_nothing();
+    given(vec![
+        alice(),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Hard,
+        }),
+    ])
+    .when(Command::Restore {
+        new_key_id: "k2".into(),
+    })
+    .then_error(DomainError::NotFound);
+    given(vec![alice()])
+        .when(Command::Restore {
+            new_key_id: "k2".into(),
+        })
+        .then_nothing();
 }
 
 #[test]
 fn deactivate_and_reactivate() {
     let user = given(vec![alice()])
-        .when(Command::Deactivate { created_by_id: Some("admin".into()) })
-        .then(vec![Event::UserDeactivated(UserDeactivated { created_by_id: Some("admin".into()) })])
+        .when(Command::Deactivate {
+            created_by_id: Some("admin".into()),
+        })
+        .then(vec![Event::UserDeactivated(UserDeactivated {
+            created_by_id: Some("admin".into()),
+        })])
         .unwrap();
     assert_eq!(user.status(), Status::Deactivated);
-    let history = vec![alice(), Event::UserDeactivated(UserDeactivated { created_by_id: None })];
-    given(history.clone()).when(Command::Deactivate { created_by_id: None }).then_nothing();
-    let back = given(history).when(Command::Reactivate).then(vec![Event::UserReactivated(UserReactivated {})]).unwrap();
+    let history = vec![
+        alice(),
+        Event::UserDeactivated(UserDeactivated {
+            created_by_id: None,
+        }),
+    ];
+    given(history.clone())
+        .when(Command::Deactivate {
+            created_by_id: None,
+        })
+        .then_nothing();
+    let back = given(history)
+        .when(Command::Reactivate)
+        .then(vec![Event::UserReactivated(UserReactivated {})])
+        .unwrap();
     assert_eq!(back.status(), Status::Active);
-    given(vec![alice()]).when(Command::Reactivate).then_nothing();
+    given(vec![alice()])
+        .when(Command::Reactivate)
+        .then_nothing();
 }
 
 #[test]
@@ -367,7 +529,12 @@ fn blocking_shows_as_status() {
         .then(vec![Event::StatusChanged(StatusChanged { blocked: true })])
         .unwrap();
     assert_eq!(user.status(), Status::Blocked);
-    given(vec![alice(), Event::StatusChanged(StatusChanged { blocked: true })]).when(Command::SetBlocked(true)).then_nothing();
+    given(vec![
+        alice(),
+        Event::StatusChanged(StatusChanged { blocked: true }),
+    ])
+    .when(Command::SetBlocked(true))
+    .then_nothing();
 }
 
 fn wallet(changes: &[(&str, i64)]) -> Command {
@@ -388,24 +555,43 @@ fn adjusted(changes: &[(&str, i64)]) -> Event {
 
 #[test]
 fn wallet_changes_atomically_and_never_below_zero() {
-    let user = given(vec![alice()]).when(wallet(&[("coins", 10), ("gems", 0)])).then(vec![adjusted(&[("coins", 10)])]).unwrap();
+    let user = given(vec![alice()])
+        .when(wallet(&[("coins", 10), ("gems", 0)]))
+        .then(vec![adjusted(&[("coins", 10)])])
+        .unwrap();
     assert_eq!(user.wallet, BTreeMap::from([("coins".to_string(), 10)]));
     given(vec![alice(), adjusted(&[("coins", 10)])])
         .when(wallet(&[("coins", 5), ("gems", -1)]))
-        .then_error(DomainError::WalletNegative { currency: "gems".into(), balance: 0, change: -1 });
+        .then_error(DomainError::WalletNegative {
+            currency: "gems".into(),
+            balance: 0,
+            change: -1,
+        });
     given(vec![alice(), adjusted(&[("coins", i64::MAX)])])
         .when(wallet(&[("coins", 1)]))
-        .then_error(DomainError::WalletOverflow { currency: "coins".into() });
-    given(vec![alice()]).when(wallet(&[("", 1)])).then_invalid("changeset.");
+        .then_error(DomainError::WalletOverflow {
+            currency: "coins".into(),
+        });
+    given(vec![alice()])
+        .when(wallet(&[("", 1)]))
+        .then_invalid("changeset.");
 }
 
 #[test]
 fn field_commands_emit_only_on_change() {
-    given(vec![alice()]).when(Command::ChangeName(Some("Alice".into()))).then_nothing();
     given(vec![alice()])
-        .when(Command::ChangeEmail(Some(Email::parse("a2@example.com").unwrap())))
-        .then(vec![Event::EmailChanged(EmailChanged { email: Some("a2@example.com".into()) })]);
-    given(vec![alice()]).when(Command::SetEmailVerified(false)).then_nothing();
+        .when(Command::ChangeName(Some("Alice".into())))
+        .then_nothing();
+    given(vec![alice()])
+        .when(Command::ChangeEmail(Some(
+            Email::parse("a2@example.com").unwrap(),
+        )))
+        .then(vec![Event::EmailChanged(EmailChanged {
+            email: Some("a2@example.com".into()),
+        })]);
+    given(vec![alice()])
+        .when(Command::SetEmailVerified(false))
+        .then_nothing();
 }
 
 #[test]
@@ -413,7 +599,9 @@ fn events_round_trip_through_their_recorded_form() {
     let events = vec![
         alice(),
         adjusted(&[("coins", 3)]),
-        Event::UserDeleted(UserDeleted { mode: DeleteMode::Pruning }),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Pruning,
+        }),
         Event::UserPartiallyUpdated(UserPartiallyUpdated {
             set: serde_json::from_value(json!({"custom.a": 1})).unwrap(),
             unset: vec!["name".into()],
@@ -423,7 +611,10 @@ fn events_round_trip_through_their_recorded_form() {
         let back = Event::from_data(e.event_type(), e.schema_version(), e.to_data()).unwrap();
         assert_eq!(back, e);
     }
-    assert!(Event::from_data("UserCreated", 99, Default::default()).is_err(), "unknown future version");
+    assert!(
+        Event::from_data("UserCreated", 99, Default::default()).is_err(),
+        "unknown future version"
+    );
 }
 
 mod reference_model {

@@ -88,7 +88,10 @@ mod tests {
         let key = DataKey::generate();
         let sealed = seal(&key, b"user-1", b"alice@example.com");
         assert!(!sealed.windows(5).any(|w| w == b"alice"));
-        assert_eq!(open(&key, b"user-1", &sealed).unwrap(), b"alice@example.com");
+        assert_eq!(
+            open(&key, b"user-1", &sealed).unwrap(),
+            b"alice@example.com"
+        );
         assert!(open(&key, b"user-2", &sealed).is_err(), "aad is bound");
         assert!(open(&DataKey::generate(), b"user-1", &sealed).is_err());
         let mut tampered = sealed.clone();

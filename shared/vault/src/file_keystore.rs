@@ -235,7 +235,9 @@ impl Writer {
             }
         }
         writes.sort_by_key(|(slot, _)| *slot);
-        let result = self.write_slots(&writes).and_then(|()| self.file.sync_data());
+        let result = self
+            .write_slots(&writes)
+            .and_then(|()| self.file.sync_data());
         if let Err(e) = result {
             let kind = e.kind();
             for request in batch {
@@ -346,7 +348,10 @@ mod tests {
         store.destroy(&[gone]).await.unwrap();
         assert!(store.get(gone).await.unwrap().is_none());
         assert!(!contains(&std::fs::read(&path).unwrap(), &gone_bytes));
-        assert!(!contains(&std::fs::read(&path).unwrap(), &gone.0.to_bytes()));
+        assert!(!contains(
+            &std::fs::read(&path).unwrap(),
+            &gone.0.to_bytes()
+        ));
         store.close();
         drop(store);
 
@@ -354,7 +359,10 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert!(store.get(gone).await.unwrap().is_none());
         for (id, key) in [&made[0], &made[2]] {
-            assert_eq!(store.get(*id).await.unwrap().unwrap().as_bytes(), key.as_bytes());
+            assert_eq!(
+                store.get(*id).await.unwrap().unwrap().as_bytes(),
+                key.as_bytes()
+            );
         }
         // The destroyed slot is reused rather than growing the file.
         let len = std::fs::metadata(&path).unwrap().len();

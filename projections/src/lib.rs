@@ -1,0 +1,18 @@
+//! Roster's read side: events in, queryable read models out (DESIGN.md §Projections).
+//!
+//! - [`codec`]: domain events ↔ log records, sealing personal data under the user's key.
+//! - [`ReadModels`]: sled trees (users by id, username and email indexes keyed by blind hash,
+//!   organization settings, the checkpoint) plus the in-memory [`catalog`] (list order,
+//!   status/role filters, prefix search), rebuilt from sled at start-up.
+//! - [`projector`]: applies events in log order; each batch's changes and its checkpoint are
+//!   one sled transaction, so a crash never leaves a read model that disagrees with a replay.
+
+pub mod catalog;
+pub mod codec;
+pub mod keys;
+pub mod projector;
+pub mod rows;
+mod store;
+
+pub use codec::{Codec, CodecError, DecodedEvent, EventMeta};
+pub use store::{ListOrder, ListPage, ListQuery, ReadModels, StoreError};

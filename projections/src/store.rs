@@ -1,0 +1,375 @@
+//! The read models: sled trees plus the in-memory catalog, and the queries over them.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use roster_domain::Status;
+use roster_domain::settings::OrgSettings;
+use roster_domain::values::{normalize_email, normalize_username};
+use roster_eventlog::Position;
+use roster_vault::BlindIndex;
+use tokio::sync::watch;
+
+use crate::catalog::{Catalog, Entry, OrgCatalog};
+use crate::codec::{Codec, CodecError};
+use crate::keys::{email_hash, username_hash};
+use crate::rows::{Row, user_key};
+
+const CHECKPOINT: &[u8] = b"checkpoint";
+
+/// Why a read-model operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("read model storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// A row or event could not be read.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] roster_eventlog::LogError),
+}
+
+/// Order of a user list, by creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A `GET /v1/users` query, validated.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// Prefix search over id, username, name, display name and email.
+    pub search: Option<String>,
+    /// Only these ids.
+    pub ids: Vec<String>,
+    /// Only these usernames (compared normalized).
+    pub usernames: Vec<String>,
+    /// Only these emails (compared case-insensitively).
+    pub emails: Vec<String>,
+    /// Only this status (without it, deleted users are left out).
+    pub status: Option<Status>,
+    /// Only this role.
+    pub role: Option<String>,
+    /// Page size.
+    pub limit: usize,
+    /// Exclusive bound: the creation position of the item the page starts after (or ends before).
+    pub cursor: Option<Position>,
+    /// Page backwards from the cursor (`direction=before`).
+    pub before: bool,
+    /// Creation order.
+    pub order: ListOrder,
+}
+
+/// A page of users.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    /// The users, in the requested order.
+    pub users: Vec<Row>,
+    /// Cursor for the page after this one, if there is one.
+    pub next_cursor: Option<Position>,
+    /// Cursor for the page before this one, if there is one.
+    pub prev_cursor: Option<Position>,
+    /// Number of users matching the query (all pages).
+    pub total: u64,
+}
+
+/// The read models and their checkpoint.
+pub struct ReadModels {
+    pub(crate) db: sled::Db,
+    pub(crate) users: sled::Tree,
+    pub(crate) usernames: sled::Tree,
+    pub(crate) emails: sled::Tree,
+    pub(crate) settings: sled::Tree,
+    pub(crate) meta: sled::Tree,
+    pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) codec: Codec,
+    pub(crate) blind: BlindIndex,
+    pub(crate) applied: watch::Sender<Position>,
+}
+
+impl ReadModels {
+    /// Opens (or creates) the read models in `dir` and rebuilds the in-memory catalog from them.
+    pub async fn open(
+        dir: &Path,
+        codec: Codec,
+        blind: BlindIndex,
+    ) -> Result<Arc<Self>, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let models = Self {
+            users: db.open_tree("users")?,
+            usernames: db.open_tree("username_index")?,
+            emails: db.open_tree("email_index")?,
+            settings: db.open_tree("settings")?,
+            meta: db.open_tree("meta")?,
+            db,
+            catalog: RwLock::new(Catalog::default()),
+            codec,
+            blind,
+            applied: watch::channel(0).0,
+        };
+        let checkpoint = models.stored_checkpoint()?;
+        models.applied.send_replace(checkpoint);
+        models.rebuild_catalog().await?;
+        Ok(Arc::new(models))
+    }
+
+    async fn rebuild_catalog(&self) -> Result<(), StoreError> {
+        let mut catalog = Catalog::default();
+        for item in self.users.iter() {
+            let (_, bytes) = item?;
+            let row = Row::open(&bytes, &self.codec).await?;
+            catalog
+                .org_mut(&row.user.organization_id)
+                .upsert(row.seq, &row.user);
+        }
+        *self.catalog.write() = catalog;
+        Ok(())
+    }
+
+    pub(crate) fn stored_checkpoint(&self) -> Result<Position, StoreError> {
+        Ok(match self.meta.get(CHECKPOINT)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+
+    pub(crate) fn checkpoint_bytes(position: Position) -> [u8; 8] {
+        position.to_be_bytes()
+    }
+
+    pub(crate) const CHECKPOINT_KEY: &'static [u8] = CHECKPOINT;
+
+    /// The log position every read model has applied.
+    pub fn checkpoint(&self) -> Position {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the read models have applied `position`; false on timeout.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Flushes sled to disk (on shutdown; read models never need it for correctness).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The user with this id, including soft-deleted ones.
+    pub async fn get(&self, org: &str, id: &str) -> Result<Option<Row>, StoreError> {
+        match self.users.get(user_key(org, id))? {
+            Some(bytes) => Ok(Some(Row::open(&bytes, &self.codec).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ids of users whose username normalizes like `username`.
+    pub fn ids_by_username(&self, org: &str, username: &str) -> Result<Vec<String>, StoreError> {
+        let hash = username_hash(&self.blind, org, &normalize_username(username));
+        index_lookup(&self.usernames, org, &hash)
+    }
+
+    /// Ids of users with this email (case-insensitively).
+    pub fn ids_by_email(&self, org: &str, email: &str) -> Result<Vec<String>, StoreError> {
+        let hash = email_hash(&self.blind, org, &normalize_email(email));
+        index_lookup(&self.emails, org, &hash)
+    }
+
+    /// An organization's settings (defaults if never changed).
+    pub fn settings(&self, org: &str) -> Result<OrgSettings, StoreError> {
+        Ok(match self.settings.get(org.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => OrgSettings::default(),
+        })
+    }
+
+    /// Number of users in an organization (all statuses).
+    pub fn count(&self, org: &str) -> usize {
+        self.catalog.read().org(org).map_or(0, OrgCatalog::len)
+    }
+
+    /// A page of users (API.md §3 `GET /v1/users`).
+    pub async fn list(&self, org: &str, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let candidates = self.candidates(org, query)?;
+        let (seqs, next_cursor, prev_cursor, total) = {
+            let catalog = self.catalog.read();
+            let Some(org_catalog) = catalog.org(org) else {
+                return Ok(ListPage {
+                    users: vec![],
+                    next_cursor: None,
+                    prev_cursor: None,
+                    total: 0,
+                });
+            };
+            page(org_catalog, candidates.as_ref(), query)
+        };
+        let mut users = Vec::with_capacity(seqs.len());
+        for (_, id) in seqs {
+            if let Some(row) = self.get(org, &id).await? {
+                users.push(row);
+            }
+        }
+        Ok(ListPage {
+            users,
+            next_cursor,
+            prev_cursor,
+            total,
+        })
+    }
+
+    /// The set of creation positions the exact filters and the search allow (`None` = all).
+    fn candidates(
+        &self,
+        org: &str,
+        query: &ListQuery,
+    ) -> Result<Option<BTreeSet<Position>>, StoreError> {
+        let mut id_sets: Vec<BTreeSet<String>> = Vec::new();
+        if !query.ids.is_empty() {
+            id_sets.push(query.ids.iter().cloned().collect());
+        }
+        if !query.usernames.is_empty() {
+            let mut ids = BTreeSet::new();
+            for u in &query.usernames {
+                ids.extend(self.ids_by_username(org, u)?);
+            }
+            id_sets.push(ids);
+        }
+        if !query.emails.is_empty() {
+            let mut ids = BTreeSet::new();
+            for e in &query.emails {
+                ids.extend(self.ids_by_email(org, e)?);
+            }
+            id_sets.push(ids);
+        }
+        let catalog = self.catalog.read();
+        let Some(org_catalog) = catalog.org(org) else {
+            return Ok(Some(BTreeSet::new()));
+        };
+        let mut result: Option<BTreeSet<Position>> = None;
+        let mut intersect = |set: BTreeSet<Position>| {
+            result = Some(match result.take() {
+                None => set,
+                Some(r) => r.intersection(&set).copied().collect(),
+            });
+        };
+        for ids in id_sets {
+            intersect(ids.iter().filter_map(|id| org_catalog.seq_of(id)).collect());
+        }
+        if let Some(search) = query.search.as_deref().filter(|s| !s.trim().is_empty()) {
+            intersect(org_catalog.search(search));
+        }
+        Ok(result)
+    }
+}
+
+fn index_lookup(tree: &sled::Tree, org: &str, hash: &str) -> Result<Vec<String>, StoreError> {
+    let prefix = index_prefix(org, hash);
+    let mut ids = Vec::new();
+    for item in tree.scan_prefix(&prefix) {
+        let (key, _) = item?;
+        ids.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+    }
+    Ok(ids)
+}
+
+/// `org NUL hash NUL` — the index entries of one value; the user id follows.
+pub(crate) fn index_prefix(org: &str, hash: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(org.len() + hash.len() + 2);
+    key.extend_from_slice(org.as_bytes());
+    key.push(0);
+    key.extend_from_slice(hash.as_bytes());
+    key.push(0);
+    key
+}
+
+fn matches(entry: &Entry, query: &ListQuery) -> bool {
+    let status_ok = match query.status {
+        Some(s) => entry.status == s,
+        None => entry.status != Status::Deleted,
+    };
+    status_ok && query.role.as_deref().is_none_or(|r| &*entry.role == r)
+}
+
+type Page = (
+    Vec<(Position, String)>,
+    Option<Position>,
+    Option<Position>,
+    u64,
+);
+
+/// Cuts one page out of the matching users. `forward` iterates by increasing position.
+fn page(catalog: &OrgCatalog, candidates: Option<&BTreeSet<Position>>, query: &ListQuery) -> Page {
+    let matching = |bound: Option<Position>,
+                    forward: bool|
+     -> Box<dyn Iterator<Item = (Position, &Entry)> + '_> {
+        let range = match (bound, forward) {
+            (None, _) => (Bound::Unbounded, Bound::Unbounded),
+            (Some(b), true) => (Bound::Excluded(b), Bound::Unbounded),
+            (Some(b), false) => (Bound::Unbounded, Bound::Excluded(b)),
+        };
+        let entries: Box<dyn DoubleEndedIterator<Item = (Position, &Entry)> + '_> = match candidates
+        {
+            Some(set) => Box::new(
+                set.range(range)
+                    .filter_map(|s| catalog.entry(*s).map(|e| (*s, e))),
+            ),
+            None => Box::new(catalog.range(range)),
+        };
+        let entries = entries.filter(|(_, e)| matches(e, query));
+        if forward {
+            Box::new(entries)
+        } else {
+            Box::new(entries.rev())
+        }
+    };
+    let total = matching(None, true).count() as u64;
+    let display_forward = query.order == ListOrder::Asc;
+    let limit = query.limit.max(1);
+    let walk_forward = if query.before {
+        !display_forward
+    } else {
+        display_forward
+    };
+    let mut items: Vec<(Position, String)> = matching(query.cursor, walk_forward)
+        .take(limit + 1)
+        .map(|(s, e)| (s, e.id.to_string()))
+        .collect();
+    let more = items.len() > limit;
+    items.truncate(limit);
+    if query.before {
+        items.reverse();
+    }
+    let (first, last) = (items.first().map(|i| i.0), items.last().map(|i| i.0));
+    let exists_beyond = |from: Option<Position>, forward: bool| {
+        from.is_some_and(|f| matching(Some(f), forward).next().is_some())
+    };
+    let (next, prev) = if query.before {
+        (
+            last.filter(|_| exists_beyond(last, display_forward)),
+            first.filter(|_| more),
+        )
+    } else {
+        (
+            last.filter(|_| more),
+            first.filter(|_| exists_beyond(first, !display_forward)),
+        )
+    };
+    (items, next, prev, total)
+}

@@ -1,0 +1,616 @@
+//! How a command travels (DESIGN.md): load the user's stream (from a cached aggregate at a
+//! known version), `decide`, seal the events, append them with the expected version and the
+//! uniqueness reservations in one atomic transaction, then answer with where they landed.
+//!
+//! A batch is the same with many users in one transaction: every item is decided first, and
+//! if any is refused nothing is appended and every refusal is reported by index.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use roster_domain::settings::UniqueUsernames;
+use roster_domain::values::{normalize_email, normalize_username};
+use roster_domain::{Command, CreateUser, FieldError, OrgId, Profile, User, UserId, apply, decide};
+use roster_eventlog::{
+    AppendError, ExpectedVersion, Position, Reservation, StreamAppend, StreamId, Transaction,
+};
+use roster_projections::keys::{
+    ReservationKind, email_reservation, reservation_kind, username_reservation,
+};
+use roster_projections::projector::event_time;
+use roster_vault::{DataKey, KeyId};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::Ctx;
+use crate::state::{AppState, LOCK_STRIPES, Loaded};
+
+/// How long idempotency keys are remembered (API.md §1: at least 24 h).
+const IDEMPOTENCY_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// How long a command keeps retrying optimistic-concurrency conflicts before giving up.
+const CONTENTION_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What one item of a command asks for; the data key, if one is needed, is chosen later.
+#[derive(Clone, Debug)]
+pub enum Intent {
+    /// Create a user (`upsert`: or replace it whole if it exists).
+    Create {
+        /// The fields.
+        profile: Profile,
+        /// argon2id hash, if a password was given.
+        password_hash: Option<String>,
+        /// Replace instead of failing when the user exists.
+        upsert: bool,
+    },
+    /// Restore a deleted user (a pruned one needs a fresh key).
+    Restore,
+    /// Any command that never needs a new key.
+    Other(Command),
+}
+
+/// One user's part of a command.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Target user.
+    pub user_id: UserId,
+    /// What to do.
+    pub intent: Intent,
+    /// Prefix for field errors (`users[3]`), for batches.
+    pub field_prefix: Option<String>,
+}
+
+/// What a command did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Each target user afterwards (`None` if hard-deleted), in item order.
+    pub users: Vec<(String, Option<User>)>,
+    /// Log position of the command's last event, or of the users' last events if it changed
+    /// nothing.
+    pub position: Position,
+}
+
+impl Intent {
+    fn needs_key(&self, state: Option<&User>) -> bool {
+        match self {
+            Intent::Create { .. } => state.is_none(),
+            Intent::Restore => state.is_some_and(|u| u.erased),
+            Intent::Other(_) => false,
+        }
+    }
+
+    fn command(&self, org: &OrgId, user_id: &UserId, key: Option<KeyId>) -> Command {
+        let key_id = key.map(|k| k.to_string()).unwrap_or_default();
+        match self {
+            Intent::Create {
+                profile,
+                password_hash,
+                upsert,
+            } => {
+                let create = CreateUser {
+                    user_id: user_id.clone(),
+                    org: org.clone(),
+                    key_id,
+                    profile: profile.clone(),
+                    password_hash: password_hash.clone(),
+                };
+                if *upsert {
+                    Command::Upsert(create)
+                } else {
+                    Command::Create(create)
+                }
+            }
+            Intent::Restore => Command::Restore { new_key_id: key_id },
+            Intent::Other(c) => c.clone(),
+        }
+    }
+}
+
+/// The stream of a user.
+pub fn user_stream(org: &OrgId, id: &UserId) -> StreamId {
+    StreamId::new(org.as_str(), id.stream_name())
+}
+
+fn idempotency_reservation(org: &OrgId, key: &str) -> String {
+    format!(
+        "i/{org}/{}",
+        hex::encode(&Sha256::digest(key.as_bytes())[..16])
+    )
+}
+
+/// A unique value a user holds, and whether its claim is enforced.
+struct Unique {
+    key: String,
+    field: &'static str,
+    exclusive: bool,
+}
+
+impl AppState {
+    fn uniques(&self, org: &OrgId, user: Option<&User>, usernames: UniqueUsernames) -> Vec<Unique> {
+        let Some(user) = user else { return vec![] };
+        let mut out = Vec::new();
+        if let Some(name) = &user.profile.username {
+            out.push(Unique {
+                key: username_reservation(&self.0.blind, org.as_str(), &normalize_username(name)),
+                field: "username",
+                exclusive: usernames == UniqueUsernames::App,
+            });
+        }
+        if let Some(email) = &user.profile.email {
+            out.push(Unique {
+                key: email_reservation(&self.0.blind, org.as_str(), &normalize_email(email)),
+                field: "email",
+                exclusive: true,
+            });
+        }
+        out
+    }
+
+    /// Loads a user's state: the cached aggregate plus whatever the stream holds beyond it.
+    pub async fn load(&self, org: &OrgId, id: &UserId) -> ApiResult<Loaded> {
+        let stream = user_stream(org, id);
+        let cache_key = stream.to_string();
+        let cached = self.0.aggregates.get(&cache_key);
+        let mut loaded = cached.as_deref().cloned().unwrap_or(Loaded {
+            user: None,
+            version: 0,
+            last_position: 0,
+        });
+        let events = self
+            .0
+            .log
+            .read_stream(&stream, loaded.version + 1, usize::MAX)
+            .await?;
+        if events.is_empty() {
+            return Ok(loaded);
+        }
+        for record in &events {
+            let decoded = self.0.codec.decode(record).await?;
+            loaded.user = apply(
+                loaded.user.take(),
+                &decoded.event,
+                event_time(record.time),
+                record.version,
+            );
+            loaded.version = record.version;
+            loaded.last_position = record.position;
+        }
+        self.0
+            .aggregates
+            .insert(cache_key, Arc::new(loaded.clone()));
+        Ok(loaded)
+    }
+
+    /// The user as of a stream version, or of the last event at or before a position or time.
+    pub async fn load_as_of(&self, org: &OrgId, id: &UserId, limit: AsOf) -> ApiResult<Loaded> {
+        let stream = user_stream(org, id);
+        let events = self.0.log.read_stream(&stream, 1, usize::MAX).await?;
+        let mut loaded = Loaded {
+            user: None,
+            version: 0,
+            last_position: 0,
+        };
+        for record in &events {
+            let within = match limit {
+                AsOf::Version(v) => record.version <= v,
+                AsOf::Position(p) => record.position <= p,
+                AsOf::Time(t) => record.time <= t,
+            };
+            if !within {
+                break;
+            }
+            let decoded = self.0.codec.decode(record).await?;
+            loaded.user = apply(
+                loaded.user.take(),
+                &decoded.event,
+                event_time(record.time),
+                record.version,
+            );
+            loaded.version = record.version;
+            loaded.last_position = record.position;
+        }
+        Ok(loaded)
+    }
+
+    async fn data_key(
+        &self,
+        user: &User,
+        fresh: &[(KeyId, DataKey)],
+    ) -> ApiResult<Option<(KeyId, DataKey)>> {
+        let Some(kid) = user.key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok()) else {
+            return Ok(None);
+        };
+        if let Some((_, key)) = fresh.iter().find(|(id, _)| *id == kid) {
+            return Ok(Some((kid, key.clone())));
+        }
+        Ok(self.0.codec.keys().get(kid).await?.map(|k| (kid, k)))
+    }
+
+    /// Runs a command over one or more users. Returns the outcome, or the first response
+    /// again if the request's `Idempotency-Key` was seen with the same request before.
+    pub async fn execute(&self, ctx: &Ctx, items: Vec<Item>, digest: &str) -> ApiResult<Outcome> {
+        if let Some(key) = &ctx.idempotency_key {
+            let reservation = idempotency_reservation(&ctx.org, key);
+            if let Some(held) = self.0.log.reservation(&reservation).await? {
+                return self.replay(ctx, &held.owner, held.position, digest).await;
+            }
+        }
+        let mut seen = HashSet::new();
+        let duplicates: Vec<FieldError> = items
+            .iter()
+            .filter(|i| !seen.insert(i.user_id.clone()))
+            .map(|i| {
+                FieldError::new(
+                    field(&i.field_prefix, "id"),
+                    "the same user appears twice in this batch",
+                )
+            })
+            .collect();
+        if !duplicates.is_empty() {
+            return Err(ApiError::invalid(duplicates));
+        }
+        let _guards = self.lock_users(&ctx.org, &items).await;
+        let mut spare: Vec<(KeyId, DataKey)> = Vec::new();
+        let result = self.execute_locked(ctx, &items, digest, &mut spare).await;
+        if !spare.is_empty() {
+            let ids: Vec<KeyId> = spare.iter().map(|(id, _)| *id).collect();
+            if let Err(e) = self.0.codec.keys().destroy(&ids).await {
+                tracing::warn!(error = %e, "could not destroy unused data keys");
+            }
+        }
+        result
+    }
+
+    async fn lock_users(
+        &self,
+        org: &OrgId,
+        items: &[Item],
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = items
+            .iter()
+            .map(|i| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (org.as_str(), i.user_id.as_str()).hash(&mut h);
+                (h.finish() as usize) % LOCK_STRIPES
+            })
+            .collect();
+        // Sorted, deduplicated order: two batches never wait on each other in a cycle.
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.0.user_locks[s].lock().await);
+        }
+        guards
+    }
+
+    async fn execute_locked(
+        &self,
+        ctx: &Ctx,
+        items: &[Item],
+        digest: &str,
+        spare: &mut Vec<(KeyId, DataKey)>,
+    ) -> ApiResult<Outcome> {
+        let settings = self.0.models.settings(ctx.org.as_str())?;
+        let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let states = futures::future::try_join_all(
+                items.iter().map(|i| self.load(&ctx.org, &i.user_id)),
+            )
+            .await?;
+            if let (Some(expected), [only]) = (ctx.if_match, states.as_slice()) {
+                if only.version != expected {
+                    return Err(version_mismatch(expected, only.version));
+                }
+            }
+            let needed = items
+                .iter()
+                .zip(&states)
+                .filter(|(i, s)| i.intent.needs_key(s.user.as_ref()))
+                .count();
+            if spare.len() < needed {
+                spare.extend(self.0.codec.keys().create(needed - spare.len()).await?);
+            }
+            // Decide every item before acting on any.
+            let mut errors = Vec::new();
+            let mut decided = Vec::with_capacity(items.len());
+            let mut fresh = spare.iter();
+            for (item, state) in items.iter().zip(&states) {
+                let key = if item.intent.needs_key(state.user.as_ref()) {
+                    fresh.next().map(|(id, _)| *id)
+                } else {
+                    None
+                };
+                let command = item.intent.command(&ctx.org, &item.user_id, key);
+                match decide(state.user.as_ref(), &command) {
+                    Ok(events) => decided.push(events),
+                    Err(e) if item.field_prefix.is_none() => return Err(e.into()),
+                    Err(e) => {
+                        errors.extend(batch_errors(item, e));
+                        decided.push(vec![]);
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(errors));
+            }
+            let now = Utc::now();
+            let mut tx = Transaction::default();
+            let mut afters = Vec::with_capacity(items.len());
+            let mut claim_fields = Vec::new();
+            for ((item, state), events) in items.iter().zip(&states).zip(&decided) {
+                let after = events
+                    .iter()
+                    .enumerate()
+                    .fold(state.user.clone(), |u, (k, e)| {
+                        apply(u, e, now, state.version + k as u64 + 1)
+                    });
+                if events.is_empty() {
+                    afters.push(after);
+                    continue;
+                }
+                let key = match after.as_ref().or(state.user.as_ref()) {
+                    Some(u) => self.data_key(u, spare).await?,
+                    None => None,
+                };
+                let before = self.uniques(
+                    &ctx.org,
+                    state.user.as_ref(),
+                    settings.enforce_unique_usernames,
+                );
+                let now_held =
+                    self.uniques(&ctx.org, after.as_ref(), settings.enforce_unique_usernames);
+                let owner = item.user_id.as_str().to_owned();
+                for old in before
+                    .iter()
+                    .filter(|b| !now_held.iter().any(|a| a.key == b.key))
+                {
+                    tx.reservations.push(Reservation::Release {
+                        key: old.key.clone(),
+                        owner: owner.clone(),
+                    });
+                }
+                for new in now_held
+                    .into_iter()
+                    .filter(|a| !before.iter().any(|b| b.key == a.key))
+                {
+                    claim_fields.push((
+                        new.key.clone(),
+                        field(&item.field_prefix, new.field),
+                        new.field,
+                    ));
+                    tx.reservations.push(if new.exclusive {
+                        Reservation::Claim {
+                            key: new.key,
+                            owner: owner.clone(),
+                            expires_at: None,
+                        }
+                    } else {
+                        Reservation::ClaimIfFree {
+                            key: new.key,
+                            owner: owner.clone(),
+                        }
+                    });
+                }
+                let meta = &ctx.meta;
+                tx.appends.push(StreamAppend {
+                    stream: user_stream(&ctx.org, &item.user_id),
+                    expected: if state.version == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(state.version)
+                    },
+                    events: events
+                        .iter()
+                        .map(|e| {
+                            self.0
+                                .codec
+                                .encode(e, meta, key.as_ref().map(|(id, k)| (*id, k)))
+                        })
+                        .collect(),
+                });
+                afters.push(after);
+            }
+            if tx.appends.is_empty() {
+                // Nothing changes: answer with the users as they are.
+                let position = states.iter().map(|s| s.last_position).max().unwrap_or(0);
+                return Ok(Outcome {
+                    users: items
+                        .iter()
+                        .zip(states)
+                        .map(|(i, s)| (i.user_id.to_string(), s.user))
+                        .collect(),
+                    position,
+                });
+            }
+            // Release before claim, so a batch may move a value from one of its users to another.
+            tx.reservations
+                .sort_by_key(|r| !matches!(r, Reservation::Release { .. }));
+            if let Some(key) = &ctx.idempotency_key {
+                tx.reservations.push(Reservation::Claim {
+                    key: idempotency_reservation(&ctx.org, key),
+                    owner: format!(
+                        "{digest}:{}",
+                        ctx.meta.correlation_id.as_deref().unwrap_or_default()
+                    ),
+                    expires_at: Some(now.timestamp_micros() + IDEMPOTENCY_TTL_MICROS),
+                });
+            }
+            let streams: Vec<StreamId> = tx.appends.iter().map(|a| a.stream.clone()).collect();
+            match self.0.log.append(tx).await {
+                Ok(committed) => {
+                    let used: HashSet<String> = afters
+                        .iter()
+                        .flatten()
+                        .filter_map(|u| u.key_id.clone())
+                        .collect();
+                    spare.retain(|(id, _)| !used.contains(&id.to_string()));
+                    let time = event_time(committed.time);
+                    let mut users = Vec::with_capacity(items.len());
+                    let mut next_version = committed.versions.iter();
+                    for ((item, state), events) in items.iter().zip(states).zip(decided) {
+                        let mut loaded = state;
+                        if !events.is_empty() {
+                            let last = *next_version.next().expect("one version per append");
+                            let first = last + 1 - events.len() as u64;
+                            for (k, e) in events.iter().enumerate() {
+                                loaded.user = apply(loaded.user.take(), e, time, first + k as u64);
+                            }
+                            loaded.version = last;
+                            loaded.last_position = committed.last_position;
+                            let stream = user_stream(&ctx.org, &item.user_id);
+                            self.0
+                                .aggregates
+                                .insert(stream.to_string(), Arc::new(loaded.clone()));
+                        }
+                        users.push((item.user_id.to_string(), loaded.user));
+                    }
+                    debug_assert_eq!(streams.len(), committed.versions.len());
+                    return Ok(Outcome {
+                        users,
+                        position: committed.last_position,
+                    });
+                }
+                Err(AppendError::WrongExpectedVersion { actual, .. }) => {
+                    if let Some(expected) = ctx.if_match {
+                        return Err(version_mismatch(expected, actual.unwrap_or(0)));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ApiError::new(
+                            Code::Conflict,
+                            "Too many concurrent changes to these users; retry.",
+                        ));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(AppendError::ReservationHeld {
+                    key,
+                    owner,
+                    position,
+                }) => {
+                    return match reservation_kind(&key) {
+                        ReservationKind::Idempotency => {
+                            self.replay(ctx, &owner, position, digest).await
+                        }
+                        kind => {
+                            let (code, what) = match kind {
+                                ReservationKind::Email => (Code::EmailTaken, "email"),
+                                _ => (Code::UsernameTaken, "username"),
+                            };
+                            let errors: Vec<FieldError> = claim_fields
+                                .iter()
+                                .filter(|(k, _, _)| *k == key)
+                                .map(|(_, f, _)| {
+                                    FieldError::new(f.clone(), format!("this {what} is taken"))
+                                })
+                                .collect();
+                            Err(ApiError::new(
+                                code,
+                                format!("This {what} is already taken in the organization."),
+                            )
+                            .with_errors(errors))
+                        }
+                    };
+                }
+                Err(AppendError::Invalid(m)) => {
+                    return Err(ApiError::internal(format!("invalid transaction: {m}")));
+                }
+                Err(AppendError::Log(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Answers a repeated idempotent request with what the first one did.
+    async fn replay(
+        &self,
+        ctx: &Ctx,
+        owner: &str,
+        position: Position,
+        digest: &str,
+    ) -> ApiResult<Outcome> {
+        let (first_digest, correlation) = owner.split_once(':').unwrap_or((owner, ""));
+        if first_digest != digest {
+            return Err(ApiError::new(
+                Code::IdempotencyMismatch,
+                "This Idempotency-Key was used with a different request.",
+            ));
+        }
+        let records = self
+            .0
+            .log
+            .read_all(position.saturating_sub(1), 1000)
+            .await?;
+        let mut touched: Vec<(UserId, u64)> = Vec::new();
+        let mut last = position;
+        for record in records {
+            let meta: roster_projections::EventMeta =
+                serde_json::from_slice(&record.metadata).unwrap_or_default();
+            if meta.correlation_id.as_deref() != Some(correlation) {
+                break;
+            }
+            last = record.position;
+            let Some(id) = record
+                .stream
+                .name
+                .strip_prefix("user-")
+                .and_then(|id| UserId::parse(id).ok())
+            else {
+                continue;
+            };
+            match touched.iter_mut().find(|(u, _)| *u == id) {
+                Some(entry) => entry.1 = record.version,
+                None => touched.push((id, record.version)),
+            }
+        }
+        let mut users = Vec::with_capacity(touched.len());
+        for (id, version) in touched {
+            let loaded = self
+                .load_as_of(&ctx.org, &id, AsOf::Version(version))
+                .await?;
+            users.push((id.to_string(), loaded.user));
+        }
+        Ok(Outcome {
+            users,
+            position: last,
+        })
+    }
+}
+
+/// A point in a user's history.
+#[derive(Clone, Copy, Debug)]
+pub enum AsOf {
+    /// After this stream version.
+    Version(u64),
+    /// After this log position.
+    Position(Position),
+    /// At this time (microseconds since the epoch).
+    Time(i64),
+}
+
+fn field(prefix: &Option<String>, name: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}.{name}"),
+        None => name.to_owned(),
+    }
+}
+
+fn batch_errors(item: &Item, e: roster_domain::DomainError) -> Vec<FieldError> {
+    let prefix = item.field_prefix.clone().unwrap_or_default();
+    match e {
+        roster_domain::DomainError::Invalid(errors) => {
+            errors.into_iter().map(|f| f.prefixed(&prefix)).collect()
+        }
+        other => vec![FieldError::new(prefix, other.to_string())],
+    }
+}
+
+fn version_mismatch(expected: u64, actual: u64) -> ApiError {
+    ApiError::new(
+        Code::VersionMismatch,
+        format!("If-Match expected version {expected}, but the user is at version {actual}."),
+    )
+}

@@ -1,0 +1,115 @@
+//! `/v1/settings`: the organization's settings (API.md §3).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use roster_domain::settings::{
+    OrgSettings, SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged, UniqueUsernames,
+};
+use roster_eventlog::{
+    AppendError, ExpectedVersion, NewEvent, StreamAppend, StreamId, Transaction,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{Ctx, Json};
+use crate::resource::write_response;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/settings", get(show).patch(update))
+}
+
+async fn show(State(app): State<AppState>, ctx: Ctx) -> ApiResult<Response> {
+    Ok(axum::Json(app.models().settings(ctx.org.as_str())?).into_response())
+}
+
+/// Fields of `PATCH /v1/settings`; each is optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsPatch {
+    enforce_unique_usernames: Option<UniqueUsernames>,
+}
+
+#[derive(Serialize)]
+struct SettingsResponse {
+    #[serde(flatten)]
+    settings: OrgSettings,
+    position: u64,
+}
+
+async fn update(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    body: Json<SettingsPatch>,
+) -> ApiResult<Response> {
+    let stream = StreamId::new(ctx.org.as_str(), SETTINGS_STREAM);
+    // Settings change rarely: a conflict is retried a few times rather than reported.
+    for _ in 0..5 {
+        let version = app.log().stream_version(&stream).await?;
+        let current = app.models().settings(ctx.org.as_str())?;
+        let mut next = current.clone();
+        if let Some(v) = body.value.enforce_unique_usernames {
+            next.enforce_unique_usernames = v;
+        }
+        if next == current {
+            return Ok(axum::Json(current).into_response());
+        }
+        let data = serde_json::to_vec(&SettingsChanged {
+            settings: next.clone(),
+        })
+        .expect("settings serialize");
+        let meta = serde_json::to_vec(&ctx.meta).expect("metadata serializes");
+        let tx = Transaction {
+            appends: vec![StreamAppend {
+                stream: stream.clone(),
+                expected: version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
+                events: vec![NewEvent {
+                    id: ulid::Ulid::new(),
+                    event_type: SETTINGS_CHANGED.into(),
+                    schema_version: 1,
+                    data: data.into(),
+                    // Settings events carry no personal data: keep only the public metadata.
+                    metadata: strip_personal(meta).into(),
+                }],
+            }],
+            reservations: vec![],
+        };
+        match app.log().append(tx).await {
+            Ok(c) => {
+                // Commands read settings from the read model: wait until it has them.
+                app.models()
+                    .wait_for(c.last_position, Duration::from_secs(5))
+                    .await;
+                return Ok(write_response(
+                    StatusCode::OK,
+                    SettingsResponse {
+                        settings: next,
+                        position: c.last_position,
+                    },
+                    c.last_position,
+                ));
+            }
+            Err(AppendError::WrongExpectedVersion { .. }) => continue,
+            Err(AppendError::Log(e)) => return Err(e.into()),
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    Err(ApiError::new(
+        Code::Conflict,
+        "Settings are changing concurrently; retry.",
+    ))
+}
+
+fn strip_personal(meta: Vec<u8>) -> Vec<u8> {
+    let mut value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&meta).unwrap_or_default();
+    value.remove("ip");
+    value.remove("user_agent");
+    serde_json::to_vec(&value).expect("JSON serializes")
+}

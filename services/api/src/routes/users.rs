@@ -1,0 +1,383 @@
+//! `/v1/users`: create, upsert, partial update (one and batch), get, list (API.md §3).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use roster_domain::{Command, FieldError, PatchInput, Status, UserId, UserInput};
+use roster_projections::{ListOrder, ListQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::commands::{AsOf, Intent, Item};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Ctx, Json, QueryParams};
+use crate::resource::{UserResource, etag, user_response, write_response};
+use crate::state::AppState;
+
+/// Most users in one upsert or batch update (API.md §3).
+pub const MAX_BATCH: usize = 100;
+/// Longest search string.
+const MAX_SEARCH_CHARS: usize = 256;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users", post(create).patch(patch_many).get(list))
+        .route("/v1/users/upsert", post(upsert))
+        .route("/v1/users/{id}", get(get_one).patch(patch_one))
+}
+
+fn parse_user_id(id: &str) -> ApiResult<UserId> {
+    UserId::parse(id).map_err(|m| ApiError::not_found(format!("No user with this id (ids {m}).")))
+}
+
+async fn create(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    body: Json<UserInput>,
+) -> ApiResult<Response> {
+    let valid = body.value.validate().map_err(ApiError::invalid)?;
+    let password_hash = match valid.password {
+        Some(p) => Some(app.0.hasher.hash(p).await.map_err(ApiError::internal)?),
+        None => None,
+    };
+    let item = Item {
+        user_id: valid.id.unwrap_or_else(UserId::generate),
+        intent: Intent::Create {
+            profile: valid.profile,
+            password_hash,
+            upsert: false,
+        },
+        field_prefix: None,
+    };
+    let outcome = app
+        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
+        .await?;
+    single(StatusCode::CREATED, outcome)
+}
+
+/// The first user of an outcome as a single-user response.
+pub(crate) fn single(status: StatusCode, outcome: crate::commands::Outcome) -> ApiResult<Response> {
+    match outcome.users.into_iter().next() {
+        Some((_, Some(user))) => Ok(user_response(status, user, Some(outcome.position))),
+        _ => Err(ApiError::not_found("No user with this id.")),
+    }
+}
+
+/// `{"users": [...]}` with each item parsed on its own, so every bad item is reported.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    users: Vec<Value>,
+}
+
+fn batch_items<T: serde::de::DeserializeOwned>(batch: Batch) -> ApiResult<Vec<(String, T)>> {
+    let n = batch.users.len();
+    if n == 0 || n > MAX_BATCH {
+        return Err(ApiError::invalid_field(
+            "users",
+            format!("must hold 1 to {MAX_BATCH} users, not {n}"),
+        ));
+    }
+    let mut items = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for (i, value) in batch.users.into_iter().enumerate() {
+        let prefix = format!("users[{i}]");
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => items.push((prefix, v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    prefix
+                } else {
+                    format!("{prefix}.{path}")
+                };
+                errors.push(FieldError::new(field, e.into_inner().to_string()));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// `{"users": {"<id>": user}, "position": n}`.
+#[derive(Serialize)]
+struct UsersById {
+    users: Map<String, Value>,
+    position: u64,
+}
+
+fn users_by_id(outcome: crate::commands::Outcome) -> Response {
+    let users = outcome
+        .users
+        .into_iter()
+        .filter_map(|(id, u)| {
+            u.map(|u| {
+                (
+                    id,
+                    serde_json::to_value(UserResource::new(u, None)).unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    write_response(
+        StatusCode::OK,
+        UsersById {
+            users,
+            position: outcome.position,
+        },
+        outcome.position,
+    )
+}
+
+async fn upsert(State(app): State<AppState>, ctx: Ctx, body: Json<Batch>) -> ApiResult<Response> {
+    let digest = ctx.digest_with(Some(&body.digest));
+    let inputs: Vec<(String, UserInput)> = batch_items(body.value)?;
+    let mut errors = Vec::new();
+    let mut valid = Vec::with_capacity(inputs.len());
+    for (prefix, input) in inputs {
+        match input.validate() {
+            Ok(v) => valid.push((prefix, v)),
+            Err(es) => errors.extend(es.into_iter().map(|e| e.prefixed(&prefix))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let mut items = Vec::with_capacity(valid.len());
+    for (prefix, v) in valid {
+        let password_hash = match v.password {
+            Some(p) => Some(app.0.hasher.hash(p).await.map_err(ApiError::internal)?),
+            None => None,
+        };
+        items.push(Item {
+            user_id: v.id.unwrap_or_else(UserId::generate),
+            intent: Intent::Create {
+                profile: v.profile,
+                password_hash,
+                upsert: true,
+            },
+            field_prefix: Some(prefix),
+        });
+    }
+    let outcome = app.execute(&ctx, items, &digest).await?;
+    Ok(users_by_id(outcome))
+}
+
+/// One item of `PATCH /v1/users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchItem {
+    id: String,
+    #[serde(default)]
+    set: Map<String, Value>,
+    #[serde(default)]
+    unset: Vec<String>,
+}
+
+async fn patch_many(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    body: Json<Batch>,
+) -> ApiResult<Response> {
+    let digest = ctx.digest_with(Some(&body.digest));
+    let inputs: Vec<(String, PatchItem)> = batch_items(body.value)?;
+    let mut errors = Vec::new();
+    let mut items = Vec::with_capacity(inputs.len());
+    for (prefix, input) in inputs {
+        let id = UserId::parse(&input.id).map_err(|m| FieldError::new(format!("{prefix}.id"), m));
+        let patch = PatchInput {
+            set: input.set,
+            unset: input.unset,
+        }
+        .validate();
+        match (id, patch) {
+            (Ok(user_id), Ok(patch)) => items.push(Item {
+                user_id,
+                intent: Intent::Other(Command::Patch(patch)),
+                field_prefix: Some(prefix),
+            }),
+            (id, patch) => {
+                errors.extend(id.err());
+                errors.extend(
+                    patch
+                        .err()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| e.prefixed(&prefix)),
+                );
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let outcome = app.execute(&ctx, items, &digest).await?;
+    Ok(users_by_id(outcome))
+}
+
+async fn patch_one(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Json<PatchInput>,
+) -> ApiResult<Response> {
+    let user_id = parse_user_id(&id)?;
+    let digest = ctx.digest_with(Some(&body.digest));
+    let patch = body.value.validate().map_err(ApiError::invalid)?;
+    let item = Item {
+        user_id,
+        intent: Intent::Other(Command::Patch(patch)),
+        field_prefix: None,
+    };
+    let outcome = app.execute(&ctx, vec![item], &digest).await?;
+    single(StatusCode::OK, outcome)
+}
+
+/// Parses `as_of`: a log position, or an RFC 3339 time.
+fn parse_as_of(value: &str) -> ApiResult<AsOf> {
+    if let Ok(position) = value.parse::<u64>() {
+        return Ok(AsOf::Position(position));
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| AsOf::Time(t.timestamp_micros()))
+        .map_err(|_| ApiError::invalid_field("as_of", "must be a log position or an RFC 3339 time"))
+}
+
+async fn get_one(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    query.only(&["as_of"])?;
+    let org = ctx.org;
+    let user_id = parse_user_id(&id)?;
+    let user = match query.get("as_of") {
+        Some(as_of) => {
+            app.load_as_of(&org, &user_id, parse_as_of(as_of)?)
+                .await?
+                .user
+        }
+        None => app
+            .models()
+            .get(org.as_str(), user_id.as_str())
+            .await?
+            .map(|row| row.user),
+    };
+    let user = user.ok_or_else(|| ApiError::not_found("No user with this id."))?;
+    let version = user.version;
+    let mut response = axum::Json(UserResource::new(user, None)).into_response();
+    etag(response.headers_mut(), version);
+    Ok(response)
+}
+
+fn encode_cursor(seq: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("c{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> ApiResult<u64> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix('c').and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(
+    field: &str,
+    value: &str,
+    allowed: &str,
+) -> ApiResult<T> {
+    serde_json::from_value(Value::String(value.to_owned()))
+        .map_err(|_| ApiError::invalid_field(field, format!("must be one of {allowed}")))
+}
+
+/// A page of users.
+#[derive(Serialize)]
+struct UserPage {
+    users: Vec<UserResource>,
+    next_cursor: Option<String>,
+    prev_cursor: Option<String>,
+    total: u64,
+}
+
+async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiResult<Response> {
+    query.only(&[
+        "search",
+        "ids",
+        "usernames",
+        "emails",
+        "status",
+        "role",
+        "limit",
+        "cursor",
+        "direction",
+        "order",
+    ])?;
+    let org = ctx.org;
+    let search = query.get("search").map(str::to_owned);
+    if search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS)
+    {
+        return Err(ApiError::invalid_field(
+            "search",
+            format!("must be at most {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    let status: Option<Status> = match query.get("status") {
+        Some(s) => Some(parse_enum(
+            "status",
+            s,
+            "active, blocked, deactivated, deleted",
+        )?),
+        None => None,
+    };
+    let before = match query.get("direction") {
+        None | Some("after") => false,
+        Some("before") => true,
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "direction",
+                "must be after or before",
+            ));
+        }
+    };
+    let order = match query.get("order") {
+        None | Some("asc") => ListOrder::Asc,
+        Some("desc") => ListOrder::Desc,
+        Some(_) => return Err(ApiError::invalid_field("order", "must be asc or desc")),
+    };
+    let list_query = ListQuery {
+        search,
+        ids: query.all("ids"),
+        usernames: query.all("usernames"),
+        emails: query.all("emails"),
+        status,
+        role: query.get("role").map(str::to_owned),
+        limit: query.number("limit", 1, 100)?.unwrap_or(25) as usize,
+        cursor: query.get("cursor").map(decode_cursor).transpose()?,
+        before,
+        order,
+    };
+    let page = app.models().list(org.as_str(), &list_query).await?;
+    Ok(axum::Json(UserPage {
+        users: page
+            .users
+            .into_iter()
+            .map(|r| UserResource::new(r.user, None))
+            .collect(),
+        next_cursor: page.next_cursor.map(encode_cursor),
+        prev_cursor: page.prev_cursor.map(encode_cursor),
+        total: page.total,
+    })
+    .into_response())
+}
