@@ -17,7 +17,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use crate::keys::{email_hash, username_hash};
-use crate::rows::{Row, user_key};
+use crate::rows::{Indexed, Row, user_key};
 use crate::store::{ReadModels, StoreError, index_prefix};
 
 /// Largest number of events applied in one transaction.
@@ -85,7 +85,10 @@ impl ReadModels {
                     event_time(event.time),
                     event.version,
                 );
-                entry.after = user.map(|user| Row { seq, user });
+                entry.after = user.map(|user| {
+                    let indexed = self.indexed(org, &user);
+                    Row { seq, user, indexed }
+                });
             } else if event.stream.name == SETTINGS_STREAM && event.event_type == SETTINGS_CHANGED {
                 if let Ok(change) = serde_json::from_slice::<SettingsChanged>(&event.data) {
                     let bytes = serde_json::to_vec(&change.settings).expect("settings serialize");
@@ -123,36 +126,11 @@ impl ReadModels {
                 None => None,
             };
             rows.push((user_key(&t.org, &t.id), sealed));
-            let (before, after) = (
-                t.before.as_ref().map(|r| &r.user),
-                t.after.as_ref().map(|r| &r.user),
-            );
-            let username = |u: &User| {
-                u.profile
-                    .username
-                    .as_deref()
-                    .map(|n| username_hash(&self.blind, &t.org, &normalize_username(n)))
-            };
-            let email = |u: &User| {
-                u.profile
-                    .email
-                    .as_deref()
-                    .map(|e| email_hash(&self.blind, &t.org, &normalize_email(e)))
-            };
-            index_diff(
-                &mut username_ops,
-                &t.org,
-                &t.id,
-                before.and_then(username),
-                after.and_then(username),
-            );
-            index_diff(
-                &mut email_ops,
-                &t.org,
-                &t.id,
-                before.and_then(email),
-                after.and_then(email),
-            );
+            // Old entries come from the stored hashes: the old values may be unreadable now.
+            let before = t.before.as_ref().map(|r| r.indexed.clone()).unwrap_or_default();
+            let after = t.after.as_ref().map(|r| r.indexed.clone()).unwrap_or_default();
+            index_diff(&mut username_ops, &t.org, &t.id, before.username, after.username);
+            index_diff(&mut email_ops, &t.org, &t.id, before.email, after.email);
         }
         let checkpoint = Self::checkpoint_bytes(last);
         (
@@ -226,6 +204,16 @@ impl ReadModels {
                 return; // the log closed
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+impl ReadModels {
+    /// The index entries a user should have.
+    fn indexed(&self, org: &str, user: &User) -> Indexed {
+        Indexed {
+            username: user.profile.username.as_deref().map(|n| username_hash(&self.blind, org, &normalize_username(n))),
+            email: user.profile.email.as_deref().map(|e| email_hash(&self.blind, org, &normalize_email(e))),
         }
     }
 }

@@ -15,6 +15,21 @@ pub struct Row {
     pub seq: Position,
     /// The user.
     pub user: User,
+    /// Blind hashes under which the user is in the username and email indexes. Kept in the
+    /// clear (they are keyed hashes, not personal values) so the entries can still be removed
+    /// after the user's key is destroyed and its username and email no longer read back.
+    pub indexed: Indexed,
+}
+
+/// The index entries of a row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Indexed {
+    /// Blind hash of the normalized username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Blind hash of the normalized email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// Key of a user in the `users` tree: organization, NUL, id.
@@ -40,6 +55,7 @@ impl Row {
             _ => Map::new(),
         };
         object.insert("seq".into(), Value::from(self.seq));
+        object.insert("indexed".into(), serde_json::to_value(&self.indexed).expect("hashes serialize"));
         let kid = self
             .user
             .key_id
@@ -81,8 +97,12 @@ impl Row {
             .to_owned();
         let (mut object, _erased) = codec.open_object(object, &aad(&org, &id)).await?;
         let seq = object.remove("seq").and_then(|v| v.as_u64()).unwrap_or(0);
+        let indexed = object
+            .remove("indexed")
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         let user: User = serde_json::from_value(Value::Object(object))
             .map_err(|e| CodecError::Json(e.to_string()))?;
-        Ok(Row { seq, user })
+        Ok(Row { seq, user, indexed })
     }
 }
