@@ -38,7 +38,8 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> Result<Vec<RecordedEvent>, LogError>;
 
     /// Events with `position > after`, in position order, at most `limit`.
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, LogError>;
+    async fn read_all(&self, after: Position, limit: usize)
+    -> Result<Vec<RecordedEvent>, LogError>;
 
     /// Every event with `position > after`: first those already in the log, then each new one as
     /// it commits. The stream ends only on error or when the log is closed.
