@@ -87,11 +87,11 @@ impl OrgCatalog {
 
     /// Removes a user (hard deletion).
     pub fn remove(&mut self, id: &str) {
-        if let Some(seq) = self.seq_of.remove(id) {
-            if let Some(entry) = self.by_seq.remove(&seq) {
-                for term in entry.terms {
-                    self.terms.remove(&(term, seq));
-                }
+        if let Some(seq) = self.seq_of.remove(id)
+            && let Some(entry) = self.by_seq.remove(&seq)
+        {
+            for term in entry.terms {
+                self.terms.remove(&(term, seq));
             }
         }
     }

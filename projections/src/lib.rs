@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod codec;
 pub mod keys;
+pub mod ledger;
 pub mod projector;
 pub mod rows;
 mod store;

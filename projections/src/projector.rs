@@ -2,6 +2,12 @@
 //! changes and the new checkpoint are one sled transaction; the in-memory catalog follows
 //! after the commit. Applying is idempotent per position: events at or below the checkpoint
 //! are skipped, so replaying a batch after a crash changes nothing.
+//!
+//! Erasure is a consequence of the events: when a batch holds a pruning or hard deletion, the
+//! user's data key is destroyed *before* the batch's checkpoint is committed, so a crash at any
+//! point leaves either the key destroyed or the deletion still to be applied (and the key
+//! destroyed then). The command handler destroys the key right after its append too; doing it
+//! twice is harmless.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,14 +15,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use roster_domain::event::Event;
 use roster_domain::settings::{SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged};
 use roster_domain::values::{normalize_email, normalize_username};
-use roster_domain::{User, apply};
-use roster_eventlog::{EventLog, RecordedEvent};
+use roster_domain::{DeleteMode, User, apply};
+use roster_eventlog::{EventLog, Position, RecordedEvent};
+use roster_vault::KeyId;
+use serde_json::{Map, Value};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 use crate::keys::{email_hash, username_hash};
+use crate::ledger::{LedgerItem, ledger_key, ledger_prefix};
 use crate::rows::{Indexed, Row, user_key};
 use crate::store::{ReadModels, StoreError, index_prefix};
 
@@ -29,6 +39,10 @@ struct Touched {
     id: String,
     before: Option<Row>,
     after: Option<Row>,
+    /// Ledger items written by this batch, with the key id to seal them under.
+    ledger: Vec<(Position, LedgerItem, Option<String>)>,
+    /// The user was hard-deleted in this batch: its ledger entries from before go.
+    purge_ledger: bool,
 }
 
 /// The time of a recorded event.
@@ -41,65 +55,41 @@ pub fn user_of_stream(name: &str) -> Option<&str> {
     name.strip_prefix("user-")
 }
 
+/// Everything one batch changes.
+#[derive(Default)]
+struct Changes {
+    touched: Vec<Touched>,
+    slot: HashMap<Vec<u8>, usize>,
+    settings: Vec<(String, Vec<u8>)>,
+    /// Data keys to destroy (pruning and hard deletion).
+    erase: Vec<KeyId>,
+}
+
 impl ReadModels {
     /// Applies a batch of events (in position order) and advances the checkpoint past them.
     pub async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
         let checkpoint = self.stored_checkpoint()?;
-        let events: Vec<&RecordedEvent> =
-            events.iter().filter(|e| e.position > checkpoint).collect();
+        let events: Vec<&RecordedEvent> = events.iter().filter(|e| e.position > checkpoint).collect();
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(());
         };
-        let mut touched: Vec<Touched> = Vec::new();
-        let mut slot: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut settings: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut changes = Changes::default();
         for event in events {
             let org = &event.stream.org;
             if let Some(id) = user_of_stream(&event.stream.name) {
-                let key = user_key(org, id);
-                let index = match slot.get(&key) {
-                    Some(i) => *i,
-                    None => {
-                        let before = self.get(org, id).await?;
-                        touched.push(Touched {
-                            org: org.clone(),
-                            id: id.to_owned(),
-                            after: before.clone(),
-                            before,
-                        });
-                        slot.insert(key, touched.len() - 1);
-                        touched.len() - 1
-                    }
-                };
-                let decoded = self.codec.decode(event).await?;
-                let entry = &mut touched[index];
-                let current = entry.after.take();
-                let seq = match (&current, &decoded.event) {
-                    (_, roster_domain::Event::UserCreated(_)) => event.position,
-                    (Some(row), _) => row.seq,
-                    (None, _) => 0,
-                };
-                let user = apply(
-                    current.map(|r| r.user),
-                    &decoded.event,
-                    event_time(event.time),
-                    event.version,
-                );
-                entry.after = user.map(|user| {
-                    let indexed = self.indexed(org, &user);
-                    Row { seq, user, indexed }
-                });
-            } else if event.stream.name == SETTINGS_STREAM && event.event_type == SETTINGS_CHANGED {
-                if let Ok(change) = serde_json::from_slice::<SettingsChanged>(&event.data) {
-                    let bytes = serde_json::to_vec(&change.settings).expect("settings serialize");
-                    settings.push((org.clone(), bytes));
-                }
+                self.apply_user_event(&mut changes, org, id, event).await?;
+            } else if event.stream.name == SETTINGS_STREAM
+                && event.event_type == SETTINGS_CHANGED
+                && let Ok(change) = serde_json::from_slice::<SettingsChanged>(&event.data)
+            {
+                let bytes = serde_json::to_vec(&change.settings).expect("settings serialize");
+                changes.settings.push((org.clone(), bytes));
             }
         }
-        self.commit(&touched, &settings, last).await?;
+        self.commit(&changes, last).await?;
         {
             let mut catalog = self.catalog.write();
-            for t in &touched {
+            for t in &changes.touched {
                 let org = catalog.org_mut(&t.org);
                 match &t.after {
                     Some(row) => org.upsert(row.seq, &row.user),
@@ -111,16 +101,66 @@ impl ReadModels {
         Ok(())
     }
 
-    async fn commit(
-        &self,
-        touched: &[Touched],
-        settings: &[(String, Vec<u8>)],
-        last: u64,
-    ) -> Result<(), StoreError> {
-        let mut rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(touched.len());
+    async fn apply_user_event(&self, changes: &mut Changes, org: &str, id: &str, event: &RecordedEvent) -> Result<(), StoreError> {
+        let key = user_key(org, id);
+        let index = match changes.slot.get(&key) {
+            Some(i) => *i,
+            None => {
+                let before = self.get(org, id).await?;
+                changes.touched.push(Touched {
+                    org: org.to_owned(),
+                    id: id.to_owned(),
+                    after: before.clone(),
+                    before,
+                    ledger: Vec::new(),
+                    purge_ledger: false,
+                });
+                changes.slot.insert(key, changes.touched.len() - 1);
+                changes.touched.len() - 1
+            }
+        };
+        let decoded = self.codec.decode(event).await?;
+        let entry = &mut changes.touched[index];
+        let current = entry.after.take();
+        let seq = match (&current, &decoded.event) {
+            (_, Event::UserCreated(_)) => event.position,
+            (Some(row), _) => row.seq,
+            (None, _) => 0,
+        };
+        let key_before = current.as_ref().and_then(|r| r.user.key_id.clone());
+        match &decoded.event {
+            Event::UserDeleted(d) if matches!(d.mode, DeleteMode::Pruning | DeleteMode::Hard) => {
+                changes.erase.extend(key_before.as_deref().and_then(|k| k.parse::<KeyId>().ok()));
+                if d.mode == DeleteMode::Hard {
+                    entry.ledger.clear();
+                    entry.purge_ledger = true;
+                }
+            }
+            Event::WalletAdjusted(w) if w.update_ledger => {
+                let item = LedgerItem {
+                    id: event.id.to_string(),
+                    changeset: w.changeset.clone(),
+                    metadata: w.metadata.clone(),
+                    create_time: event_time(event.time),
+                };
+                entry.ledger.push((event.position, item, key_before));
+            }
+            _ => {}
+        }
+        let user = apply(current.map(|r| r.user), &decoded.event, event_time(event.time), event.version);
+        entry.after = user.map(|user| {
+            let indexed = self.indexed(org, &user);
+            Row { seq, user, indexed }
+        });
+        Ok(())
+    }
+
+    async fn commit(&self, changes: &Changes, last: u64) -> Result<(), StoreError> {
+        let mut rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(changes.touched.len());
         let mut username_ops: Vec<(Vec<u8>, bool)> = Vec::new();
         let mut email_ops: Vec<(Vec<u8>, bool)> = Vec::new();
-        for t in touched {
+        let mut ledger_ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for t in &changes.touched {
             let sealed = match &t.after {
                 Some(row) => Some(row.seal(&self.codec).await?),
                 None => None,
@@ -131,21 +171,28 @@ impl ReadModels {
             let after = t.after.as_ref().map(|r| r.indexed.clone()).unwrap_or_default();
             index_diff(&mut username_ops, &t.org, &t.id, before.username, after.username);
             index_diff(&mut email_ops, &t.org, &t.id, before.email, after.email);
+            if t.purge_ledger {
+                for item in self.wallet_ledger.scan_prefix(ledger_prefix(&t.org, &t.id)) {
+                    ledger_ops.push((item?.0.to_vec(), None));
+                }
+            }
+            for (position, item, kid) in &t.ledger {
+                let bytes = item.seal(&self.codec, &t.org, &t.id, *position, kid.as_deref()).await?;
+                ledger_ops.push((ledger_key(&t.org, &t.id, *position), Some(bytes)));
+            }
         }
+        // Keys go before the checkpoint moves past their deletion (see the module docs).
+        self.codec.keys().destroy(&changes.erase).await.map_err(crate::CodecError::from)?;
         let checkpoint = Self::checkpoint_bytes(last);
-        (
-            &self.users,
-            &self.usernames,
-            &self.emails,
-            &self.settings,
-            &self.meta,
-        )
-            .transaction(|(users, usernames, emails, settings_tree, meta)| {
-                for (key, row) in &rows {
-                    match row {
-                        Some(bytes) => users.insert(key.as_slice(), bytes.as_slice())?,
-                        None => users.remove(key.as_slice())?,
-                    };
+        (&self.users, &self.usernames, &self.emails, &self.settings, &self.wallet_ledger, &self.meta)
+            .transaction(|(users, usernames, emails, settings_tree, ledger, meta)| {
+                for (tree, ops) in [(users, &rows), (ledger, &ledger_ops)] {
+                    for (key, value) in ops {
+                        match value {
+                            Some(bytes) => tree.insert(key.as_slice(), bytes.as_slice())?,
+                            None => tree.remove(key.as_slice())?,
+                        };
+                    }
                 }
                 for (tree, ops) in [(usernames, &username_ops), (emails, &email_ops)] {
                     for (key, insert) in ops {
@@ -156,7 +203,7 @@ impl ReadModels {
                         }
                     }
                 }
-                for (org, bytes) in settings {
+                for (org, bytes) in &changes.settings {
                     settings_tree.insert(org.as_bytes(), bytes.as_slice())?;
                 }
                 meta.insert(Self::CHECKPOINT_KEY, &checkpoint[..])?;
@@ -164,9 +211,7 @@ impl ReadModels {
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
-                }
+                sled::transaction::TransactionError::Abort(()) => StoreError::Sled(sled::Error::Unsupported("aborted".into())),
             })?;
         Ok(())
     }
@@ -179,26 +224,18 @@ impl ReadModels {
             let mut events = log.subscribe(from).ready_chunks(MAX_BATCH);
             let mut failed = false;
             while let Some(chunk) = events.next().await {
-                let mut batch = Vec::with_capacity(chunk.len());
-                let mut error = None;
-                for item in chunk {
-                    match item {
-                        Ok(e) => batch.push(e),
-                        Err(e) => {
-                            error = Some(StoreError::Log(e));
-                            break;
-                        }
-                    }
-                }
-                let result = match error {
-                    Some(e) => Err(e),
-                    None => self.apply_batch(&batch).await,
+                let batch: Result<Vec<RecordedEvent>, _> = chunk.into_iter().collect();
+                let result = match batch {
+                    Ok(batch) => self.apply_batch(&batch).await,
+                    Err(e) => Err(StoreError::Log(e)),
                 };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "projection failed; retrying");
+                    *self.failure.lock() = Some(e.to_string());
                     failed = true;
                     break;
                 }
+                self.failure.lock().take();
             }
             if !failed {
                 return; // the log closed
@@ -206,26 +243,19 @@ impl ReadModels {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-}
 
-impl ReadModels {
     /// The index entries a user should have.
     fn indexed(&self, org: &str, user: &User) -> Indexed {
+        let p = &user.profile;
         Indexed {
-            username: user.profile.username.as_deref().map(|n| username_hash(&self.blind, org, &normalize_username(n))),
-            email: user.profile.email.as_deref().map(|e| email_hash(&self.blind, org, &normalize_email(e))),
+            username: p.username.as_deref().map(|n| username_hash(&self.blind, org, &normalize_username(n))),
+            email: p.email.as_deref().map(|e| email_hash(&self.blind, org, &normalize_email(e))),
         }
     }
 }
 
 /// Adds the index operations that take a user from the `before` hash to the `after` hash.
-fn index_diff(
-    ops: &mut Vec<(Vec<u8>, bool)>,
-    org: &str,
-    id: &str,
-    before: Option<String>,
-    after: Option<String>,
-) {
+fn index_diff(ops: &mut Vec<(Vec<u8>, bool)>, org: &str, id: &str, before: Option<String>, after: Option<String>) {
     if before == after {
         return;
     }
@@ -239,5 +269,13 @@ fn index_diff(
     }
     if let Some(new) = after {
         ops.push((entry(&new), true));
+    }
+}
+
+/// JSON object of a serializable value.
+pub(crate) fn to_object<T: serde::Serialize>(value: &T) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
     }
 }

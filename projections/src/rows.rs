@@ -55,7 +55,10 @@ impl Row {
             _ => Map::new(),
         };
         object.insert("seq".into(), Value::from(self.seq));
-        object.insert("indexed".into(), serde_json::to_value(&self.indexed).expect("hashes serialize"));
+        object.insert(
+            "indexed".into(),
+            serde_json::to_value(&self.indexed).expect("hashes serialize"),
+        );
         let kid = self
             .user
             .key_id

@@ -90,7 +90,10 @@ pub struct ReadModels {
     pub(crate) usernames: sled::Tree,
     pub(crate) emails: sled::Tree,
     pub(crate) settings: sled::Tree,
+    pub(crate) wallet_ledger: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// Why the projector's last batch failed, while it retries (for `/readyz`).
+    pub(crate) failure: parking_lot::Mutex<Option<String>>,
     pub(crate) catalog: RwLock<Catalog>,
     pub(crate) codec: Codec,
     pub(crate) blind: BlindIndex,
@@ -114,7 +117,9 @@ impl ReadModels {
             usernames: db.open_tree("username_index")?,
             emails: db.open_tree("email_index")?,
             settings: db.open_tree("settings")?,
+            wallet_ledger: db.open_tree("wallet_ledger")?,
             meta: db.open_tree("meta")?,
+            failure: parking_lot::Mutex::new(None),
             db,
             catalog: RwLock::new(Catalog::default()),
             codec,
@@ -152,6 +157,11 @@ impl ReadModels {
     }
 
     pub(crate) const CHECKPOINT_KEY: &'static [u8] = CHECKPOINT;
+
+    /// Why the projector is failing, if it is (it retries until the batch applies).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
 
     /// The log position every read model has applied.
     pub fn checkpoint(&self) -> Position {

@@ -20,15 +20,40 @@ const NAMES: &[&str] = &["alice", "Alice", "bob", "carol"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { user: usize, name: usize, upsert: bool },
-    Patch { user: usize, name: usize, custom: i64 },
-    Unset { user: usize },
-    Block { user: usize, blocked: bool },
-    Deactivate { user: usize },
-    Delete { user: usize, mode: DeleteMode },
-    Restore { user: usize },
-    Wallet { user: usize, delta: i64 },
-    Settings { unique: bool },
+    Create {
+        user: usize,
+        name: usize,
+        upsert: bool,
+    },
+    Patch {
+        user: usize,
+        name: usize,
+        custom: i64,
+    },
+    Unset {
+        user: usize,
+    },
+    Block {
+        user: usize,
+        blocked: bool,
+    },
+    Deactivate {
+        user: usize,
+    },
+    Delete {
+        user: usize,
+        mode: DeleteMode,
+    },
+    Restore {
+        user: usize,
+    },
+    Wallet {
+        user: usize,
+        delta: i64,
+    },
+    Settings {
+        unique: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -64,7 +89,12 @@ impl World {
         let mut version = 0;
         for record in self.log.read_stream(&stream, 1, usize::MAX).await.unwrap() {
             let decoded = self.codec.decode(&record).await.unwrap();
-            state = apply(state, &decoded.event, event_time(record.time), record.version);
+            state = apply(
+                state,
+                &decoded.event,
+                event_time(record.time),
+                record.version,
+            );
             version = record.version;
         }
         (state, version)
@@ -74,25 +104,41 @@ impl World {
     async fn run(&self, op: &Op) {
         if let Op::Settings { unique } = op {
             let settings = OrgSettings {
-                enforce_unique_usernames: if *unique { UniqueUsernames::App } else { UniqueUsernames::No },
+                enforce_unique_usernames: if *unique {
+                    UniqueUsernames::App
+                } else {
+                    UniqueUsernames::No
+                },
             };
             let event = NewEvent {
                 id: ulid::Ulid::new(),
                 event_type: SETTINGS_CHANGED.into(),
                 schema_version: 1,
-                data: serde_json::to_vec(&SettingsChanged { settings }).unwrap().into(),
+                data: serde_json::to_vec(&SettingsChanged { settings })
+                    .unwrap()
+                    .into(),
                 metadata: b"{}".to_vec().into(),
             };
             let tx = Transaction {
-                appends: vec![StreamAppend { stream: StreamId::new(self.org.as_str(), "settings"), expected: ExpectedVersion::Any, events: vec![event] }],
+                appends: vec![StreamAppend {
+                    stream: StreamId::new(self.org.as_str(), "settings"),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event],
+                }],
                 reservations: vec![],
             };
             self.log.append(tx).await.unwrap();
             return;
         }
         let user = match op {
-            Op::Create { user, .. } | Op::Patch { user, .. } | Op::Unset { user } | Op::Block { user, .. }
-            | Op::Deactivate { user } | Op::Delete { user, .. } | Op::Restore { user } | Op::Wallet { user, .. } => *user,
+            Op::Create { user, .. }
+            | Op::Patch { user, .. }
+            | Op::Unset { user }
+            | Op::Block { user, .. }
+            | Op::Deactivate { user }
+            | Op::Delete { user, .. }
+            | Op::Restore { user }
+            | Op::Wallet { user, .. } => *user,
             Op::Settings { .. } => unreachable!(),
         };
         let id = IDS[user];
@@ -112,21 +158,36 @@ impl World {
                     },
                     password_hash: None,
                 };
-                if *upsert { Command::Upsert(create) } else { Command::Create(create) }
+                if *upsert {
+                    Command::Upsert(create)
+                } else {
+                    Command::Create(create)
+                }
             }
             Op::Patch { name, custom, .. } => Command::Patch(
-                serde_json::from_value::<PatchInput>(json!({"set": {"display_name": NAMES[*name], "custom.n": custom, "role": "r"}}))
-                    .unwrap()
-                    .validate()
-                    .unwrap(),
+                serde_json::from_value::<PatchInput>(
+                    json!({"set": {"display_name": NAMES[*name], "custom.n": custom, "role": "r"}}),
+                )
+                .unwrap()
+                .validate()
+                .unwrap(),
             ),
             Op::Unset { .. } => Command::Patch(
-                serde_json::from_value::<PatchInput>(json!({"unset": ["username", "custom", "role"]})).unwrap().validate().unwrap(),
+                serde_json::from_value::<PatchInput>(
+                    json!({"unset": ["username", "custom", "role"]}),
+                )
+                .unwrap()
+                .validate()
+                .unwrap(),
             ),
             Op::Block { blocked, .. } => Command::SetBlocked(*blocked),
-            Op::Deactivate { .. } => Command::Deactivate { created_by_id: None },
+            Op::Deactivate { .. } => Command::Deactivate {
+                created_by_id: None,
+            },
             Op::Delete { mode, .. } => Command::Delete(*mode),
-            Op::Restore { .. } => Command::Restore { new_key_id: fresh.0.to_string() },
+            Op::Restore { .. } => Command::Restore {
+                new_key_id: fresh.0.to_string(),
+            },
             Op::Wallet { delta, .. } => Command::AdjustWallet {
                 changeset: [("coins".to_string(), *delta)].into(),
                 metadata: Default::default(),
@@ -134,28 +195,54 @@ impl World {
             },
             Op::Settings { .. } => unreachable!(),
         };
-        let Ok(events) = decide(state.as_ref(), &command) else { return };
+        let Ok(events) = decide(state.as_ref(), &command) else {
+            return;
+        };
         if events.is_empty() {
             return;
         }
-        let after = events.iter().fold(state.clone(), |s, e| apply(s, e, chrono::Utc::now(), version + 1));
-        let kid = after.as_ref().or(state.as_ref()).and_then(|u| u.key_id.clone()).and_then(|k| k.parse::<KeyId>().ok());
+        let after = events.iter().fold(state.clone(), |s, e| {
+            apply(s, e, chrono::Utc::now(), version + 1)
+        });
+        let kid = after
+            .as_ref()
+            .or(state.as_ref())
+            .and_then(|u| u.key_id.clone())
+            .and_then(|k| k.parse::<KeyId>().ok());
         let key = match kid {
             Some(kid) => self.keys.get(kid).await.unwrap().map(|k| (kid, k)),
             None => None,
         };
-        let meta = EventMeta { actor: "test".into(), ip: Some("10.1.2.3".into()), ..Default::default() };
+        let meta = EventMeta {
+            actor: "test".into(),
+            ip: Some("10.1.2.3".into()),
+            ..Default::default()
+        };
         let tx = Transaction {
             appends: vec![StreamAppend {
                 stream: StreamId::new(self.org.as_str(), format!("user-{id}")),
-                expected: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
-                events: events.iter().map(|e| self.codec.encode(e, &meta, key.as_ref().map(|(i, k)| (*i, k)))).collect(),
+                expected: if version == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(version)
+                },
+                events: events
+                    .iter()
+                    .map(|e| {
+                        self.codec
+                            .encode(e, &meta, key.as_ref().map(|(i, k)| (*i, k)))
+                    })
+                    .collect(),
             }],
             reservations: vec![],
         };
         self.log.append(tx).await.unwrap();
         // Erasure: pruning and hard deletion destroy the user's key, as the API does.
-        if let Op::Delete { mode: DeleteMode::Pruning | DeleteMode::Hard, .. } = op {
+        if let Op::Delete {
+            mode: DeleteMode::Pruning | DeleteMode::Hard,
+            ..
+        } = op
+        {
             if let Some(kid) = kid {
                 self.keys.destroy(&[kid]).await.unwrap();
             }
@@ -167,29 +254,75 @@ async fn snapshot(models: &ReadModels, org: &str) -> Vec<String> {
     let mut out = Vec::new();
     for id in IDS {
         out.push(format!("{id}: {:?}", models.get(org, id).await.unwrap()));
+        let ledger = models.ledger(org, id, 100, None).await.unwrap();
+        out.push(format!("ledger {id}: {:?}", ledger.items));
     }
     for name in NAMES {
-        out.push(format!("username {name}: {:?}", models.ids_by_username(org, name).unwrap()));
-        out.push(format!("email {name}: {:?}", models.ids_by_email(org, &format!("{name}@example.com")).unwrap()));
-        let query = ListQuery { search: Some(name.to_string()), limit: 100, ..Default::default() };
+        out.push(format!(
+            "username {name}: {:?}",
+            models.ids_by_username(org, name).unwrap()
+        ));
+        out.push(format!(
+            "email {name}: {:?}",
+            models
+                .ids_by_email(org, &format!("{name}@example.com"))
+                .unwrap()
+        ));
+        let query = ListQuery {
+            search: Some(name.to_string()),
+            limit: 100,
+            ..Default::default()
+        };
         let page = models.list(org, &query).await.unwrap();
-        out.push(format!("search {name}: {:?} total {}", page.users.iter().map(|r| &r.user.id).collect::<Vec<_>>(), page.total));
+        out.push(format!(
+            "search {name}: {:?} total {}",
+            page.users.iter().map(|r| &r.user.id).collect::<Vec<_>>(),
+            page.total
+        ));
     }
-    let all = models.list(org, &ListQuery { limit: 100, ..Default::default() }).await.unwrap();
-    out.push(format!("list: {:?}", all.users.iter().map(|r| (&r.user.id, r.seq)).collect::<Vec<_>>()));
+    let all = models
+        .list(
+            org,
+            &ListQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    out.push(format!(
+        "list: {:?}",
+        all.users
+            .iter()
+            .map(|r| (&r.user.id, r.seq))
+            .collect::<Vec<_>>()
+    ));
     out.push(format!("settings: {:?}", models.settings(org).unwrap()));
     out
 }
 
 async fn check(ops: Vec<Op>, chunks: Vec<usize>) {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&dir.path().join("log"), EmbeddedOptions::default()).await.unwrap());
+    let log: Arc<dyn EventLog> = Arc::new(
+        EmbeddedLog::open(&dir.path().join("log"), EmbeddedOptions::default())
+            .await
+            .unwrap(),
+    );
     let keys = Arc::new(FileKeyStore::open(&dir.path().join("keys.dat")).unwrap());
     let codec = Codec::new(keys.clone() as Arc<dyn KeyStore>);
     let blind = BlindIndex::new([7; 32]);
-    let world = World { log: log.clone(), keys, codec: codec.clone(), blind: blind.clone(), org: OrgId::default_org(), _dir: dir };
+    let world = World {
+        log: log.clone(),
+        keys,
+        codec: codec.clone(),
+        blind: blind.clone(),
+        org: OrgId::default_org(),
+        _dir: dir,
+    };
 
-    let incremental = ReadModels::open(&world._dir.path().join("a"), codec.clone(), blind.clone()).await.unwrap();
+    let incremental = ReadModels::open(&world._dir.path().join("a"), codec.clone(), blind.clone())
+        .await
+        .unwrap();
     let mut chunk = chunks.into_iter().cycle();
     for op in &ops {
         world.run(op).await;
@@ -204,18 +337,29 @@ async fn check(ops: Vec<Op>, chunks: Vec<usize>) {
             incremental.apply_batch(&events).await.unwrap();
         }
     }
-    let rebuilt = ReadModels::open(&world._dir.path().join("b"), codec.clone(), world.blind.clone()).await.unwrap();
+    let rebuilt = ReadModels::open(
+        &world._dir.path().join("b"),
+        codec.clone(),
+        world.blind.clone(),
+    )
+    .await
+    .unwrap();
     let all = log.read_all(0, usize::MAX).await.unwrap();
     rebuilt.apply_batch(&all).await.unwrap();
     assert_eq!(incremental.checkpoint(), rebuilt.checkpoint());
     let org = world.org.as_str();
-    let (a, b) = (snapshot(&incremental, org).await, snapshot(&rebuilt, org).await);
+    let (a, b) = (
+        snapshot(&incremental, org).await,
+        snapshot(&rebuilt, org).await,
+    );
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y);
     }
     // Reopening the incremental models (catalog rebuilt from sled) changes nothing either.
     drop(incremental);
-    let reopened = ReadModels::open(&world._dir.path().join("a"), codec, world.blind.clone()).await.unwrap();
+    let reopened = ReadModels::open(&world._dir.path().join("a"), codec, world.blind.clone())
+        .await
+        .unwrap();
     assert_eq!(snapshot(&reopened, org).await, b);
 }
 
@@ -230,20 +374,49 @@ proptest! {
 #[tokio::test]
 async fn applying_a_batch_again_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&dir.path().join("log"), EmbeddedOptions::default()).await.unwrap());
+    let log: Arc<dyn EventLog> = Arc::new(
+        EmbeddedLog::open(&dir.path().join("log"), EmbeddedOptions::default())
+            .await
+            .unwrap(),
+    );
     let keys = Arc::new(FileKeyStore::open(&dir.path().join("keys.dat")).unwrap());
     let codec = Codec::new(keys.clone() as Arc<dyn KeyStore>);
     let blind = BlindIndex::new([7; 32]);
-    let world = World { log: log.clone(), keys, codec: codec.clone(), blind: blind.clone(), org: OrgId::default_org(), _dir: dir };
-    for op in [Op::Create { user: 0, name: 0, upsert: false }, Op::Patch { user: 0, name: 2, custom: 1 }, Op::Wallet { user: 0, delta: 3 }] {
+    let world = World {
+        log: log.clone(),
+        keys,
+        codec: codec.clone(),
+        blind: blind.clone(),
+        org: OrgId::default_org(),
+        _dir: dir,
+    };
+    for op in [
+        Op::Create {
+            user: 0,
+            name: 0,
+            upsert: false,
+        },
+        Op::Patch {
+            user: 0,
+            name: 2,
+            custom: 1,
+        },
+        Op::Wallet { user: 0, delta: 3 },
+    ] {
         world.run(&op).await;
     }
-    let models = ReadModels::open(&world._dir.path().join("a"), codec, blind).await.unwrap();
+    let models = ReadModels::open(&world._dir.path().join("a"), codec, blind)
+        .await
+        .unwrap();
     let events = log.read_all(0, 100).await.unwrap();
     models.apply_batch(&events).await.unwrap();
     let once = snapshot(&models, "default").await;
     // A crash between commit and acknowledgement re-delivers the batch: it must be a no-op.
     models.apply_batch(&events).await.unwrap();
     assert_eq!(snapshot(&models, "default").await, once);
-    assert!(once[0].contains("coins\": 3") || once[0].contains("\"coins\": 3"), "{}", once[0]);
+    assert!(
+        once[0].contains("coins\": 3") || once[0].contains("\"coins\": 3"),
+        "{}",
+        once[0]
+    );
 }

@@ -231,11 +231,8 @@ impl AppState {
     /// Runs a command over one or more users. Returns the outcome, or the first response
     /// again if the request's `Idempotency-Key` was seen with the same request before.
     pub async fn execute(&self, ctx: &Ctx, items: Vec<Item>, digest: &str) -> ApiResult<Outcome> {
-        if let Some(key) = &ctx.idempotency_key {
-            let reservation = idempotency_reservation(&ctx.org, key);
-            if let Some(held) = self.0.log.reservation(&reservation).await? {
-                return self.replay(ctx, &held.owner, held.position, digest).await;
-            }
+        if let Some(outcome) = self.replay_if_seen(ctx, &items, digest).await? {
+            return Ok(outcome);
         }
         let mut seen = HashSet::new();
         let duplicates: Vec<FieldError> = items
@@ -252,6 +249,11 @@ impl AppState {
             return Err(ApiError::invalid(duplicates));
         }
         let _guards = self.lock_users(&ctx.org, &items).await;
+        // A duplicate of a request for the same users may have committed while this one waited
+        // for the locks: answer as it did rather than acting (and failing) a second time.
+        if let Some(outcome) = self.replay_if_seen(ctx, &items, digest).await? {
+            return Ok(outcome);
+        }
         let mut spare: Vec<(KeyId, DataKey)> = Vec::new();
         let result = self.execute_locked(ctx, &items, digest, &mut spare).await;
         if !spare.is_empty() {
@@ -261,6 +263,26 @@ impl AppState {
             }
         }
         result
+    }
+
+    /// The first response again, if this request's `Idempotency-Key` was used before.
+    async fn replay_if_seen(
+        &self,
+        ctx: &Ctx,
+        items: &[Item],
+        digest: &str,
+    ) -> ApiResult<Option<Outcome>> {
+        let Some(key) = &ctx.idempotency_key else {
+            return Ok(None);
+        };
+        let reservation = idempotency_reservation(&ctx.org, key);
+        match self.0.log.reservation(&reservation).await? {
+            Some(held) => self
+                .replay(ctx, items, &held.owner, held.position, digest)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn lock_users(
@@ -301,10 +323,10 @@ impl AppState {
                 items.iter().map(|i| self.load(&ctx.org, &i.user_id)),
             )
             .await?;
-            if let (Some(expected), [only]) = (ctx.if_match, states.as_slice()) {
-                if only.version != expected {
-                    return Err(version_mismatch(expected, only.version));
-                }
+            if let (Some(expected), [only]) = (ctx.if_match, states.as_slice())
+                && only.version != expected
+            {
+                return Err(version_mismatch(expected, only.version));
             }
             let needed = items
                 .iter()
@@ -429,15 +451,21 @@ impl AppState {
             // Release before claim, so a batch may move a value from one of its users to another.
             tx.reservations
                 .sort_by_key(|r| !matches!(r, Reservation::Release { .. }));
+            // The idempotency key is claimed first: a concurrent duplicate of this request
+            // must fail on it (and be answered with this request's outcome), not on a
+            // username or email this request is about to claim.
             if let Some(key) = &ctx.idempotency_key {
-                tx.reservations.push(Reservation::Claim {
-                    key: idempotency_reservation(&ctx.org, key),
-                    owner: format!(
-                        "{digest}:{}",
-                        ctx.meta.correlation_id.as_deref().unwrap_or_default()
-                    ),
-                    expires_at: Some(now.timestamp_micros() + IDEMPOTENCY_TTL_MICROS),
-                });
+                tx.reservations.insert(
+                    0,
+                    Reservation::Claim {
+                        key: idempotency_reservation(&ctx.org, key),
+                        owner: format!(
+                            "{digest}:{}",
+                            ctx.meta.correlation_id.as_deref().unwrap_or_default()
+                        ),
+                        expires_at: Some(now.timestamp_micros() + IDEMPOTENCY_TTL_MICROS),
+                    },
+                );
             }
             let streams: Vec<StreamId> = tx.appends.iter().map(|a| a.stream.clone()).collect();
             match self.0.log.append(tx).await {
@@ -494,7 +522,7 @@ impl AppState {
                 }) => {
                     return match reservation_kind(&key) {
                         ReservationKind::Idempotency => {
-                            self.replay(ctx, &owner, position, digest).await
+                            self.replay(ctx, items, &owner, position, digest).await
                         }
                         kind => {
                             let (code, what) = match kind {
@@ -524,10 +552,12 @@ impl AppState {
         }
     }
 
-    /// Answers a repeated idempotent request with what the first one did.
+    /// Answers a repeated idempotent request with what the first one did: each of its users
+    /// as of the version that request wrote, or, for a user it left unchanged, as it was then.
     async fn replay(
         &self,
         ctx: &Ctx,
+        items: &[Item],
         owner: &str,
         position: Position,
         digest: &str,
@@ -539,6 +569,10 @@ impl AppState {
                 "This Idempotency-Key was used with a different request.",
             ));
         }
+        // The first request may still be committing in the same write group as this one (its
+        // claim refused ours before its events became readable): wait until they are.
+        let mut head = self.0.log.watch_head();
+        let _ = tokio::time::timeout(CONTENTION_DEADLINE, head.wait_for(|h| *h >= position)).await;
         let records = self
             .0
             .log
@@ -566,11 +600,27 @@ impl AppState {
                 None => touched.push((id, record.version)),
             }
         }
-        let mut users = Vec::with_capacity(touched.len());
-        for (id, version) in touched {
-            let loaded = self
-                .load_as_of(&ctx.org, &id, AsOf::Version(version))
-                .await?;
+        // Users the first request wrote but this one cannot name: those it created under
+        // generated ids (a repeat generates other ids). They come in item order.
+        let mut generated = touched
+            .iter()
+            .filter(|(id, _)| !items.iter().any(|i| i.user_id == *id));
+        let mut users = Vec::with_capacity(items.len());
+        for item in items {
+            let (mut id, limit) = match touched.iter().find(|(id, _)| *id == item.user_id) {
+                Some((id, version)) => (id, AsOf::Version(*version)),
+                None => (&item.user_id, AsOf::Position(last)),
+            };
+            let mut loaded = self.load_as_of(&ctx.org, id, limit).await?;
+            if loaded.version == 0 {
+                // No such user then: this item created one under a generated id.
+                if let Some((generated_id, version)) = generated.next() {
+                    loaded = self
+                        .load_as_of(&ctx.org, generated_id, AsOf::Version(*version))
+                        .await?;
+                    id = generated_id;
+                }
+            }
             users.push((id.to_string(), loaded.user));
         }
         Ok(Outcome {

@@ -168,6 +168,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let field = if path == "." { String::new() } else { path };
                 ApiError::invalid_field(field, strip_position(&inner.to_string()))
             }
+            // serde_json reports some wrong types (e.g. `true` where an enum is expected) as
+            // syntax errors; if the body is valid JSON, it is the shape that is wrong: 422.
+            serde_json::error::Category::Syntax
+                if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() =>
+            {
+                let field = if path == "." { String::new() } else { path };
+                ApiError::invalid_field(field, "has the wrong type or an unknown value")
+            }
             _ => ApiError::malformed(format!("malformed JSON: {inner}")),
         }
     })

@@ -10,6 +10,7 @@ use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, Code};
 use crate::extract::RequestId;
 use crate::state::AppState;
@@ -27,7 +28,8 @@ pub fn wrap(routes: Router<AppState>, state: AppState, body_limit: usize) -> Rou
                 "This route does not accept that method.",
             )
         })
-        .layer(from_fn_with_state(state.clone(), min_position))
+        // Only on matched routes: an unknown path is 404 without waiting.
+        .route_layer(from_fn_with_state(state.clone(), min_position))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
@@ -76,6 +78,14 @@ async fn min_position(State(state): State<AppState>, req: Request, next: Next) -
     let Some(raw) = from_query.or(from_header) else {
         return next.run(req).await;
     };
+    // A caller without valid credentials gets its 401 at once, not after waiting (up to 5 s)
+    // for a position: only the health routes answer without a key.
+    let (parts, body) = req.into_parts();
+    let public = crate::routes::PUBLIC_PATHS.contains(&parts.uri.path());
+    if !public && Caller::from_parts(&parts, &state).is_err() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let req = Request::from_parts(parts, body);
     let Ok(position) = raw.trim().parse::<u64>() else {
         return ApiError::invalid_field("min_position", "must be a log position (a whole number)")
             .into_response();

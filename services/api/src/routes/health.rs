@@ -9,11 +9,14 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// The paths of this module.
+pub const PATHS: &[&str] = &["/healthz", "/readyz"];
+
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(PATHS[0], get(healthz))
+        .route(PATHS[1], get(readyz))
 }
 
 async fn healthz() -> Response {

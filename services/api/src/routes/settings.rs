@@ -58,7 +58,24 @@ async fn update(
             next.enforce_unique_usernames = v;
         }
         if next == current {
-            return Ok(axum::Json(current).into_response());
+            // Nothing changes: answer with where the settings last changed (0 = never).
+            let position = match version {
+                Some(v) => app
+                    .log()
+                    .read_stream(&stream, v, 1)
+                    .await?
+                    .first()
+                    .map_or(0, |r| r.position),
+                None => 0,
+            };
+            return Ok(write_response(
+                StatusCode::OK,
+                SettingsResponse {
+                    settings: current,
+                    position,
+                },
+                position,
+            ));
         }
         let data = serde_json::to_vec(&SettingsChanged {
             settings: next.clone(),

@@ -26,8 +26,31 @@ const MAX_SEARCH_CHARS: usize = 256;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users", post(create).patch(patch_many).get(list))
-        .route("/v1/users/upsert", post(upsert))
+        .route(
+            "/v1/users/upsert",
+            post(upsert)
+                .get(get_user_named_upsert)
+                .patch(patch_user_named_upsert),
+        )
         .route("/v1/users/{id}", get(get_one).patch(patch_one))
+}
+
+/// `upsert` is a valid user id, but its path is taken by the static route, which would
+/// otherwise answer GET and PATCH with 405: serve that user there.
+async fn get_user_named_upsert(
+    app: State<AppState>,
+    ctx: Ctx,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    get_one(app, ctx, Path("upsert".to_owned()), query).await
+}
+
+async fn patch_user_named_upsert(
+    app: State<AppState>,
+    ctx: Ctx,
+    body: Json<PatchInput>,
+) -> ApiResult<Response> {
+    patch_one(app, ctx, Path("upsert".to_owned()), body).await
 }
 
 fn parse_user_id(id: &str) -> ApiResult<UserId> {
@@ -74,7 +97,11 @@ struct Batch {
     users: Vec<Value>,
 }
 
-fn batch_items<T: serde::de::DeserializeOwned>(batch: Batch) -> ApiResult<Vec<(String, T)>> {
+/// Each item of a batch parsed on its own, with its field prefix (`users[3]`): a malformed item
+/// does not hide the problems of the others, so every failing item is reported at once.
+type BatchItems<T> = Vec<(String, Result<T, FieldError>)>;
+
+fn batch_items<T: serde::de::DeserializeOwned>(batch: Batch) -> ApiResult<BatchItems<T>> {
     let n = batch.users.len();
     if n == 0 || n > MAX_BATCH {
         return Err(ApiError::invalid_field(
@@ -82,28 +109,24 @@ fn batch_items<T: serde::de::DeserializeOwned>(batch: Batch) -> ApiResult<Vec<(S
             format!("must hold 1 to {MAX_BATCH} users, not {n}"),
         ));
     }
-    let mut items = Vec::with_capacity(n);
-    let mut errors = Vec::new();
-    for (i, value) in batch.users.into_iter().enumerate() {
-        let prefix = format!("users[{i}]");
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(v) => items.push((prefix, v)),
-            Err(e) => {
+    Ok(batch
+        .users
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let prefix = format!("users[{i}]");
+            let parsed = serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
                 let path = e.path().to_string();
                 let field = if path == "." {
-                    prefix
+                    prefix.clone()
                 } else {
                     format!("{prefix}.{path}")
                 };
-                errors.push(FieldError::new(field, e.into_inner().to_string()));
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(items)
-    } else {
-        Err(ApiError::invalid(errors))
-    }
+                FieldError::new(field, e.into_inner().to_string())
+            });
+            (prefix, parsed)
+        })
+        .collect())
 }
 
 /// `{"users": {"<id>": user}, "position": n}`.
@@ -138,13 +161,14 @@ fn users_by_id(outcome: crate::commands::Outcome) -> Response {
 
 async fn upsert(State(app): State<AppState>, ctx: Ctx, body: Json<Batch>) -> ApiResult<Response> {
     let digest = ctx.digest_with(Some(&body.digest));
-    let inputs: Vec<(String, UserInput)> = batch_items(body.value)?;
+    let inputs: BatchItems<UserInput> = batch_items(body.value)?;
     let mut errors = Vec::new();
     let mut valid = Vec::with_capacity(inputs.len());
     for (prefix, input) in inputs {
-        match input.validate() {
-            Ok(v) => valid.push((prefix, v)),
-            Err(es) => errors.extend(es.into_iter().map(|e| e.prefixed(&prefix))),
+        match input.map(UserInput::validate) {
+            Ok(Ok(v)) => valid.push((prefix, v)),
+            Ok(Err(es)) => errors.extend(es.into_iter().map(|e| e.prefixed(&prefix))),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
@@ -187,10 +211,17 @@ async fn patch_many(
     body: Json<Batch>,
 ) -> ApiResult<Response> {
     let digest = ctx.digest_with(Some(&body.digest));
-    let inputs: Vec<(String, PatchItem)> = batch_items(body.value)?;
+    let inputs: BatchItems<PatchItem> = batch_items(body.value)?;
     let mut errors = Vec::new();
     let mut items = Vec::with_capacity(inputs.len());
     for (prefix, input) in inputs {
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         let id = UserId::parse(&input.id).map_err(|m| FieldError::new(format!("{prefix}.id"), m));
         let patch = PatchInput {
             set: input.set,

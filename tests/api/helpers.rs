@@ -1,0 +1,258 @@
+//! `spawn_app()` and request helpers shared by every test.
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+/// A running server and a client for it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The server API key.
+    pub api_key: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The data directory (kept until the app is dropped).
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow_free::Result<()>>>,
+}
+
+/// Small alias module so the helpers need no anyhow dependency.
+pub mod anyhow_free {
+    /// The server's result type.
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+/// Starts the real server on port 0 over a fresh temporary directory.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    spawn_app_in(dir).await
+}
+
+/// Starts the server over an existing directory (to test restarts).
+pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
+    let mut config = roster_api::Config::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.api_keys = vec!["test-key".into()];
+    config.body_limit = 1024 * 1024;
+    let app = roster_api::Application::build(config)
+        .await
+        .expect("server builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = rx.await;
+        })
+        .await
+        .map_err(|e| format!("{e:#}"))
+    });
+    TestApp {
+        address,
+        api_key: "test-key".into(),
+        client: reqwest::Client::new(),
+        dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// A request with the server key.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.address, path))
+            .header("authorization", format!("Bearer {}", self.api_key))
+    }
+
+    /// A request without credentials.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.address, path))
+    }
+
+    /// POST JSON with the server key.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// PATCH JSON with the server key.
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::PATCH, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// GET with the server key.
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a user and returns its body; panics unless 201.
+    pub async fn create_user(&self, body: &Value) -> Value {
+        let response = self.post("/v1/users", body).await;
+        let status = response.status();
+        let json: Value = response.json().await.expect("JSON body");
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        json
+    }
+
+    /// GET that first waits for the read models to reach `position`.
+    pub async fn get_at(&self, path: &str, position: u64) -> Response {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.get(&format!("{path}{sep}min_position={position}"))
+            .await
+    }
+
+    /// A request with the server key in another organization (`x-organization-id`).
+    pub fn in_org(&self, org: &str, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).header("x-organization-id", org)
+    }
+
+    /// The log's head position, from `/readyz` (unchanged ⇔ nothing was appended).
+    pub async fn head(&self) -> u64 {
+        let body = json(
+            self.anonymous(Method::GET, "/readyz")
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await;
+        body["log_position"].as_u64().expect("log_position")
+    }
+
+    /// The user as the read models hold it once they have applied everything written so far;
+    /// `None` on 404.
+    pub async fn user(&self, id: &str) -> Option<Value> {
+        let head = self.head().await;
+        let response = self.get_at(&format!("/v1/users/{id}"), head).await;
+        match response.status() {
+            StatusCode::NOT_FOUND => None,
+            StatusCode::OK => Some(json(response).await),
+            other => panic!("GET /v1/users/{id}: {other}"),
+        }
+    }
+
+    /// `GET /v1/users?<query>` once the read models have applied everything written so far.
+    pub async fn list(&self, query: &str) -> Value {
+        let head = self.head().await;
+        let response = self.get_at(&format!("/v1/users?{query}"), head).await;
+        let status = response.status();
+        let body = json(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Ids of `GET /v1/users?<query>`, in order.
+    pub async fn list_ids(&self, query: &str) -> Vec<String> {
+        ids(&self.list(query).await)
+    }
+
+    /// The first 100 users of the organization and the total, to compare before and after.
+    pub async fn snapshot(&self) -> (u64, Vec<Value>) {
+        let body = self.list("limit=100").await;
+        let users = body["users"].as_array().expect("users").clone();
+        (body["total"].as_u64().expect("total"), users)
+    }
+
+    /// Stops the server gracefully and returns its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown_now().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts a problem+json response with a status and code; returns the body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("JSON problem");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["type"], format!("https://roster.dev/errors/{code}"));
+    body
+}
+
+/// The `x-roster-position` header of a write.
+pub fn position(response: &Response) -> u64 {
+    response
+        .headers()
+        .get("x-roster-position")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("x-roster-position header")
+}
+
+/// The JSON body of a response.
+pub async fn json(response: Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+/// The ids of a `{"users": [...]}` page, in order.
+pub fn ids(page: &Value) -> Vec<String> {
+    page["users"]
+        .as_array()
+        .expect("users array")
+        .iter()
+        .map(|u| u["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// The `errors[].field` of a problem, in order.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A response's `ETag` header.
+pub fn etag(response: &Response) -> String {
+    response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("ETag header")
+        .to_owned()
+}

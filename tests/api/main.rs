@@ -1,0 +1,16 @@
+//! End-to-end tests: each starts the real server on a random port over its own temporary data
+//! directory and talks HTTP to it. One binary, so linking happens once.
+
+mod auth;
+mod batches;
+mod concurrency;
+mod helpers;
+mod idempotency;
+mod listing;
+mod organizations;
+mod privacy;
+mod restart;
+mod settings;
+mod uniqueness;
+mod users;
+mod validation;
