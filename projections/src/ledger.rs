@@ -52,18 +52,36 @@ fn aad(org: &str, id: &str, position: Position) -> Vec<u8> {
 
 impl LedgerItem {
     /// Serializes the item, sealing its metadata under the key `kid` (dropped if the key is gone).
-    pub async fn seal(&self, codec: &Codec, org: &str, id: &str, position: Position, kid: Option<&str>) -> Result<Vec<u8>, CodecError> {
+    pub async fn seal(
+        &self,
+        codec: &Codec,
+        org: &str,
+        id: &str,
+        position: Position,
+        kid: Option<&str>,
+    ) -> Result<Vec<u8>, CodecError> {
         let kid = kid.and_then(|k| k.parse::<KeyId>().ok());
         let key = match kid {
             Some(kid) => codec.keys().get(kid).await?.map(|k| (kid, k)),
             None => None,
         };
-        let object = seal_object(to_object(self), key.as_ref().map(|(i, k)| (*i, k)), &aad(org, id, position));
+        let object = seal_object(
+            to_object(self),
+            key.as_ref().map(|(i, k)| (*i, k)),
+            &aad(org, id, position),
+        );
         Ok(serde_json::to_vec(&object).expect("JSON values serialize"))
     }
 
-    async fn open(bytes: &[u8], codec: &Codec, org: &str, id: &str, position: Position) -> Result<Self, CodecError> {
-        let object: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))?;
+    async fn open(
+        bytes: &[u8],
+        codec: &Codec,
+        org: &str,
+        id: &str,
+        position: Position,
+    ) -> Result<Self, CodecError> {
+        let object: Map<String, Value> =
+            serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))?;
         let (object, _) = codec.open_object(object, &aad(org, id, position)).await?;
         serde_json::from_value(Value::Object(object)).map_err(|e| CodecError::Json(e.to_string()))
     }
@@ -80,7 +98,13 @@ pub struct LedgerPage {
 
 impl ReadModels {
     /// Ledger items of a user older than `before` (all if `None`), newest first.
-    pub async fn ledger(&self, org: &str, id: &str, limit: usize, before: Option<Position>) -> Result<LedgerPage, StoreError> {
+    pub async fn ledger(
+        &self,
+        org: &str,
+        id: &str,
+        limit: usize,
+        before: Option<Position>,
+    ) -> Result<LedgerPage, StoreError> {
         let prefix = ledger_prefix(org, id);
         let end = ledger_key(org, id, before.unwrap_or(Position::MAX));
         let mut items = Vec::with_capacity(limit);
@@ -92,10 +116,14 @@ impl ReadModels {
                 more = true;
                 break;
             }
-            let position = Position::from_be_bytes(key[prefix.len()..].try_into().unwrap_or([0; 8]));
+            let position =
+                Position::from_be_bytes(key[prefix.len()..].try_into().unwrap_or([0; 8]));
             items.push(LedgerItem::open(&bytes, &self.codec, org, id, position).await?);
             last = Some(position);
         }
-        Ok(LedgerPage { items, next_cursor: if more { last } else { None } })
+        Ok(LedgerPage {
+            items,
+            next_cursor: if more { last } else { None },
+        })
     }
 }

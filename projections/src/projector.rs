@@ -69,7 +69,8 @@ impl ReadModels {
     /// Applies a batch of events (in position order) and advances the checkpoint past them.
     pub async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
         let checkpoint = self.stored_checkpoint()?;
-        let events: Vec<&RecordedEvent> = events.iter().filter(|e| e.position > checkpoint).collect();
+        let events: Vec<&RecordedEvent> =
+            events.iter().filter(|e| e.position > checkpoint).collect();
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(());
         };
@@ -101,7 +102,13 @@ impl ReadModels {
         Ok(())
     }
 
-    async fn apply_user_event(&self, changes: &mut Changes, org: &str, id: &str, event: &RecordedEvent) -> Result<(), StoreError> {
+    async fn apply_user_event(
+        &self,
+        changes: &mut Changes,
+        org: &str,
+        id: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), StoreError> {
         let key = user_key(org, id);
         let index = match changes.slot.get(&key) {
             Some(i) => *i,
@@ -130,7 +137,9 @@ impl ReadModels {
         let key_before = current.as_ref().and_then(|r| r.user.key_id.clone());
         match &decoded.event {
             Event::UserDeleted(d) if matches!(d.mode, DeleteMode::Pruning | DeleteMode::Hard) => {
-                changes.erase.extend(key_before.as_deref().and_then(|k| k.parse::<KeyId>().ok()));
+                changes
+                    .erase
+                    .extend(key_before.as_deref().and_then(|k| k.parse::<KeyId>().ok()));
                 if d.mode == DeleteMode::Hard {
                     entry.ledger.clear();
                     entry.purge_ledger = true;
@@ -147,7 +156,12 @@ impl ReadModels {
             }
             _ => {}
         }
-        let user = apply(current.map(|r| r.user), &decoded.event, event_time(event.time), event.version);
+        let user = apply(
+            current.map(|r| r.user),
+            &decoded.event,
+            event_time(event.time),
+            event.version,
+        );
         entry.after = user.map(|user| {
             let indexed = self.indexed(org, &user);
             Row { seq, user, indexed }
@@ -167,9 +181,23 @@ impl ReadModels {
             };
             rows.push((user_key(&t.org, &t.id), sealed));
             // Old entries come from the stored hashes: the old values may be unreadable now.
-            let before = t.before.as_ref().map(|r| r.indexed.clone()).unwrap_or_default();
-            let after = t.after.as_ref().map(|r| r.indexed.clone()).unwrap_or_default();
-            index_diff(&mut username_ops, &t.org, &t.id, before.username, after.username);
+            let before = t
+                .before
+                .as_ref()
+                .map(|r| r.indexed.clone())
+                .unwrap_or_default();
+            let after = t
+                .after
+                .as_ref()
+                .map(|r| r.indexed.clone())
+                .unwrap_or_default();
+            index_diff(
+                &mut username_ops,
+                &t.org,
+                &t.id,
+                before.username,
+                after.username,
+            );
             index_diff(&mut email_ops, &t.org, &t.id, before.email, after.email);
             if t.purge_ledger {
                 for item in self.wallet_ledger.scan_prefix(ledger_prefix(&t.org, &t.id)) {
@@ -177,14 +205,27 @@ impl ReadModels {
                 }
             }
             for (position, item, kid) in &t.ledger {
-                let bytes = item.seal(&self.codec, &t.org, &t.id, *position, kid.as_deref()).await?;
+                let bytes = item
+                    .seal(&self.codec, &t.org, &t.id, *position, kid.as_deref())
+                    .await?;
                 ledger_ops.push((ledger_key(&t.org, &t.id, *position), Some(bytes)));
             }
         }
         // Keys go before the checkpoint moves past their deletion (see the module docs).
-        self.codec.keys().destroy(&changes.erase).await.map_err(crate::CodecError::from)?;
+        self.codec
+            .keys()
+            .destroy(&changes.erase)
+            .await
+            .map_err(crate::CodecError::from)?;
         let checkpoint = Self::checkpoint_bytes(last);
-        (&self.users, &self.usernames, &self.emails, &self.settings, &self.wallet_ledger, &self.meta)
+        (
+            &self.users,
+            &self.usernames,
+            &self.emails,
+            &self.settings,
+            &self.wallet_ledger,
+            &self.meta,
+        )
             .transaction(|(users, usernames, emails, settings_tree, ledger, meta)| {
                 for (tree, ops) in [(users, &rows), (ledger, &ledger_ops)] {
                     for (key, value) in ops {
@@ -211,7 +252,9 @@ impl ReadModels {
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Sled(sled::Error::Unsupported("aborted".into())),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
+                }
             })?;
         Ok(())
     }
@@ -248,14 +291,26 @@ impl ReadModels {
     fn indexed(&self, org: &str, user: &User) -> Indexed {
         let p = &user.profile;
         Indexed {
-            username: p.username.as_deref().map(|n| username_hash(&self.blind, org, &normalize_username(n))),
-            email: p.email.as_deref().map(|e| email_hash(&self.blind, org, &normalize_email(e))),
+            username: p
+                .username
+                .as_deref()
+                .map(|n| username_hash(&self.blind, org, &normalize_username(n))),
+            email: p
+                .email
+                .as_deref()
+                .map(|e| email_hash(&self.blind, org, &normalize_email(e))),
         }
     }
 }
 
 /// Adds the index operations that take a user from the `before` hash to the `after` hash.
-fn index_diff(ops: &mut Vec<(Vec<u8>, bool)>, org: &str, id: &str, before: Option<String>, after: Option<String>) {
+fn index_diff(
+    ops: &mut Vec<(Vec<u8>, bool)>,
+    org: &str,
+    id: &str,
+    before: Option<String>,
+    after: Option<String>,
+) {
     if before == after {
         return;
     }

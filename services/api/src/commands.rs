@@ -338,6 +338,7 @@ impl AppState {
             }
             // Decide every item before acting on any.
             let mut errors = Vec::new();
+            let mut only_missing = true;
             let mut decided = Vec::with_capacity(items.len());
             let mut fresh = spare.iter();
             for (item, state) in items.iter().zip(&states) {
@@ -351,13 +352,19 @@ impl AppState {
                     Ok(events) => decided.push(events),
                     Err(e) if item.field_prefix.is_none() => return Err(e.into()),
                     Err(e) => {
+                        only_missing &= e == roster_domain::DomainError::NotFound;
                         errors.extend(batch_errors(item, e));
                         decided.push(vec![]);
                     }
                 }
             }
             if !errors.is_empty() {
-                return Err(ApiError::invalid(errors));
+                // A batch naming users that do not exist is a 404, like the single command.
+                return Err(if only_missing {
+                    ApiError::not_found("No user with these ids.").with_errors(errors)
+                } else {
+                    ApiError::invalid(errors)
+                });
             }
             let now = Utc::now();
             let mut tx = Transaction::default();
@@ -653,6 +660,12 @@ fn batch_errors(item: &Item, e: roster_domain::DomainError) -> Vec<FieldError> {
     match e {
         roster_domain::DomainError::Invalid(errors) => {
             errors.into_iter().map(|f| f.prefixed(&prefix)).collect()
+        }
+        roster_domain::DomainError::NotFound => {
+            vec![FieldError::new(
+                field(&item.field_prefix, "id"),
+                "no user with this id",
+            )]
         }
         other => vec![FieldError::new(prefix, other.to_string())],
     }

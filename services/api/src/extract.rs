@@ -204,6 +204,35 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// Like [`Json`], but an empty body reads as `T::default()` (for commands whose body is
+/// optional, such as deactivation).
+pub struct MaybeJson<T> {
+    /// The parsed body, or the default.
+    pub value: T,
+    /// SHA-256 of the body bytes.
+    pub digest: [u8; 32],
+}
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for MaybeJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = req.method().clone();
+        let headers = req.headers().clone();
+        let bytes = body_bytes(req, state).await?;
+        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            T::default()
+        } else {
+            check_json_content_type(&headers, &method)?;
+            parse_json(&bytes)?
+        };
+        Ok(MaybeJson {
+            value,
+            digest: Sha256::digest(&bytes).into(),
+        })
+    }
+}
+
 fn check_json_content_type(headers: &HeaderMap, method: &Method) -> Result<(), ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         // curl -d sends a form content type; a missing one is accepted as JSON.

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod commands;
 pub mod error;
+pub mod events;
 pub mod extract;
 mod middleware;
 pub mod password;

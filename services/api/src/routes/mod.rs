@@ -4,9 +4,13 @@ use axum::Router;
 
 use crate::state::AppState;
 
+mod fields;
 mod health;
+mod history;
+pub(crate) mod lifecycle;
 mod settings;
 pub mod users;
+mod wallet;
 
 /// Paths that answer without credentials (API.md §7).
 pub const PUBLIC_PATHS: &[&str] = health::PATHS;
@@ -17,4 +21,8 @@ pub fn router() -> Router<AppState> {
         .merge(health::router())
         .merge(users::router())
         .merge(settings::router())
+        .merge(fields::router())
+        .merge(wallet::router())
+        .merge(lifecycle::router())
+        .merge(history::router())
 }

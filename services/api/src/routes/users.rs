@@ -32,7 +32,12 @@ pub fn router() -> Router<AppState> {
                 .get(get_user_named_upsert)
                 .patch(patch_user_named_upsert),
         )
-        .route("/v1/users/{id}", get(get_one).patch(patch_one))
+        .route(
+            "/v1/users/{id}",
+            get(get_one)
+                .patch(patch_one)
+                .delete(crate::routes::lifecycle::delete),
+        )
 }
 
 /// `upsert` is a valid user id, but its path is taken by the static route, which would
@@ -53,7 +58,7 @@ async fn patch_user_named_upsert(
     patch_one(app, ctx, Path("upsert".to_owned()), body).await
 }
 
-fn parse_user_id(id: &str) -> ApiResult<UserId> {
+pub(crate) fn parse_user_id(id: &str) -> ApiResult<UserId> {
     UserId::parse(id).map_err(|m| ApiError::not_found(format!("No user with this id (ids {m}).")))
 }
 
@@ -136,7 +141,7 @@ struct UsersById {
     position: u64,
 }
 
-fn users_by_id(outcome: crate::commands::Outcome) -> Response {
+pub(crate) fn users_by_id(outcome: crate::commands::Outcome) -> Response {
     let users = outcome
         .users
         .into_iter()

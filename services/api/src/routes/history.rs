@@ -1,0 +1,201 @@
+//! A user's history: activity log, raw events, and everything held on the user (API.md §3).
+//! Read straight from the log, so they are exact at any moment and cover erased fields.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use roster_domain::UserId;
+use roster_eventlog::RecordedEvent;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::commands::user_stream;
+use crate::error::{ApiError, ApiResult};
+use crate::events::{EventResource, render};
+use crate::extract::{Ctx, QueryParams};
+use crate::resource::UserResource;
+use crate::routes::users::parse_user_id;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/{id}/logs", get(logs))
+        .route("/v1/users/{id}/events", get(events))
+        .route("/v1/users/{id}/export", get(export))
+}
+
+/// One entry of the activity log.
+#[derive(Serialize)]
+struct LogItem {
+    event: String,
+    position: u64,
+    version: u64,
+    time: chrono::DateTime<chrono::Utc>,
+    actor: Value,
+    ip: Value,
+    user_agent: Value,
+}
+
+impl From<EventResource> for LogItem {
+    fn from(e: EventResource) -> Self {
+        let field = |k: &str| e.metadata.get(k).cloned().unwrap_or(Value::Null);
+        LogItem {
+            actor: field("actor"),
+            ip: field("ip"),
+            user_agent: field("user_agent"),
+            event: e.event_type,
+            position: e.position,
+            version: e.version,
+            time: e.time,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LogPage {
+    items: Vec<LogItem>,
+    next_cursor: Option<String>,
+}
+
+/// The stream's events, 404 if the user never existed.
+async fn stream_version(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<u64> {
+    match app.log().stream_version(&user_stream(&ctx.org, id)).await? {
+        Some(v) => Ok(v),
+        None => Err(ApiError::not_found("No user with this id.")),
+    }
+}
+
+async fn logs(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    query.only(&["limit", "cursor"])?;
+    let user_id = parse_user_id(&id)?;
+    let limit = query.number("limit", 1, 100)?.unwrap_or(25);
+    let version = stream_version(&app, &ctx, &user_id).await?;
+    // Newest first: the cursor is the version to continue below.
+    let below = match query.get("cursor") {
+        Some(c) => decode(c, 'v')?,
+        None => version + 1,
+    };
+    let from = below.saturating_sub(limit).max(1);
+    let count = below.saturating_sub(from) as usize;
+    let records = app
+        .log()
+        .read_stream(&user_stream(&ctx.org, &user_id), from, count)
+        .await?;
+    let mut items = Vec::with_capacity(records.len());
+    for record in records.iter().rev() {
+        items.push(LogItem::from(render(&app.0.codec, record).await?));
+    }
+    let next_cursor = (from > 1).then(|| encode(from, 'v'));
+    Ok(axum::Json(LogPage { items, next_cursor }).into_response())
+}
+
+fn encode(n: u64, tag: char) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}{n}"))
+}
+
+fn decode(cursor: &str, tag: char) -> ApiResult<u64> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix(tag).and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+}
+
+#[derive(Serialize)]
+struct EventPage {
+    events: Vec<EventResource>,
+    /// Pass as `after` to continue (the version of the last event returned).
+    next_after: Option<u64>,
+}
+
+async fn render_all(app: &AppState, records: &[RecordedEvent]) -> ApiResult<Vec<EventResource>> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        out.push(render(&app.0.codec, record).await?);
+    }
+    Ok(out)
+}
+
+/// `GET /v1/users/{id}/events?after=<version>&limit=<n>`: the user's raw events in order.
+async fn events(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    query.only(&["after", "limit"])?;
+    let user_id = parse_user_id(&id)?;
+    let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
+    let limit = query.number("limit", 1, 1000)?.unwrap_or(100) as usize;
+    stream_version(&app, &ctx, &user_id).await?;
+    let records = app
+        .log()
+        .read_stream(&user_stream(&ctx.org, &user_id), after + 1, limit + 1)
+        .await?;
+    let more = records.len() > limit;
+    let events = render_all(&app, &records[..records.len().min(limit)]).await?;
+    let next_after = if more {
+        events.last().map(|e| e.version)
+    } else {
+        None
+    };
+    Ok(axum::Json(EventPage { events, next_after }).into_response())
+}
+
+#[derive(Serialize)]
+struct Export {
+    user: Option<UserResource>,
+    wallet_ledger: Vec<roster_projections::ledger::LedgerItem>,
+    logs: Vec<LogItem>,
+    events: Vec<EventResource>,
+    sessions: Vec<Value>,
+}
+
+/// Everything held on a user: profile (as the log has it now), ledger, activity, events.
+async fn export(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    query.only(&[])?;
+    let user_id = parse_user_id(&id)?;
+    stream_version(&app, &ctx, &user_id).await?;
+    let loaded = app.load(&ctx.org, &user_id).await?;
+    let records = app
+        .log()
+        .read_stream(&user_stream(&ctx.org, &user_id), 1, usize::MAX)
+        .await?;
+    let events = render_all(&app, &records).await?;
+    let logs = events.iter().rev().cloned().map(LogItem::from).collect();
+    let mut wallet_ledger = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = app
+            .models()
+            .ledger(ctx.org.as_str(), user_id.as_str(), 100, cursor)
+            .await?;
+        wallet_ledger.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let export = Export {
+        user: loaded.user.map(|u| UserResource::new(u, None)),
+        wallet_ledger,
+        logs,
+        events,
+        sessions: Vec::new(),
+    };
+    Ok(axum::Json(export).into_response())
+}

@@ -1,0 +1,141 @@
+//! The virtual wallet (Nakama semantics) and its ledger (API.md §3).
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use roster_domain::Command;
+use roster_projections::ledger::LedgerItem;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::commands::{Intent, Item};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Ctx, Json, QueryParams};
+use crate::resource::write_response;
+use crate::routes::users::parse_user_id;
+use crate::state::AppState;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/{id}/wallet", post(adjust))
+        .route("/v1/users/{id}/wallet/ledger", get(ledger))
+}
+
+/// `POST /v1/users/{id}/wallet`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalletBody {
+    /// Change per currency; the whole changeset applies or none of it.
+    changeset: BTreeMap<String, i64>,
+    /// Recorded with the ledger item.
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    /// Whether to record a ledger item.
+    #[serde(default)]
+    update_ledger: bool,
+}
+
+#[derive(Serialize)]
+struct WalletResponse {
+    updated: BTreeMap<String, i64>,
+    previous: BTreeMap<String, i64>,
+    position: u64,
+}
+
+async fn adjust(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    body: Json<WalletBody>,
+) -> ApiResult<Response> {
+    let changeset = body.value.changeset.clone();
+    let item = Item {
+        user_id: parse_user_id(&id)?,
+        intent: Intent::Other(Command::AdjustWallet {
+            changeset: changeset.clone(),
+            metadata: body.value.metadata.clone(),
+            update_ledger: body.value.update_ledger,
+        }),
+        field_prefix: None,
+    };
+    // Concurrent adjustments of one wallet are serialized and retried inside `execute`:
+    // plain contention never reaches the client as a conflict.
+    let outcome = app
+        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
+        .await?;
+    let Some((_, Some(user))) = outcome.users.into_iter().next() else {
+        return Err(ApiError::not_found("No user with this id."));
+    };
+    // The changeset applied atomically, so the balances before are the balances after minus it.
+    let previous = user
+        .wallet
+        .iter()
+        .filter_map(|(currency, balance)| {
+            let before = balance - changeset.get(currency).copied().unwrap_or(0);
+            let existed = before != 0 || !changeset.contains_key(currency);
+            existed.then(|| (currency.clone(), before))
+        })
+        .collect();
+    let body = WalletResponse {
+        updated: user.wallet,
+        previous,
+        position: outcome.position,
+    };
+    Ok(write_response(StatusCode::OK, body, outcome.position))
+}
+
+#[derive(Serialize)]
+struct LedgerPage {
+    items: Vec<LedgerItem>,
+    next_cursor: Option<String>,
+}
+
+async fn ledger(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> ApiResult<Response> {
+    query.only(&["limit", "cursor"])?;
+    let user_id = parse_user_id(&id)?;
+    let limit = query.number("limit", 1, 100)?.unwrap_or(25) as usize;
+    let cursor = query
+        .get("cursor")
+        .map(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.strip_prefix('l').and_then(|n| n.parse::<u64>().ok()))
+                .ok_or_else(|| {
+                    ApiError::invalid_field("cursor", "is not a cursor this server returned")
+                })
+        })
+        .transpose()?;
+    if app
+        .models()
+        .get(ctx.org.as_str(), user_id.as_str())
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("No user with this id."));
+    }
+    let page = app
+        .models()
+        .ledger(ctx.org.as_str(), user_id.as_str(), limit, cursor)
+        .await?;
+    let next_cursor = page
+        .next_cursor
+        .map(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("l{p}")));
+    Ok(axum::Json(LedgerPage {
+        items: page.items,
+        next_cursor,
+    })
+    .into_response())
+}
