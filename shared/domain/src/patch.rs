@@ -149,10 +149,10 @@ impl PatchInput {
                 }
             } else if segments.len() == 1 && !matches!(value, Value::Object(_) | Value::Null) {
                 errors.push(FieldError::new(field, "must be an object or null"));
-            } else if root == "custom" {
-                if let Err(e) = crate::values::check_custom_keys(path, value) {
-                    errors.push(FieldError::new(format!("set.{}", e.field), e.message));
-                }
+            } else if root == "custom"
+                && let Err(e) = crate::values::check_custom_keys(path, value)
+            {
+                errors.push(FieldError::new(format!("set.{}", e.field), e.message));
             }
         }
         for (i, path) in self.unset.iter().enumerate() {
@@ -206,10 +206,8 @@ impl Patch {
                 .keys()
                 .chain(self.unset.iter())
                 .any(|p| split_path(p)[0] == field);
-            if touched {
-                if let Err(e) = check_object(field, map) {
-                    errors.push(e);
-                }
+            if touched && let Err(e) = check_object(field, map) {
+                errors.push(e);
             }
         }
         if errors.is_empty() {

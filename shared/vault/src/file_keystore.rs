@@ -221,13 +221,13 @@ impl Writer {
                     }
                     Request::Destroy { ids, .. } => {
                         for id in ids {
-                            if let Some((slot, _)) = keys.get(id) {
-                                if !destroyed.iter().any(|(d, _)| d == id) {
-                                    let mut tombstone = [0u8; SLOT];
-                                    tombstone[0] = DESTROYED;
-                                    writes.push((*slot, tombstone));
-                                    destroyed.push((*id, *slot));
-                                }
+                            if let Some((slot, _)) = keys.get(id)
+                                && !destroyed.iter().any(|(d, _)| d == id)
+                            {
+                                let mut tombstone = [0u8; SLOT];
+                                tombstone[0] = DESTROYED;
+                                writes.push((*slot, tombstone));
+                                destroyed.push((*id, *slot));
                             }
                         }
                     }
