@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod projector;
 pub mod rows;
 mod store;
+pub mod tasks;
 
 pub use codec::{Codec, CodecError, DecodedEvent, EventMeta};
-pub use store::{ListOrder, ListPage, ListQuery, ReadModels, StoreError};
+pub use store::{ListOrder, ListPage, ListQuery, ReadModels, StoreError, UserRows};

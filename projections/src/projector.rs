@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use roster_domain::event::Event;
 use roster_domain::settings::{SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged};
+use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent};
 use roster_domain::values::{normalize_email, normalize_username};
 use roster_domain::{DeleteMode, User, apply};
 use roster_eventlog::{EventLog, Position, RecordedEvent};
@@ -29,6 +30,7 @@ use crate::keys::{email_hash, username_hash};
 use crate::ledger::{LedgerItem, ledger_key, ledger_prefix};
 use crate::rows::{Indexed, Row, user_key};
 use crate::store::{ReadModels, StoreError, index_prefix};
+use crate::tasks::{failure_key, task_key};
 
 /// Largest number of events applied in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -63,6 +65,10 @@ struct Changes {
     settings: Vec<(String, Vec<u8>)>,
     /// Data keys to destroy (pruning and hard deletion).
     erase: Vec<KeyId>,
+    /// Tasks touched: key → state after the batch.
+    tasks: Vec<(Vec<u8>, Task)>,
+    /// Task failures to record.
+    task_failures: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ReadModels {
@@ -79,6 +85,8 @@ impl ReadModels {
             let org = &event.stream.org;
             if let Some(id) = user_of_stream(&event.stream.name) {
                 self.apply_user_event(&mut changes, org, id, event).await?;
+            } else if let Some(id) = event.stream.name.strip_prefix(TASK_STREAM_PREFIX) {
+                self.apply_task_event(&mut changes, org, id, event)?;
             } else if event.stream.name == SETTINGS_STREAM
                 && event.event_type == SETTINGS_CHANGED
                 && let Ok(change) = serde_json::from_slice::<SettingsChanged>(&event.data)
@@ -99,6 +107,29 @@ impl ReadModels {
             }
         }
         self.applied.send_replace(last);
+        Ok(())
+    }
+
+    fn apply_task_event(&self, changes: &mut Changes, org: &str, id: &str, event: &RecordedEvent) -> Result<(), StoreError> {
+        let Ok(task_event) = TaskEvent::from_data(&event.event_type, &event.data) else {
+            tracing::warn!(event_type = %event.event_type, position = event.position, "skipping an unreadable task event");
+            return Ok(());
+        };
+        let key = task_key(org, id);
+        let current = match changes.tasks.iter().position(|(k, _)| *k == key) {
+            Some(i) => Some(changes.tasks.remove(i).1),
+            None => self.task(org, id)?,
+        };
+        if let TaskEvent::TaskProgressed(p) = &task_event {
+            let first = p.failed - p.failures.len() as u64;
+            for (i, failure) in p.failures.iter().enumerate() {
+                let bytes = serde_json::to_vec(failure).expect("failures serialize");
+                changes.task_failures.push((failure_key(org, id, first + i as u64), bytes));
+            }
+        }
+        if let Some(task) = Task::apply(current, &task_event, (org, id), event_time(event.time), event.version) {
+            changes.tasks.push((key, task));
+        }
         Ok(())
     }
 
@@ -218,16 +249,25 @@ impl ReadModels {
             .await
             .map_err(crate::CodecError::from)?;
         let checkpoint = Self::checkpoint_bytes(last);
+        let tasks: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
+            .tasks
+            .iter()
+            .map(|(k, t)| (k.clone(), Some(serde_json::to_vec(t).expect("tasks serialize"))))
+            .collect();
+        let failures: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            changes.task_failures.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
         (
             &self.users,
             &self.usernames,
             &self.emails,
             &self.settings,
             &self.wallet_ledger,
+            &self.tasks,
+            &self.task_failures,
             &self.meta,
         )
-            .transaction(|(users, usernames, emails, settings_tree, ledger, meta)| {
-                for (tree, ops) in [(users, &rows), (ledger, &ledger_ops)] {
+            .transaction(|(users, usernames, emails, settings_tree, ledger, tasks_tree, failures_tree, meta)| {
+                for (tree, ops) in [(users, &rows), (ledger, &ledger_ops), (tasks_tree, &tasks), (failures_tree, &failures)] {
                     for (key, value) in ops {
                         match value {
                             Some(bytes) => tree.insert(key.as_slice(), bytes.as_slice())?,

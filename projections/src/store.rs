@@ -91,6 +91,8 @@ pub struct ReadModels {
     pub(crate) emails: sled::Tree,
     pub(crate) settings: sled::Tree,
     pub(crate) wallet_ledger: sled::Tree,
+    pub(crate) tasks: sled::Tree,
+    pub(crate) task_failures: sled::Tree,
     pub(crate) meta: sled::Tree,
     /// Why the projector's last batch failed, while it retries (for `/readyz`).
     pub(crate) failure: parking_lot::Mutex<Option<String>>,
@@ -118,6 +120,8 @@ impl ReadModels {
             emails: db.open_tree("email_index")?,
             settings: db.open_tree("settings")?,
             wallet_ledger: db.open_tree("wallet_ledger")?,
+            tasks: db.open_tree("tasks")?,
+            task_failures: db.open_tree("task_failures")?,
             meta: db.open_tree("meta")?,
             failure: parking_lot::Mutex::new(None),
             db,
@@ -382,4 +386,32 @@ fn page(catalog: &OrgCatalog, candidates: Option<&BTreeSet<Position>>, query: &L
         )
     };
     (items, next, prev, total)
+}
+
+/// The users of one organization, read one at a time (for exports: memory stays flat).
+pub struct UserRows<'a> {
+    iter: sled::Iter,
+    codec: &'a Codec,
+}
+
+impl UserRows<'_> {
+    /// The next user, or `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Row>, StoreError> {
+        match self.iter.next() {
+            Some(item) => {
+                let (_, bytes) = item?;
+                Ok(Some(Row::open(&bytes, self.codec).await?))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl ReadModels {
+    /// Every user of an organization, in id order.
+    pub fn users_of(&self, org: &str) -> UserRows<'_> {
+        let mut prefix = org.as_bytes().to_vec();
+        prefix.push(0);
+        UserRows { iter: self.users.scan_prefix(prefix), codec: &self.codec }
+    }
 }

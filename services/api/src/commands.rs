@@ -29,7 +29,7 @@ use crate::extract::Ctx;
 use crate::state::{AppState, LOCK_STRIPES, Loaded};
 
 /// How long idempotency keys are remembered (API.md §1: at least 24 h).
-const IDEMPOTENCY_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
+pub(crate) const IDEMPOTENCY_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
 /// How long a command keeps retrying optimistic-concurrency conflicts before giving up.
 const CONTENTION_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -113,7 +113,7 @@ pub fn user_stream(org: &OrgId, id: &UserId) -> StreamId {
     StreamId::new(org.as_str(), id.stream_name())
 }
 
-fn idempotency_reservation(org: &OrgId, key: &str) -> String {
+pub(crate) fn idempotency_reservation(org: &OrgId, key: &str) -> String {
     format!(
         "i/{org}/{}",
         hex::encode(&Sha256::digest(key.as_bytes())[..16])
@@ -146,6 +146,39 @@ impl AppState {
             });
         }
         out
+    }
+
+    /// The reservations that take a user's unique values (username, email) from `before` to
+    /// `after`: releases of values it no longer holds, claims of new ones (a username claim only
+    /// takes a free name when usernames are not enforced). Each comes with the field it guards.
+    pub fn reservation_changes(
+        &self,
+        org: &OrgId,
+        owner: &str,
+        before: Option<&User>,
+        after: Option<&User>,
+        usernames: UniqueUsernames,
+    ) -> Vec<(Reservation, &'static str)> {
+        let before = self.uniques(org, before, usernames);
+        let now_held = self.uniques(org, after, usernames);
+        let mut out = Vec::new();
+        for old in before.iter().filter(|b| !now_held.iter().any(|a| a.key == b.key)) {
+            out.push((Reservation::Release { key: old.key.clone(), owner: owner.to_owned() }, old.field));
+        }
+        for new in now_held.into_iter().filter(|a| !before.iter().any(|b| b.key == a.key)) {
+            let reservation = if new.exclusive {
+                Reservation::Claim { key: new.key, owner: owner.to_owned(), expires_at: None }
+            } else {
+                Reservation::ClaimIfFree { key: new.key, owner: owner.to_owned() }
+            };
+            out.push((reservation, new.field));
+        }
+        out
+    }
+
+    /// Remembers a user's state after a commit, so the next command reads only newer events.
+    pub fn remember(&self, org: &OrgId, id: &UserId, loaded: Loaded) {
+        self.0.aggregates.insert(user_stream(org, id).to_string(), Arc::new(loaded));
     }
 
     /// Loads a user's state: the cached aggregate plus whatever the stream holds beyond it.
@@ -214,7 +247,8 @@ impl AppState {
         Ok(loaded)
     }
 
-    async fn data_key(
+    /// The data key sealing a user's personal data (a fresh one if the user is being created).
+    pub(crate) async fn data_key(
         &self,
         user: &User,
         fresh: &[(KeyId, DataKey)],
@@ -248,7 +282,7 @@ impl AppState {
         if !duplicates.is_empty() {
             return Err(ApiError::invalid(duplicates));
         }
-        let _guards = self.lock_users(&ctx.org, &items).await;
+        let _guards = self.lock_users(&ctx.org, items.iter().map(|i| &i.user_id)).await;
         // A duplicate of a request for the same users may have committed while this one waited
         // for the locks: answer as it did rather than acting (and failing) a second time.
         if let Some(outcome) = self.replay_if_seen(ctx, &items, digest).await? {
@@ -285,16 +319,16 @@ impl AppState {
         }
     }
 
-    async fn lock_users(
+    /// Takes the in-process locks of these users' stripes, in a fixed order.
+    pub(crate) async fn lock_users<'a>(
         &self,
         org: &OrgId,
-        items: &[Item],
+        ids: impl Iterator<Item = &'a UserId>,
     ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = items
-            .iter()
-            .map(|i| {
+        let mut stripes: Vec<usize> = ids
+            .map(|id| {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
-                (org.as_str(), i.user_id.as_str()).hash(&mut h);
+                (org.as_str(), id.as_str()).hash(&mut h);
                 (h.finish() as usize) % LOCK_STRIPES
             })
             .collect();
@@ -385,44 +419,18 @@ impl AppState {
                     Some(u) => self.data_key(u, spare).await?,
                     None => None,
                 };
-                let before = self.uniques(
+                let owner = item.user_id.as_str();
+                for (reservation, name) in self.reservation_changes(
                     &ctx.org,
+                    owner,
                     state.user.as_ref(),
+                    after.as_ref(),
                     settings.enforce_unique_usernames,
-                );
-                let now_held =
-                    self.uniques(&ctx.org, after.as_ref(), settings.enforce_unique_usernames);
-                let owner = item.user_id.as_str().to_owned();
-                for old in before
-                    .iter()
-                    .filter(|b| !now_held.iter().any(|a| a.key == b.key))
-                {
-                    tx.reservations.push(Reservation::Release {
-                        key: old.key.clone(),
-                        owner: owner.clone(),
-                    });
-                }
-                for new in now_held
-                    .into_iter()
-                    .filter(|a| !before.iter().any(|b| b.key == a.key))
-                {
-                    claim_fields.push((
-                        new.key.clone(),
-                        field(&item.field_prefix, new.field),
-                        new.field,
-                    ));
-                    tx.reservations.push(if new.exclusive {
-                        Reservation::Claim {
-                            key: new.key,
-                            owner: owner.clone(),
-                            expires_at: None,
-                        }
-                    } else {
-                        Reservation::ClaimIfFree {
-                            key: new.key,
-                            owner: owner.clone(),
-                        }
-                    });
+                ) {
+                    if let Reservation::Claim { key, .. } | Reservation::ClaimIfFree { key, .. } = &reservation {
+                        claim_fields.push((key.clone(), field(&item.field_prefix, name), name));
+                    }
+                    tx.reservations.push(reservation);
                 }
                 let meta = &ctx.meta;
                 tx.appends.push(StreamAppend {

@@ -45,6 +45,7 @@ error_codes! {
     WalletNegative => CONFLICT, "wallet_negative", "Wallet balance would be negative";
     UserDeactivated => FORBIDDEN, "user_deactivated", "User deactivated";
     UserBlocked => FORBIDDEN, "user_blocked", "User blocked";
+    Gone => GONE, "gone", "Gone";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Unsupported media type";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited", "Too many requests";

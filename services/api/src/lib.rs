@@ -12,6 +12,7 @@ pub mod password;
 pub mod resource;
 pub mod routes;
 pub mod state;
+pub mod tasks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub struct Application {
     keys: Arc<FileKeyStore>,
     models: Arc<ReadModels>,
     projector: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
     /// The API key created on this start, if none existed (to print once).
     pub generated_api_key: Option<String>,
     /// The API keys the server accepts.
@@ -97,7 +99,9 @@ impl Application {
         } else {
             (config.api_keys.clone(), None)
         };
-        let state = AppState::new(dyn_log, keys.clone(), models.clone(), blind, &api_keys);
+        let state = AppState::new(dyn_log, keys.clone(), models.clone(), blind, &api_keys, dir.clone());
+        // The embedded store's directory lock makes this the only worker of its store.
+        let worker = tasks::runner::Worker::new(state.clone(), true).spawn();
         let router = middleware::wrap(routes::router(), state.clone(), config.body_limit);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -109,6 +113,7 @@ impl Application {
             keys,
             models,
             projector,
+            worker,
             generated_api_key,
             api_keys,
         })
@@ -131,6 +136,10 @@ impl Application {
         axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await?;
+        // A task's chunk is one atomic append: stopping the worker mid-chunk loses nothing,
+        // and the task resumes at its last recorded index on the next start.
+        self.worker.abort();
+        let _ = self.worker.await;
         self.log.close().await.context("closing the event log")?;
         let _ = self.projector.await;
         self.models

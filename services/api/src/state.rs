@@ -37,6 +37,10 @@ pub(crate) struct Inner {
     /// the log's optimistic concurrency still decides.
     pub user_locks: Vec<tokio::sync::Mutex<()>>,
     pub hasher: PasswordHasher,
+    /// Where exports and other files live.
+    pub data_dir: std::path::PathBuf,
+    /// Wakes the task worker when a task is created or canceled.
+    pub worker_wake: tokio::sync::Notify,
 }
 
 /// Number of lock stripes.
@@ -50,6 +54,7 @@ impl AppState {
         models: Arc<ReadModels>,
         blind: BlindIndex,
         api_keys: &[String],
+        data_dir: std::path::PathBuf,
     ) -> Self {
         Self(Arc::new(Inner {
             log,
@@ -65,6 +70,8 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: PasswordHasher::new(),
+            data_dir,
+            worker_wake: tokio::sync::Notify::new(),
         }))
     }
 

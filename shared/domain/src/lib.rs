@@ -14,6 +14,7 @@ pub mod input;
 pub mod patch;
 pub mod personal;
 pub mod settings;
+pub mod task;
 pub mod upcast;
 pub mod user;
 pub mod values;

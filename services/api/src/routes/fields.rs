@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::commands::{Intent, Item};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, Json};
-use crate::resource::write_response;
+use crate::resource::{etag, write_response};
 use crate::routes::users::{parse_user_id, single};
 use crate::state::AppState;
 
@@ -146,7 +146,10 @@ async fn get_prefs(
     let user_id = parse_user_id(&id)?;
     let row = app.models().get(ctx.org.as_str(), user_id.as_str()).await?;
     let row = row.ok_or_else(|| ApiError::not_found("No user with this id."))?;
-    Ok(axum::Json(row.user.profile.prefs).into_response())
+    let version = row.user.version;
+    let mut response = axum::Json(row.user.profile.prefs).into_response();
+    etag(response.headers_mut(), version);
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -169,11 +172,15 @@ async fn prefs(
     let outcome = app
         .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
         .await?;
-    let prefs = match outcome.users.into_iter().next() {
-        Some((_, Some(user))) => user.profile.prefs,
+    let (prefs, version) = match outcome.users.into_iter().next() {
+        Some((_, Some(user))) => (user.profile.prefs, user.version),
         _ => return Err(ApiError::not_found("No user with this id.")),
     };
-    Ok(write_response(StatusCode::OK, prefs, outcome.position))
+    // A single-user response: it carries the user's version as its ETag (API.md §1), so
+    // the prefs can be changed with If-Match too.
+    let mut response = write_response(StatusCode::OK, prefs, outcome.position);
+    etag(response.headers_mut(), version);
+    Ok(response)
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ mod health;
 mod history;
 pub(crate) mod lifecycle;
 mod settings;
+mod tasks;
 pub mod users;
 mod wallet;
 
@@ -25,4 +26,5 @@ pub fn router() -> Router<AppState> {
         .merge(wallet::router())
         .merge(lifecycle::router())
         .merge(history::router())
+        .merge(tasks::router())
 }

@@ -1,0 +1,215 @@
+//! Export tasks: every user (or the listed ones) streamed to an NDJSON file under the data
+//! directory with flat memory, and streamed back by `GET /v1/tasks/{id}/result`.
+//!
+//! The file never holds personal data in clear: each line is the user sealed under **that
+//! user's** data key (`{"id", "kid", "ct"}`), so erasing a user after the export also erases
+//! it from the export. Lines are opened as they are streamed back; an erased user comes back as
+//! `{"id": …, "erased": true}`. Files are deleted 24 h after the task ends (410 after that).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::Utc;
+use roster_domain::task::{TaskCreated, TaskEvent, TaskProgressed};
+use roster_eventlog::ExpectedVersion;
+use roster_projections::EventMeta;
+use roster_vault::KeyId;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use super::LoadedTask;
+use super::runner::Worker;
+use crate::resource::UserResource;
+use crate::state::AppState;
+
+/// How long an export file is kept after its task ends.
+pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
+/// Lines between progress records.
+const PROGRESS_EVERY: u64 = 1000;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+
+/// Where a task's export file lives.
+pub fn export_path(app: &AppState, org: &str, task_id: &str) -> PathBuf {
+    app.0.data_dir.join("exports").join(org).join(format!("{task_id}.ndjson"))
+}
+
+fn aad(task_id: &str, user_id: &str) -> Vec<u8> {
+    format!("export/{task_id}/{user_id}").into_bytes()
+}
+
+/// Runs an export task from the start (an interrupted export is simply redone).
+pub(super) async fn run(
+    worker: &Worker,
+    org: &str,
+    task_id: &str,
+    created: &TaskCreated,
+    loaded: &LoadedTask,
+    version: &mut u64,
+    meta: &EventMeta,
+) -> Result<Value, super::runner::Stop> {
+    use super::runner::Stop;
+    let app = &worker.app;
+    // The export reads the read models: let them catch up with the request first.
+    if !app.models().wait_for(loaded.created_position, Duration::from_secs(60)).await {
+        return Err(Stop::Failed("read models did not catch up within 60 s".into()));
+    }
+    let path = export_path(app, org, task_id);
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    let part = path.with_extension("ndjson.part");
+    let io = |e: std::io::Error| Stop::Failed(format!("export file: {e}"));
+    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+    let file = tokio::fs::File::create(&part).await.map_err(io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let (mut lines, mut failed, mut bytes) = (0u64, 0u64, 0u64);
+    let mut failures = Vec::new();
+    if created.user_ids.is_empty() {
+        let mut rows = app.models().users_of(org);
+        while let Some(row) = rows.next().await.map_err(|e| Stop::Failed(e.to_string()))? {
+            bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
+            lines += 1;
+            if lines % PROGRESS_EVERY == 0 {
+                progress(app, org, task_id, meta, (lines, failed), std::mem::take(&mut failures), *version).await?;
+                *version += 1;
+            }
+        }
+    } else {
+        for user_id in &created.user_ids {
+            match app.models().get(org, user_id).await.map_err(|e| Stop::Failed(e.to_string()))? {
+                Some(row) => {
+                    bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
+                    lines += 1;
+                }
+                None => {
+                    failed += 1;
+                    failures.push(roster_domain::task::TaskFailure {
+                        user_id: user_id.clone(),
+                        code: "not_found".into(),
+                        detail: "no user with this id".into(),
+                    });
+                }
+            }
+            if (lines + failed) % PROGRESS_EVERY == 0 {
+                progress(app, org, task_id, meta, (lines, failed), std::mem::take(&mut failures), *version).await?;
+                *version += 1;
+            }
+        }
+    }
+    out.flush().await.map_err(io)?;
+    out.get_ref().sync_all().await.map_err(io)?;
+    drop(out);
+    tokio::fs::rename(&part, &path).await.map_err(io)?;
+    if let Ok(d) = tokio::fs::File::open(&dir).await {
+        let _ = d.sync_all().await;
+    }
+    progress(app, org, task_id, meta, (lines, failed), failures, *version).await?;
+    *version += 1;
+    Ok(json!({
+        "format": "ndjson",
+        "lines": lines,
+        "bytes": bytes,
+        "expires_at": Utc::now() + RETENTION,
+    }))
+}
+
+/// Writes one user's line, sealed under the user's key. Returns the bytes written.
+async fn write_user(
+    app: &AppState,
+    task_id: &str,
+    row: roster_projections::rows::Row,
+    out: &mut tokio::io::BufWriter<tokio::fs::File>,
+) -> std::io::Result<u64> {
+    let user_id = row.user.id.clone();
+    let kid = row.user.key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
+    let resource = serde_json::to_vec(&UserResource::new(row.user, None)).expect("users serialize");
+    let key = match kid {
+        Some(k) => app.0.codec.keys().get(k).await.ok().flatten().map(|d| (k, d)),
+        None => None,
+    };
+    let line = match key {
+        Some((kid, key)) => {
+            let ct = roster_vault::seal(&key, &aad(task_id, &user_id), &resource);
+            json!({"id": user_id, "kid": kid.to_string(), "ct": B64.encode(ct)})
+        }
+        // No key left: the user's personal data is erased; there is nothing to export but that.
+        None => json!({"id": user_id, "erased": true}),
+    };
+    let mut bytes = serde_json::to_vec(&line).expect("JSON serializes");
+    bytes.push(b'\n');
+    out.write_all(&bytes).await?;
+    Ok(bytes.len() as u64)
+}
+
+/// Records the export's progress; a moved task stream means it was canceled or taken over.
+async fn progress(
+    app: &AppState,
+    org: &str,
+    task_id: &str,
+    meta: &EventMeta,
+    (lines, failed): (u64, u64),
+    failures: Vec<roster_domain::task::TaskFailure>,
+    version: u64,
+) -> Result<(), super::runner::Stop> {
+    use super::runner::Stop;
+    let event = TaskEvent::TaskProgressed(TaskProgressed { next_index: lines + failed, done: lines, failed, failures });
+    match app.append_task_event(org, task_id, ExpectedVersion::Exact(version), &event, meta).await {
+        Ok(_) => Ok(()),
+        Err(roster_eventlog::AppendError::WrongExpectedVersion { .. }) => Err(Stop::Yielded),
+        Err(e) => Err(Stop::Failed(format!("recording progress: {e}"))),
+    }
+}
+
+/// The export file of a task, streamed back with each line opened; `None` if it is gone.
+pub async fn stream_result(app: &AppState, org: &str, task_id: &str) -> Option<axum::body::Body> {
+    let file = tokio::fs::File::open(export_path(app, org, task_id)).await.ok()?;
+    let lines = tokio::io::BufReader::with_capacity(1 << 16, file).lines();
+    let app = app.clone();
+    let task_id = task_id.to_owned();
+    let stream = futures::stream::unfold((lines, app, task_id), |(mut lines, app, task_id)| async move {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return None,
+            Err(e) => return Some((Err(e), (lines, app, task_id))),
+        };
+        let mut out = open_line(&app, &task_id, &line).await;
+        out.push(b'\n');
+        Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), (lines, app, task_id)))
+    });
+    Some(axum::body::Body::from_stream(stream))
+}
+
+async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
+    let sealed: Value = serde_json::from_str(line).unwrap_or_default();
+    let id = sealed.get("id").and_then(Value::as_str).unwrap_or_default();
+    let kid = sealed.get("kid").and_then(Value::as_str).and_then(|k| k.parse::<KeyId>().ok());
+    let ct = sealed.get("ct").and_then(Value::as_str).and_then(|c| B64.decode(c).ok());
+    if let (Some(kid), Some(ct)) = (kid, ct)
+        && let Ok(Some(key)) = app.0.codec.keys().get(kid).await
+        && let Ok(plain) = roster_vault::open(&key, &aad(task_id, id), &ct)
+    {
+        return plain;
+    }
+    serde_json::to_vec(&json!({"id": id, "erased": true})).expect("JSON serializes")
+}
+
+/// Deletes export files of tasks that ended more than [`RETENTION`] ago.
+pub async fn remove_expired(app: &AppState) {
+    let root = app.0.data_dir.join("exports");
+    let Ok(mut orgs) = tokio::fs::read_dir(&root).await else { return };
+    while let Ok(Some(org)) = orgs.next_entry().await {
+        let Ok(mut files) = tokio::fs::read_dir(org.path()).await else { continue };
+        while let Ok(Some(file)) = files.next_entry().await {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let Some(task_id) = name.strip_suffix(".ndjson") else { continue };
+            let org_name = org.file_name().to_string_lossy().into_owned();
+            let expired = match app.models().task(&org_name, task_id) {
+                Ok(Some(task)) => task.finished_at.is_some_and(|f| Utc::now() - f > RETENTION),
+                _ => false,
+            };
+            if expired && tokio::fs::remove_file(file.path()).await.is_ok() {
+                tracing::info!(task = task_id, "export file expired and was deleted");
+            }
+        }
+    }
+}

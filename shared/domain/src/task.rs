@@ -1,0 +1,279 @@
+//! Bulk tasks (API.md §4) as an aggregate of their own: a task's events live on its stream
+//! `task-<id>`, and its state is folded from them like a user's.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::user::DeleteMode;
+
+/// Prefix of task stream names.
+pub const TASK_STREAM_PREFIX: &str = "task-";
+
+/// What a task does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Deactivate users.
+    DeactivateUsers,
+    /// Reactivate users.
+    ReactivateUsers,
+    /// Delete users in a mode.
+    DeleteUsers,
+    /// Export users to an NDJSON file.
+    ExportUsers,
+    /// Rebuild a read model beside the live one.
+    RebuildProjection,
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Recorded, not started.
+    Pending,
+    /// A worker is on it.
+    Running,
+    /// Every item was handled.
+    Completed,
+    /// Stopped by an error (items done stay done).
+    Failed,
+    /// Stopped on request (items done stay done).
+    Canceled,
+}
+
+impl TaskStatus {
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Canceled)
+    }
+}
+
+/// An item a task could not act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskFailure {
+    /// The user.
+    pub user_id: String,
+    /// Stable error code (`not_found`, `conflict`, `invalid_request`).
+    pub code: String,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// A task was requested.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskCreated {
+    /// What to do.
+    pub kind: TaskKind,
+    /// The users to act on; for exports, empty means every user.
+    #[serde(default)]
+    pub user_ids: Vec<String>,
+    /// Deletion mode (delete tasks).
+    #[serde(default)]
+    pub mode: Option<DeleteMode>,
+    /// Who asked (deactivation's `created_by_id`).
+    #[serde(default)]
+    pub created_by_id: Option<String>,
+    /// Projection name (rebuild tasks).
+    #[serde(default)]
+    pub projection: Option<String>,
+    /// Number of items (for exports of every user, counted when the task starts).
+    pub total: u64,
+}
+
+/// A worker took the task (again, after a crash or a lost lease).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskStarted {
+    /// The worker's id.
+    pub worker: String,
+    /// The total, if it was only known at start.
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+/// A chunk of items was handled (recorded in the same atomic append as the chunk's user events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskProgressed {
+    /// Items handled so far (done or failed) — the index to resume from.
+    pub next_index: u64,
+    /// Items acted on, or already in the requested state, so far.
+    pub done: u64,
+    /// Items that could not be acted on, so far.
+    pub failed: u64,
+    /// The failures of this chunk.
+    #[serde(default)]
+    pub failures: Vec<TaskFailure>,
+}
+
+/// The task ended normally.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskCompleted {
+    /// Kind-specific result (for exports: the file's size and line count).
+    #[serde(default)]
+    pub result: Value,
+}
+
+/// The task stopped on an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskFailed {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The task was canceled; it stops before its next chunk.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskCanceled {}
+
+/// Every event of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum TaskEvent {
+    /// See [`TaskCreated`].
+    TaskCreated(TaskCreated),
+    /// See [`TaskStarted`].
+    TaskStarted(TaskStarted),
+    /// See [`TaskProgressed`].
+    TaskProgressed(TaskProgressed),
+    /// See [`TaskCompleted`].
+    TaskCompleted(TaskCompleted),
+    /// See [`TaskFailed`].
+    TaskFailed(TaskFailed),
+    /// See [`TaskCanceled`].
+    TaskCanceled(TaskCanceled),
+}
+
+impl TaskEvent {
+    /// Every task event type name.
+    pub const TYPES: &'static [&'static str] =
+        &["TaskCreated", "TaskStarted", "TaskProgressed", "TaskCompleted", "TaskFailed", "TaskCanceled"];
+
+    /// The type name recorded in the log.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            TaskEvent::TaskCreated(_) => "TaskCreated",
+            TaskEvent::TaskStarted(_) => "TaskStarted",
+            TaskEvent::TaskProgressed(_) => "TaskProgressed",
+            TaskEvent::TaskCompleted(_) => "TaskCompleted",
+            TaskEvent::TaskFailed(_) => "TaskFailed",
+            TaskEvent::TaskCanceled(_) => "TaskCanceled",
+        }
+    }
+
+    /// The payload as JSON bytes.
+    pub fn to_data(&self) -> Vec<u8> {
+        let tagged = serde_json::to_value(self).expect("task events serialize");
+        serde_json::to_vec(&tagged["data"]).expect("JSON serializes")
+    }
+
+    /// Reads a recorded payload back.
+    pub fn from_data(event_type: &str, data: &[u8]) -> Result<Self, serde_json::Error> {
+        let data: Value = serde_json::from_slice(data)?;
+        serde_json::from_value(serde_json::json!({"type": event_type, "data": data}))
+    }
+}
+
+/// Progress counters (API.md §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// Items acted on, or already in the requested state.
+    pub done: u64,
+    /// Items total.
+    pub total: u64,
+    /// Items that could not be acted on.
+    pub failed: u64,
+}
+
+/// A task as its events made it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Task id.
+    pub id: String,
+    /// Organization.
+    pub organization_id: String,
+    /// What it does.
+    pub kind: TaskKind,
+    /// Where it is.
+    pub status: TaskStatus,
+    /// Counters.
+    pub progress: Progress,
+    /// Index of the next item to handle.
+    pub next_index: u64,
+    /// The worker that last took it.
+    pub worker: Option<String>,
+    /// When it was requested.
+    pub created_at: DateTime<Utc>,
+    /// When a worker first took it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When it last made progress (or started): a worker holding it must show life.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Kind-specific result.
+    pub result: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The stream version (for optimistic appends).
+    pub version: u64,
+}
+
+impl Task {
+    /// Folds one event into the state; `None` before `TaskCreated`.
+    pub fn apply(state: Option<Task>, event: &TaskEvent, ids: (&str, &str), at: DateTime<Utc>, version: u64) -> Option<Task> {
+        let mut task = match (state, event) {
+            (None, TaskEvent::TaskCreated(c)) => Task {
+                id: ids.1.to_owned(),
+                organization_id: ids.0.to_owned(),
+                kind: c.kind,
+                status: TaskStatus::Pending,
+                progress: Progress { done: 0, total: c.total, failed: 0 },
+                next_index: 0,
+                worker: None,
+                created_at: at,
+                started_at: None,
+                finished_at: None,
+                heartbeat_at: at,
+                result: None,
+                error: None,
+                version,
+            },
+            (None, _) => return None,
+            (Some(mut task), event) => {
+                match event {
+                    TaskEvent::TaskCreated(_) => {}
+                    TaskEvent::TaskStarted(s) => {
+                        task.status = TaskStatus::Running;
+                        task.worker = Some(s.worker.clone());
+                        task.started_at.get_or_insert(at);
+                        if let Some(total) = s.total {
+                            task.progress.total = total;
+                        }
+                    }
+                    TaskEvent::TaskProgressed(p) => {
+                        task.next_index = p.next_index;
+                        task.progress.done = p.done;
+                        task.progress.failed = p.failed;
+                    }
+                    TaskEvent::TaskCompleted(c) => {
+                        task.status = TaskStatus::Completed;
+                        task.finished_at = Some(at);
+                        task.result = Some(c.result.clone());
+                    }
+                    TaskEvent::TaskFailed(f) => {
+                        task.status = TaskStatus::Failed;
+                        task.finished_at = Some(at);
+                        task.error = Some(f.error.clone());
+                    }
+                    TaskEvent::TaskCanceled(_) => {
+                        task.status = TaskStatus::Canceled;
+                        task.finished_at = Some(at);
+                    }
+                }
+                task
+            }
+        };
+        task.heartbeat_at = at;
+        task.version = version;
+        Some(task)
+    }
+}
