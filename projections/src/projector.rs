@@ -110,7 +110,13 @@ impl ReadModels {
         Ok(())
     }
 
-    fn apply_task_event(&self, changes: &mut Changes, org: &str, id: &str, event: &RecordedEvent) -> Result<(), StoreError> {
+    fn apply_task_event(
+        &self,
+        changes: &mut Changes,
+        org: &str,
+        id: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), StoreError> {
         let Ok(task_event) = TaskEvent::from_data(&event.event_type, &event.data) else {
             tracing::warn!(event_type = %event.event_type, position = event.position, "skipping an unreadable task event");
             return Ok(());
@@ -124,10 +130,18 @@ impl ReadModels {
             let first = p.failed - p.failures.len() as u64;
             for (i, failure) in p.failures.iter().enumerate() {
                 let bytes = serde_json::to_vec(failure).expect("failures serialize");
-                changes.task_failures.push((failure_key(org, id, first + i as u64), bytes));
+                changes
+                    .task_failures
+                    .push((failure_key(org, id, first + i as u64), bytes));
             }
         }
-        if let Some(task) = Task::apply(current, &task_event, (org, id), event_time(event.time), event.version) {
+        if let Some(task) = Task::apply(
+            current,
+            &task_event,
+            (org, id),
+            event_time(event.time),
+            event.version,
+        ) {
             changes.tasks.push((key, task));
         }
         Ok(())
@@ -252,10 +266,18 @@ impl ReadModels {
         let tasks: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
             .tasks
             .iter()
-            .map(|(k, t)| (k.clone(), Some(serde_json::to_vec(t).expect("tasks serialize"))))
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    Some(serde_json::to_vec(t).expect("tasks serialize")),
+                )
+            })
             .collect();
-        let failures: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            changes.task_failures.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        let failures: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
+            .task_failures
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
         (
             &self.users,
             &self.usernames,
@@ -266,30 +288,46 @@ impl ReadModels {
             &self.task_failures,
             &self.meta,
         )
-            .transaction(|(users, usernames, emails, settings_tree, ledger, tasks_tree, failures_tree, meta)| {
-                for (tree, ops) in [(users, &rows), (ledger, &ledger_ops), (tasks_tree, &tasks), (failures_tree, &failures)] {
-                    for (key, value) in ops {
-                        match value {
-                            Some(bytes) => tree.insert(key.as_slice(), bytes.as_slice())?,
-                            None => tree.remove(key.as_slice())?,
-                        };
-                    }
-                }
-                for (tree, ops) in [(usernames, &username_ops), (emails, &email_ops)] {
-                    for (key, insert) in ops {
-                        if *insert {
-                            tree.insert(key.as_slice(), &[][..])?;
-                        } else {
-                            tree.remove(key.as_slice())?;
+            .transaction(
+                |(
+                    users,
+                    usernames,
+                    emails,
+                    settings_tree,
+                    ledger,
+                    tasks_tree,
+                    failures_tree,
+                    meta,
+                )| {
+                    for (tree, ops) in [
+                        (users, &rows),
+                        (ledger, &ledger_ops),
+                        (tasks_tree, &tasks),
+                        (failures_tree, &failures),
+                    ] {
+                        for (key, value) in ops {
+                            match value {
+                                Some(bytes) => tree.insert(key.as_slice(), bytes.as_slice())?,
+                                None => tree.remove(key.as_slice())?,
+                            };
                         }
                     }
-                }
-                for (org, bytes) in &changes.settings {
-                    settings_tree.insert(org.as_bytes(), bytes.as_slice())?;
-                }
-                meta.insert(Self::CHECKPOINT_KEY, &checkpoint[..])?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
+                    for (tree, ops) in [(usernames, &username_ops), (emails, &email_ops)] {
+                        for (key, insert) in ops {
+                            if *insert {
+                                tree.insert(key.as_slice(), &[][..])?;
+                            } else {
+                                tree.remove(key.as_slice())?;
+                            }
+                        }
+                    }
+                    for (org, bytes) in &changes.settings {
+                        settings_tree.insert(org.as_bytes(), bytes.as_slice())?;
+                    }
+                    meta.insert(Self::CHECKPOINT_KEY, &checkpoint[..])?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
                 sled::transaction::TransactionError::Abort(()) => {

@@ -412,6 +412,9 @@ impl ReadModels {
     pub fn users_of(&self, org: &str) -> UserRows<'_> {
         let mut prefix = org.as_bytes().to_vec();
         prefix.push(0);
-        UserRows { iter: self.users.scan_prefix(prefix), codec: &self.codec }
+        UserRows {
+            iter: self.users.scan_prefix(prefix),
+            codec: &self.codec,
+        }
     }
 }

@@ -38,17 +38,29 @@ impl ReadModels {
     }
 
     /// A task's failures, in the order they happened.
-    pub fn task_failures(&self, org: &str, id: &str) -> impl Iterator<Item = Result<TaskFailure, StoreError>> + '_ {
+    pub fn task_failures(
+        &self,
+        org: &str,
+        id: &str,
+    ) -> impl Iterator<Item = Result<TaskFailure, StoreError>> + '_ {
         let mut prefix = task_key(org, id);
         prefix.push(0);
         self.task_failures.scan_prefix(prefix).map(|item| {
             let (_, bytes) = item?;
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Codec(crate::CodecError::Json(e.to_string())))
+            serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Codec(crate::CodecError::Json(e.to_string())))
         })
     }
 
     /// Tasks of an organization, newest first, optionally filtered, after the cursor (a task id).
-    pub fn tasks(&self, org: &str, status: Option<TaskStatus>, kind: Option<TaskKind>, limit: usize, cursor: Option<&str>) -> Result<TaskPage, StoreError> {
+    pub fn tasks(
+        &self,
+        org: &str,
+        status: Option<TaskStatus>,
+        kind: Option<TaskKind>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<TaskPage, StoreError> {
         let mut prefix = org.as_bytes().to_vec();
         prefix.push(0);
         let end = match cursor {
@@ -63,7 +75,9 @@ impl ReadModels {
         let mut more = false;
         for item in self.tasks.range(prefix.clone()..end).rev() {
             let (_, bytes) = item?;
-            let Ok(task) = serde_json::from_slice::<Task>(&bytes) else { continue };
+            let Ok(task) = serde_json::from_slice::<Task>(&bytes) else {
+                continue;
+            };
             if status.is_some_and(|s| s != task.status) || kind.is_some_and(|k| k != task.kind) {
                 continue;
             }
@@ -73,7 +87,11 @@ impl ReadModels {
             }
             tasks.push(task);
         }
-        let next_cursor = if more { tasks.last().map(|t| t.id.clone()) } else { None };
+        let next_cursor = if more {
+            tasks.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
         Ok(TaskPage { tasks, next_cursor })
     }
 

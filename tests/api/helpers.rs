@@ -256,3 +256,98 @@ pub fn etag(response: &Response) -> String {
         .expect("ETag header")
         .to_owned()
 }
+
+impl TestApp {
+    /// DELETE with the server key.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The user's raw events (`GET /v1/users/{id}/events`), every page.
+    pub async fn events_of(&self, id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let response = self
+                .get(&format!("/v1/users/{id}/events?after={after}&limit=1000"))
+                .await;
+            assert_eq!(response.status(), StatusCode::OK, "events of {id}");
+            let page = json(response).await;
+            out.extend(page["events"].as_array().expect("events").iter().cloned());
+            match page["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => return out,
+            }
+        }
+    }
+}
+
+/// The top-level fields of two user objects that differ, leaving out the ones every write
+/// changes (`version`, `updated_at`, `position`).
+pub fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let b = before.as_object().unwrap_or(&empty);
+    let a = after.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !matches!(k.as_str(), "version" | "updated_at" | "position"))
+        .filter(|k| b.get(*k) != a.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Every file under `dir`, recursively.
+pub fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// For each needle, the files under `dir` whose bytes contain it, compared case-insensitively
+/// (ASCII). Reads every file once.
+pub fn find_in_files(dir: &std::path::Path, needles: &[&str]) -> Vec<(String, Vec<String>)> {
+    let needles: Vec<Vec<u8>> = needles
+        .iter()
+        .map(|n| n.to_ascii_lowercase().into_bytes())
+        .collect();
+    let mut hits: Vec<Vec<String>> = vec![Vec::new(); needles.len()];
+    for path in all_files(dir) {
+        let bytes = std::fs::read(&path)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        for (needle, found) in needles.iter().zip(hits.iter_mut()) {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    needles
+        .into_iter()
+        .map(|n| String::from_utf8(n).expect("ASCII needle"))
+        .zip(hits)
+        .collect()
+}
+
+/// Panics naming every needle found in a file under `dir`.
+pub fn assert_not_on_disk(dir: &std::path::Path, needles: &[&str], when: &str) {
+    let leaks: Vec<_> = find_in_files(dir, needles)
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .collect();
+    assert!(leaks.is_empty(), "{when}: stored in clear: {leaks:?}");
+}

@@ -4,8 +4,12 @@
 mod auth;
 mod batches;
 mod concurrency;
+mod erasure;
+mod fields;
 mod helpers;
+mod history;
 mod idempotency;
+mod lifecycle;
 mod listing;
 mod organizations;
 mod privacy;
@@ -14,3 +18,4 @@ mod settings;
 mod uniqueness;
 mod users;
 mod validation;
+mod wallet;

@@ -162,14 +162,33 @@ impl AppState {
         let before = self.uniques(org, before, usernames);
         let now_held = self.uniques(org, after, usernames);
         let mut out = Vec::new();
-        for old in before.iter().filter(|b| !now_held.iter().any(|a| a.key == b.key)) {
-            out.push((Reservation::Release { key: old.key.clone(), owner: owner.to_owned() }, old.field));
+        for old in before
+            .iter()
+            .filter(|b| !now_held.iter().any(|a| a.key == b.key))
+        {
+            out.push((
+                Reservation::Release {
+                    key: old.key.clone(),
+                    owner: owner.to_owned(),
+                },
+                old.field,
+            ));
         }
-        for new in now_held.into_iter().filter(|a| !before.iter().any(|b| b.key == a.key)) {
+        for new in now_held
+            .into_iter()
+            .filter(|a| !before.iter().any(|b| b.key == a.key))
+        {
             let reservation = if new.exclusive {
-                Reservation::Claim { key: new.key, owner: owner.to_owned(), expires_at: None }
+                Reservation::Claim {
+                    key: new.key,
+                    owner: owner.to_owned(),
+                    expires_at: None,
+                }
             } else {
-                Reservation::ClaimIfFree { key: new.key, owner: owner.to_owned() }
+                Reservation::ClaimIfFree {
+                    key: new.key,
+                    owner: owner.to_owned(),
+                }
             };
             out.push((reservation, new.field));
         }
@@ -178,7 +197,9 @@ impl AppState {
 
     /// Remembers a user's state after a commit, so the next command reads only newer events.
     pub fn remember(&self, org: &OrgId, id: &UserId, loaded: Loaded) {
-        self.0.aggregates.insert(user_stream(org, id).to_string(), Arc::new(loaded));
+        self.0
+            .aggregates
+            .insert(user_stream(org, id).to_string(), Arc::new(loaded));
     }
 
     /// Loads a user's state: the cached aggregate plus whatever the stream holds beyond it.
@@ -282,7 +303,9 @@ impl AppState {
         if !duplicates.is_empty() {
             return Err(ApiError::invalid(duplicates));
         }
-        let _guards = self.lock_users(&ctx.org, items.iter().map(|i| &i.user_id)).await;
+        let _guards = self
+            .lock_users(&ctx.org, items.iter().map(|i| &i.user_id))
+            .await;
         // A duplicate of a request for the same users may have committed while this one waited
         // for the locks: answer as it did rather than acting (and failing) a second time.
         if let Some(outcome) = self.replay_if_seen(ctx, &items, digest).await? {
@@ -373,6 +396,7 @@ impl AppState {
             // Decide every item before acting on any.
             let mut errors = Vec::new();
             let mut only_missing = true;
+            let mut only_deleted = true;
             let mut decided = Vec::with_capacity(items.len());
             let mut fresh = spare.iter();
             for (item, state) in items.iter().zip(&states) {
@@ -387,6 +411,7 @@ impl AppState {
                     Err(e) if item.field_prefix.is_none() => return Err(e.into()),
                     Err(e) => {
                         only_missing &= e == roster_domain::DomainError::NotFound;
+                        only_deleted &= e == roster_domain::DomainError::UserDeleted;
                         errors.extend(batch_errors(item, e));
                         decided.push(vec![]);
                     }
@@ -394,8 +419,15 @@ impl AppState {
             }
             if !errors.is_empty() {
                 // A batch naming users that do not exist is a 404, like the single command.
+                // Likewise a batch refused only because users are deleted is a 409, not a 422.
                 return Err(if only_missing {
                     ApiError::not_found("No user with these ids.").with_errors(errors)
+                } else if only_deleted {
+                    ApiError::new(
+                        Code::Conflict,
+                        "These users are deleted; restore them before changing them.",
+                    )
+                    .with_errors(errors)
                 } else {
                     ApiError::invalid(errors)
                 });
@@ -427,7 +459,9 @@ impl AppState {
                     after.as_ref(),
                     settings.enforce_unique_usernames,
                 ) {
-                    if let Reservation::Claim { key, .. } | Reservation::ClaimIfFree { key, .. } = &reservation {
+                    if let Reservation::Claim { key, .. } | Reservation::ClaimIfFree { key, .. } =
+                        &reservation
+                    {
                         claim_fields.push((key.clone(), field(&item.field_prefix, name), name));
                     }
                     tx.reservations.push(reservation);

@@ -99,7 +99,14 @@ impl Application {
         } else {
             (config.api_keys.clone(), None)
         };
-        let state = AppState::new(dyn_log, keys.clone(), models.clone(), blind, &api_keys, dir.clone());
+        let state = AppState::new(
+            dyn_log,
+            keys.clone(),
+            models.clone(),
+            blind,
+            &api_keys,
+            dir.clone(),
+        );
         // The embedded store's directory lock makes this the only worker of its store.
         let worker = tasks::runner::Worker::new(state.clone(), true).spawn();
         let router = middleware::wrap(routes::router(), state.clone(), config.body_limit);

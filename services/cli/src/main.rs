@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod client;
+mod tasks;
+
 #[derive(Parser)]
 #[command(
     name = "roster",
@@ -21,6 +24,8 @@ struct Cli {
 enum Commands {
     /// Run the HTTP server.
     Serve(ServeArgs),
+    /// Bulk tasks on a running server: list, show, wait.
+    Tasks(tasks::TasksArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,5 +127,6 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Commands::Serve(args) => runtime.block_on(serve(args)),
+        Commands::Tasks(args) => runtime.block_on(tasks::run(args)),
     }
 }

@@ -46,7 +46,10 @@ pub enum TaskStatus {
 impl TaskStatus {
     /// Whether the task has ended.
     pub fn is_final(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Canceled)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Canceled
+        )
     }
 }
 
@@ -145,8 +148,14 @@ pub enum TaskEvent {
 
 impl TaskEvent {
     /// Every task event type name.
-    pub const TYPES: &'static [&'static str] =
-        &["TaskCreated", "TaskStarted", "TaskProgressed", "TaskCompleted", "TaskFailed", "TaskCanceled"];
+    pub const TYPES: &'static [&'static str] = &[
+        "TaskCreated",
+        "TaskStarted",
+        "TaskProgressed",
+        "TaskCompleted",
+        "TaskFailed",
+        "TaskCanceled",
+    ];
 
     /// The type name recorded in the log.
     pub fn event_type(&self) -> &'static str {
@@ -219,14 +228,24 @@ pub struct Task {
 
 impl Task {
     /// Folds one event into the state; `None` before `TaskCreated`.
-    pub fn apply(state: Option<Task>, event: &TaskEvent, ids: (&str, &str), at: DateTime<Utc>, version: u64) -> Option<Task> {
+    pub fn apply(
+        state: Option<Task>,
+        event: &TaskEvent,
+        ids: (&str, &str),
+        at: DateTime<Utc>,
+        version: u64,
+    ) -> Option<Task> {
         let mut task = match (state, event) {
             (None, TaskEvent::TaskCreated(c)) => Task {
                 id: ids.1.to_owned(),
                 organization_id: ids.0.to_owned(),
                 kind: c.kind,
                 status: TaskStatus::Pending,
-                progress: Progress { done: 0, total: c.total, failed: 0 },
+                progress: Progress {
+                    done: 0,
+                    total: c.total,
+                    failed: 0,
+                },
                 next_index: 0,
                 worker: None,
                 created_at: at,

@@ -5,12 +5,19 @@
 //! reservation it names, optimistic (each stream append carries an [`ExpectedVersion`]), and
 //! durable before it returns. Read models are derived from it and can always be rebuilt.
 //!
-//! Backends: [`embedded`] (the default, a segment log in a local directory).
+//! Backends: [`embedded`] (the default, a segment log in a local directory) and, with the
+//! `nats` feature (on by default), [`nats`] (a NATS JetStream stream shared by several
+//! servers).
 
+mod codec;
 pub mod contract;
 pub mod embedded;
+#[cfg(feature = "nats")]
+pub mod nats;
+mod record;
 mod subscribe;
 mod types;
+mod validate;
 
 pub use subscribe::subscribe_by_polling;
 pub use types::*;

@@ -3,8 +3,9 @@
 //!
 //! - [`DataKey`], [`seal`] and [`open`]: per-user data keys and AEAD (XChaCha20-Poly1305) for
 //!   the personal fields of events and read-model rows.
-//! - [`KeyStore`] and its embedded backend [`FileKeyStore`]: keys are durable before they are
-//!   used, and [`KeyStore::destroy`] overwrites a key in place and syncs — crypto-erasure.
+//! - [`KeyStore`] and its backends [`FileKeyStore`] (embedded) and [`NatsKeyStore`] (a
+//!   JetStream KV bucket): keys are durable before they are used, and [`KeyStore::destroy`]
+//!   overwrites a key in place and syncs — crypto-erasure.
 //! - [`BlindIndex`]: keyed hashes (HMAC-SHA256) of normalized values, so uniqueness and lookup
 //!   indexes never hold a username or an email.
 //! - [`load_or_create_secret`]: the server secrets kept in the data directory.
@@ -13,12 +14,14 @@ mod aead;
 mod blind;
 mod file_keystore;
 mod keystore;
+mod nats_keystore;
 mod secret;
 
 pub use aead::{DataKey, open, seal};
 pub use blind::BlindIndex;
 pub use file_keystore::FileKeyStore;
 pub use keystore::{KeyId, KeyStore};
+pub use nats_keystore::{NatsKeyStore, NatsKeyStoreOptions};
 pub use secret::load_or_create_secret;
 
 /// Why a vault operation failed.

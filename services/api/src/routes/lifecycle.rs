@@ -162,6 +162,15 @@ async fn restore(
     }
     let outcome = app
         .execute(&ctx, items, &ctx.digest_with(Some(&body.digest)))
-        .await?;
+        .await
+        .map_err(|mut e| {
+            // An item of `user_ids` is an id, not an object with one: name the item itself.
+            for error in &mut e.errors {
+                if let Some(item) = error.field.strip_suffix(".id") {
+                    error.field = item.to_owned();
+                }
+            }
+            e
+        })?;
     Ok(crate::routes::users::users_by_id(outcome))
 }

@@ -13,7 +13,7 @@ use roster_projections::ledger::LedgerItem;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commands::{Intent, Item};
+use crate::commands::{AsOf, Intent, Item};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, Json, QueryParams};
 use crate::resource::write_response;
@@ -72,22 +72,44 @@ async fn adjust(
     let Some((_, Some(user))) = outcome.users.into_iter().next() else {
         return Err(ApiError::not_found("No user with this id."));
     };
-    // The changeset applied atomically, so the balances before are the balances after minus it.
-    let previous = user
-        .wallet
-        .iter()
-        .filter_map(|(currency, balance)| {
-            let before = balance - changeset.get(currency).copied().unwrap_or(0);
-            let existed = before != 0 || !changeset.contains_key(currency);
-            existed.then(|| (currency.clone(), before))
-        })
-        .collect();
+    let previous = previous_wallet(&app, &ctx, &user, &changeset).await?;
     let body = WalletResponse {
         updated: user.wallet,
         previous,
         position: outcome.position,
     };
     Ok(write_response(StatusCode::OK, body, outcome.position))
+}
+
+/// The balances before the adjustment that left `user` as it is. The changeset applied
+/// atomically, so they are the balances after minus the changeset — except that a changed
+/// currency whose balance before comes out as 0 may or may not have been held before; only then
+/// is the wallet read as of the version before.
+async fn previous_wallet(
+    app: &AppState,
+    ctx: &Ctx,
+    user: &roster_domain::User,
+    changeset: &BTreeMap<String, i64>,
+) -> ApiResult<BTreeMap<String, i64>> {
+    if changeset.values().all(|d| *d == 0) {
+        // Nothing changed, and nothing was appended.
+        return Ok(user.wallet.clone());
+    }
+    let unsure = changeset
+        .iter()
+        .any(|(c, d)| *d != 0 && user.wallet.get(c).copied() == Some(*d));
+    if unsure && user.version > 1 {
+        let id = parse_user_id(&user.id)?;
+        let before = app
+            .load_as_of(&ctx.org, &id, AsOf::Version(user.version - 1))
+            .await?;
+        return Ok(before.user.map(|u| u.wallet).unwrap_or_default());
+    }
+    Ok(user
+        .wallet
+        .iter()
+        .map(|(c, b)| (c.clone(), b - changeset.get(c).copied().unwrap_or(0)))
+        .collect())
 }
 
 #[derive(Serialize)]

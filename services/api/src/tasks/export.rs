@@ -32,7 +32,11 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// Where a task's export file lives.
 pub fn export_path(app: &AppState, org: &str, task_id: &str) -> PathBuf {
-    app.0.data_dir.join("exports").join(org).join(format!("{task_id}.ndjson"))
+    app.0
+        .data_dir
+        .join("exports")
+        .join(org)
+        .join(format!("{task_id}.ndjson"))
 }
 
 fn aad(task_id: &str, user_id: &str) -> Vec<u8> {
@@ -52,8 +56,14 @@ pub(super) async fn run(
     use super::runner::Stop;
     let app = &worker.app;
     // The export reads the read models: let them catch up with the request first.
-    if !app.models().wait_for(loaded.created_position, Duration::from_secs(60)).await {
-        return Err(Stop::Failed("read models did not catch up within 60 s".into()));
+    if !app
+        .models()
+        .wait_for(loaded.created_position, Duration::from_secs(60))
+        .await
+    {
+        return Err(Stop::Failed(
+            "read models did not catch up within 60 s".into(),
+        ));
     }
     let path = export_path(app, org, task_id);
     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -70,13 +80,27 @@ pub(super) async fn run(
             bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
             lines += 1;
             if lines % PROGRESS_EVERY == 0 {
-                progress(app, org, task_id, meta, (lines, failed), std::mem::take(&mut failures), *version).await?;
+                progress(
+                    app,
+                    org,
+                    task_id,
+                    meta,
+                    (lines, failed),
+                    std::mem::take(&mut failures),
+                    *version,
+                )
+                .await?;
                 *version += 1;
             }
         }
     } else {
         for user_id in &created.user_ids {
-            match app.models().get(org, user_id).await.map_err(|e| Stop::Failed(e.to_string()))? {
+            match app
+                .models()
+                .get(org, user_id)
+                .await
+                .map_err(|e| Stop::Failed(e.to_string()))?
+            {
                 Some(row) => {
                     bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
                     lines += 1;
@@ -91,7 +115,16 @@ pub(super) async fn run(
                 }
             }
             if (lines + failed) % PROGRESS_EVERY == 0 {
-                progress(app, org, task_id, meta, (lines, failed), std::mem::take(&mut failures), *version).await?;
+                progress(
+                    app,
+                    org,
+                    task_id,
+                    meta,
+                    (lines, failed),
+                    std::mem::take(&mut failures),
+                    *version,
+                )
+                .await?;
                 *version += 1;
             }
         }
@@ -121,10 +154,22 @@ async fn write_user(
     out: &mut tokio::io::BufWriter<tokio::fs::File>,
 ) -> std::io::Result<u64> {
     let user_id = row.user.id.clone();
-    let kid = row.user.key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
+    let kid = row
+        .user
+        .key_id
+        .as_deref()
+        .and_then(|k| k.parse::<KeyId>().ok());
     let resource = serde_json::to_vec(&UserResource::new(row.user, None)).expect("users serialize");
     let key = match kid {
-        Some(k) => app.0.codec.keys().get(k).await.ok().flatten().map(|d| (k, d)),
+        Some(k) => app
+            .0
+            .codec
+            .keys()
+            .get(k)
+            .await
+            .ok()
+            .flatten()
+            .map(|d| (k, d)),
         None => None,
     };
     let line = match key {
@@ -152,8 +197,16 @@ async fn progress(
     version: u64,
 ) -> Result<(), super::runner::Stop> {
     use super::runner::Stop;
-    let event = TaskEvent::TaskProgressed(TaskProgressed { next_index: lines + failed, done: lines, failed, failures });
-    match app.append_task_event(org, task_id, ExpectedVersion::Exact(version), &event, meta).await {
+    let event = TaskEvent::TaskProgressed(TaskProgressed {
+        next_index: lines + failed,
+        done: lines,
+        failed,
+        failures,
+    });
+    match app
+        .append_task_event(org, task_id, ExpectedVersion::Exact(version), &event, meta)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(roster_eventlog::AppendError::WrongExpectedVersion { .. }) => Err(Stop::Yielded),
         Err(e) => Err(Stop::Failed(format!("recording progress: {e}"))),
@@ -162,28 +215,42 @@ async fn progress(
 
 /// The export file of a task, streamed back with each line opened; `None` if it is gone.
 pub async fn stream_result(app: &AppState, org: &str, task_id: &str) -> Option<axum::body::Body> {
-    let file = tokio::fs::File::open(export_path(app, org, task_id)).await.ok()?;
+    let file = tokio::fs::File::open(export_path(app, org, task_id))
+        .await
+        .ok()?;
     let lines = tokio::io::BufReader::with_capacity(1 << 16, file).lines();
     let app = app.clone();
     let task_id = task_id.to_owned();
-    let stream = futures::stream::unfold((lines, app, task_id), |(mut lines, app, task_id)| async move {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) => line,
-            Ok(None) => return None,
-            Err(e) => return Some((Err(e), (lines, app, task_id))),
-        };
-        let mut out = open_line(&app, &task_id, &line).await;
-        out.push(b'\n');
-        Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), (lines, app, task_id)))
-    });
+    let stream = futures::stream::unfold(
+        (lines, app, task_id),
+        |(mut lines, app, task_id)| async move {
+            let line = match lines.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
+                Err(e) => return Some((Err(e), (lines, app, task_id))),
+            };
+            let mut out = open_line(&app, &task_id, &line).await;
+            out.push(b'\n');
+            Some((
+                Ok::<Bytes, std::io::Error>(Bytes::from(out)),
+                (lines, app, task_id),
+            ))
+        },
+    );
     Some(axum::body::Body::from_stream(stream))
 }
 
 async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
     let sealed: Value = serde_json::from_str(line).unwrap_or_default();
     let id = sealed.get("id").and_then(Value::as_str).unwrap_or_default();
-    let kid = sealed.get("kid").and_then(Value::as_str).and_then(|k| k.parse::<KeyId>().ok());
-    let ct = sealed.get("ct").and_then(Value::as_str).and_then(|c| B64.decode(c).ok());
+    let kid = sealed
+        .get("kid")
+        .and_then(Value::as_str)
+        .and_then(|k| k.parse::<KeyId>().ok());
+    let ct = sealed
+        .get("ct")
+        .and_then(Value::as_str)
+        .and_then(|c| B64.decode(c).ok());
     if let (Some(kid), Some(ct)) = (kid, ct)
         && let Ok(Some(key)) = app.0.codec.keys().get(kid).await
         && let Ok(plain) = roster_vault::open(&key, &aad(task_id, id), &ct)
@@ -196,12 +263,18 @@ async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
 /// Deletes export files of tasks that ended more than [`RETENTION`] ago.
 pub async fn remove_expired(app: &AppState) {
     let root = app.0.data_dir.join("exports");
-    let Ok(mut orgs) = tokio::fs::read_dir(&root).await else { return };
+    let Ok(mut orgs) = tokio::fs::read_dir(&root).await else {
+        return;
+    };
     while let Ok(Some(org)) = orgs.next_entry().await {
-        let Ok(mut files) = tokio::fs::read_dir(org.path()).await else { continue };
+        let Ok(mut files) = tokio::fs::read_dir(org.path()).await else {
+            continue;
+        };
         while let Ok(Some(file)) = files.next_entry().await {
             let name = file.file_name().to_string_lossy().into_owned();
-            let Some(task_id) = name.strip_suffix(".ndjson") else { continue };
+            let Some(task_id) = name.strip_suffix(".ndjson") else {
+                continue;
+            };
             let org_name = org.file_name().to_string_lossy().into_owned();
             let expired = match app.models().task(&org_name, task_id) {
                 Ok(Some(task)) => task.finished_at.is_some_and(|f| Utc::now() - f > RETENTION),

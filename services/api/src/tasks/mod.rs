@@ -12,7 +12,10 @@ pub mod export;
 pub mod runner;
 
 use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskCreated, TaskEvent};
-use roster_eventlog::{AppendError, Committed, ExpectedVersion, NewEvent, Position, StreamAppend, StreamId, Transaction};
+use roster_eventlog::{
+    AppendError, Committed, ExpectedVersion, NewEvent, Position, StreamAppend, StreamId,
+    Transaction,
+};
 use roster_projections::EventMeta;
 use roster_projections::projector::event_time;
 
@@ -42,30 +45,53 @@ pub struct LoadedTask {
 /// A log record for a task event. Task events hold no personal data; their metadata keeps only
 /// the public fields (no ip or user agent).
 pub fn task_record(event: &TaskEvent, meta: &EventMeta) -> NewEvent {
-    let public = EventMeta { ip: None, user_agent: None, ..meta.clone() };
+    let public = EventMeta {
+        ip: None,
+        user_agent: None,
+        ..meta.clone()
+    };
     NewEvent {
         id: ulid::Ulid::new(),
         event_type: event.event_type().to_owned(),
         schema_version: 1,
         data: event.to_data().into(),
-        metadata: serde_json::to_vec(&public).expect("metadata serializes").into(),
+        metadata: serde_json::to_vec(&public)
+            .expect("metadata serializes")
+            .into(),
     }
 }
 
 impl AppState {
     /// Reads a task from the log (never from the read model: the worker must see its own writes).
     pub async fn load_task(&self, org: &str, id: &str) -> ApiResult<LoadedTask> {
-        let records = self.log().read_stream(&task_stream(org, id), 1, usize::MAX).await?;
-        let mut loaded = LoadedTask { task: None, created: None, version: 0, created_position: 0, correlation_id: None };
+        let records = self
+            .log()
+            .read_stream(&task_stream(org, id), 1, usize::MAX)
+            .await?;
+        let mut loaded = LoadedTask {
+            task: None,
+            created: None,
+            version: 0,
+            created_position: 0,
+            correlation_id: None,
+        };
         for record in &records {
-            let Ok(event) = TaskEvent::from_data(&record.event_type, &record.data) else { continue };
+            let Ok(event) = TaskEvent::from_data(&record.event_type, &record.data) else {
+                continue;
+            };
             if let TaskEvent::TaskCreated(c) = &event {
                 loaded.created = Some(c.clone());
                 loaded.created_position = record.position;
                 let meta: EventMeta = serde_json::from_slice(&record.metadata).unwrap_or_default();
                 loaded.correlation_id = meta.correlation_id;
             }
-            loaded.task = Task::apply(loaded.task.take(), &event, (org, id), event_time(record.time), record.version);
+            loaded.task = Task::apply(
+                loaded.task.take(),
+                &event,
+                (org, id),
+                event_time(record.time),
+                record.version,
+            );
             loaded.version = record.version;
         }
         Ok(loaded)
@@ -81,7 +107,11 @@ impl AppState {
         meta: &EventMeta,
     ) -> Result<Committed, AppendError> {
         let tx = Transaction {
-            appends: vec![StreamAppend { stream: task_stream(org, id), expected, events: vec![task_record(event, meta)] }],
+            appends: vec![StreamAppend {
+                stream: task_stream(org, id),
+                expected,
+                events: vec![task_record(event, meta)],
+            }],
             reservations: vec![],
         };
         self.log().append(tx).await

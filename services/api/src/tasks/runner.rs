@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use parking_lot::Mutex;
 use roster_domain::task::{
-    Task, TaskCompleted, TaskCreated, TaskEvent, TaskFailed, TaskFailure, TaskKind, TaskProgressed, TaskStarted, TaskStatus,
+    Task, TaskCompleted, TaskCreated, TaskEvent, TaskFailed, TaskFailure, TaskKind, TaskProgressed,
+    TaskStarted, TaskStatus,
 };
 use roster_domain::{Command, DeleteMode, DomainError, OrgId, UserId, apply, decide};
 use roster_eventlog::{AppendError, ExpectedVersion, StreamAppend, Transaction};
@@ -56,7 +57,12 @@ impl From<ApiError> for Stop {
 impl Worker {
     /// A worker for `app`.
     pub fn new(app: AppState, exclusive: bool) -> Self {
-        Self { app, id: ulid::Ulid::new().to_string(), exclusive, running: Arc::default() }
+        Self {
+            app,
+            id: ulid::Ulid::new().to_string(),
+            exclusive,
+            running: Arc::default(),
+        }
     }
 
     /// Runs until the returned task is aborted.
@@ -65,9 +71,13 @@ impl Worker {
     }
 
     async fn run(self) {
+        // Tasks run in this set: when the worker is aborted (shutdown), dropping the set aborts
+        // them too. A task's chunk is one atomic append, so nothing half-done is left behind.
+        let mut running = tokio::task::JoinSet::new();
         let mut last_janitor = std::time::Instant::now() - Duration::from_secs(3600);
         loop {
-            if let Err(e) = self.take_tasks() {
+            while running.try_join_next().is_some() {}
+            if let Err(e) = self.take_tasks(&mut running) {
                 tracing::warn!(error = %e, "could not list tasks");
             }
             if last_janitor.elapsed() > Duration::from_secs(60) {
@@ -81,7 +91,10 @@ impl Worker {
         }
     }
 
-    fn take_tasks(&self) -> Result<(), roster_projections::StoreError> {
+    fn take_tasks(
+        &self,
+        set: &mut tokio::task::JoinSet<()>,
+    ) -> Result<(), roster_projections::StoreError> {
         for task in self.app.models().unfinished_tasks()? {
             if self.running.lock().len() >= MAX_RUNNING {
                 break;
@@ -90,7 +103,7 @@ impl Worker {
                 continue;
             }
             let worker = self.clone();
-            tokio::spawn(async move {
+            set.spawn(async move {
                 let (org, id) = (task.organization_id.clone(), task.id.clone());
                 worker.run_task(&org, &id).await;
                 worker.running.lock().remove(&id);
@@ -105,7 +118,9 @@ impl Worker {
             TaskStatus::Pending => true,
             TaskStatus::Running => {
                 task.worker.as_deref() != Some(&self.id)
-                    && (self.exclusive || Utc::now() - task.heartbeat_at > chrono::Duration::from_std(LEASE).unwrap_or_default())
+                    && (self.exclusive
+                        || Utc::now() - task.heartbeat_at
+                            > chrono::Duration::from_std(LEASE).unwrap_or_default())
             }
             _ => false,
         }
@@ -119,7 +134,9 @@ impl Worker {
                 return;
             }
         };
-        let (Some(task), Some(created)) = (loaded.task.clone(), loaded.created.clone()) else { return };
+        let (Some(task), Some(created)) = (loaded.task.clone(), loaded.created.clone()) else {
+            return;
+        };
         if task.status.is_final() {
             return;
         }
@@ -130,19 +147,41 @@ impl Worker {
             ..Default::default()
         };
         let total = match created.kind {
-            TaskKind::ExportUsers if created.user_ids.is_empty() => Some(self.app.models().count(org) as u64),
+            TaskKind::ExportUsers if created.user_ids.is_empty() => {
+                Some(self.app.models().count(org) as u64)
+            }
             _ => None,
         };
-        let started = TaskEvent::TaskStarted(TaskStarted { worker: self.id.clone(), total });
-        let mut version = match self.app.append_task_event(org, id, ExpectedVersion::Exact(loaded.version), &started, &meta).await {
+        let started = TaskEvent::TaskStarted(TaskStarted {
+            worker: self.id.clone(),
+            total,
+        });
+        let mut version = match self
+            .app
+            .append_task_event(
+                org,
+                id,
+                ExpectedVersion::Exact(loaded.version),
+                &started,
+                &meta,
+            )
+            .await
+        {
             Ok(_) => loaded.version + 1,
             Err(_) => return, // another worker took it, or it changed: look again later
         };
         tracing::info!(task = id, kind = ?created.kind, resume_at = task.next_index, "task started");
         let outcome = match created.kind {
-            TaskKind::ExportUsers => super::export::run(self, org, id, &created, &loaded, &mut version, &meta).await,
-            TaskKind::RebuildProjection => Err(Stop::Failed("rebuilding projections is not available yet".into())),
-            _ => self.run_bulk(org, id, &created, &task, &mut version, &meta).await,
+            TaskKind::ExportUsers => {
+                super::export::run(self, org, id, &created, &loaded, &mut version, &meta).await
+            }
+            TaskKind::RebuildProjection => Err(Stop::Failed(
+                "rebuilding projections is not available yet".into(),
+            )),
+            _ => {
+                self.run_bulk(org, id, &created, &task, &mut version, &meta)
+                    .await
+            }
         };
         let end = match outcome {
             Ok(result) => TaskEvent::TaskCompleted(TaskCompleted { result }),
@@ -152,7 +191,11 @@ impl Worker {
                 TaskEvent::TaskFailed(TaskFailed { error })
             }
         };
-        if let Err(e) = self.app.append_task_event(org, id, ExpectedVersion::Exact(version), &end, &meta).await {
+        if let Err(e) = self
+            .app
+            .append_task_event(org, id, ExpectedVersion::Exact(version), &end, &meta)
+            .await
+        {
             tracing::info!(task = id, error = %e, "task end not recorded (canceled or taken over)");
         }
     }
@@ -173,7 +216,18 @@ impl Worker {
         while next < created.user_ids.len() {
             let end = (next + CHUNK).min(created.user_ids.len());
             let chunk = &created.user_ids[next..end];
-            let (chunk_done, failures) = self.bulk_chunk(&org_id, id, created, chunk, end as u64, (done, failed), version, meta).await?;
+            let (chunk_done, failures) = self
+                .bulk_chunk(
+                    &org_id,
+                    id,
+                    created,
+                    chunk,
+                    end as u64,
+                    (done, failed),
+                    version,
+                    meta,
+                )
+                .await?;
             done += chunk_done;
             failed += failures;
             next = end;
@@ -185,7 +239,9 @@ impl Worker {
 
     fn command(created: &TaskCreated) -> Command {
         match created.kind {
-            TaskKind::DeactivateUsers => Command::Deactivate { created_by_id: created.created_by_id.clone() },
+            TaskKind::DeactivateUsers => Command::Deactivate {
+                created_by_id: created.created_by_id.clone(),
+            },
             TaskKind::ReactivateUsers => Command::Reactivate,
             _ => Command::Delete(created.mode.unwrap_or(DeleteMode::Soft)),
         }
@@ -215,12 +271,16 @@ impl Worker {
                 Err(m) => failures.push(failure(raw, "not_found", &format!("not a user id: {m}"))),
             }
         }
-        let settings = app.models().settings(org.as_str()).map_err(ApiError::from)?;
+        let settings = app
+            .models()
+            .settings(org.as_str())
+            .map_err(ApiError::from)?;
         let _guards = app.lock_users(org, ids.iter()).await;
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let states = futures::future::try_join_all(ids.iter().map(|id| app.load(org, id))).await?;
+            let states =
+                futures::future::try_join_all(ids.iter().map(|id| app.load(org, id))).await?;
             let mut chunk_failures = failures.clone();
             let mut tx = Transaction::default();
             let mut written: Vec<(usize, Vec<roster_domain::Event>)> = Vec::new();
@@ -229,8 +289,16 @@ impl Worker {
                     Ok(events) if events.is_empty() => {}
                     Ok(events) => {
                         let now = Utc::now();
-                        let after = events.iter().fold(state.user.clone(), |u, e| apply(u, e, now, state.version + 1));
-                        for (r, _) in app.reservation_changes(org, id.as_str(), state.user.as_ref(), after.as_ref(), settings.enforce_unique_usernames) {
+                        let after = events.iter().fold(state.user.clone(), |u, e| {
+                            apply(u, e, now, state.version + 1)
+                        });
+                        for (r, _) in app.reservation_changes(
+                            org,
+                            id.as_str(),
+                            state.user.as_ref(),
+                            after.as_ref(),
+                            settings.enforce_unique_usernames,
+                        ) {
                             tx.reservations.push(r);
                         }
                         let key = match state.user.as_ref() {
@@ -240,7 +308,14 @@ impl Worker {
                         tx.appends.push(StreamAppend {
                             stream: user_stream(org, id),
                             expected: ExpectedVersion::Exact(state.version),
-                            events: events.iter().map(|e| app.0.codec.encode(e, meta, key.as_ref().map(|(k, d)| (*k, d)))).collect(),
+                            events: events
+                                .iter()
+                                .map(|e| {
+                                    app.0
+                                        .codec
+                                        .encode(e, meta, key.as_ref().map(|(k, d)| (*k, d)))
+                                })
+                                .collect(),
                         });
                         written.push((i, events));
                     }
@@ -268,8 +343,21 @@ impl Worker {
                     for ((i, events), new_version) in written.into_iter().zip(&committed.versions) {
                         let state = &states[i];
                         let first = new_version + 1 - events.len() as u64;
-                        let user = events.iter().enumerate().fold(state.user.clone(), |u, (k, e)| apply(u, e, time, first + k as u64));
-                        app.remember(org, &ids[i], Loaded { user, version: *new_version, last_position: committed.last_position });
+                        let user = events
+                            .iter()
+                            .enumerate()
+                            .fold(state.user.clone(), |u, (k, e)| {
+                                apply(u, e, time, first + k as u64)
+                            });
+                        app.remember(
+                            org,
+                            &ids[i],
+                            Loaded {
+                                user,
+                                version: *new_version,
+                                last_position: committed.last_position,
+                            },
+                        );
                     }
                     return Ok((done_now, failed_now));
                 }
@@ -292,7 +380,11 @@ impl Worker {
 }
 
 fn failure(user_id: &str, code: &str, detail: &str) -> TaskFailure {
-    TaskFailure { user_id: user_id.to_owned(), code: code.to_owned(), detail: detail.to_owned() }
+    TaskFailure {
+        user_id: user_id.to_owned(),
+        code: code.to_owned(),
+        detail: detail.to_owned(),
+    }
 }
 
 fn domain_failure(user_id: &str, e: DomainError) -> TaskFailure {

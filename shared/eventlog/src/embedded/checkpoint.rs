@@ -13,10 +13,10 @@
 //! ```
 //! The last listed segment is where the next record goes, at `end_offset`.
 
-use super::codec::{DecodeError, Reader, put_bytes, put_i64, put_u64, put_varint};
-use super::record::HEADER_LEN;
 use super::state::{RecordLoc, State, Streams};
 use super::{Shared, checkpoint_path};
+use crate::codec::{DecodeError, Reader, put_bytes, put_i64, put_u64, put_varint};
+use crate::record::HEADER_LEN;
 use crate::{Micros, Position, ReservationInfo};
 use std::collections::HashMap;
 use std::io;

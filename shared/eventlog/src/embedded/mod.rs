@@ -10,9 +10,7 @@
 //! - A `LOCK` file (`flock`) keeps a second process, or a second `open`, out.
 
 mod checkpoint;
-mod codec;
 mod read;
-mod record;
 mod recovery;
 mod state;
 mod storage;

@@ -1,9 +1,9 @@
 //! Reads: plan under a short read lock (which records, which positions), then `pread` the
 //! records and decode only the events asked for, without holding the lock.
 
-use super::record::{self, HEADER_LEN};
 use super::state::State;
 use super::storage::StorageFile;
+use crate::record::{self, HEADER_LEN};
 use crate::{LogError, Position, RecordedEvent, Version};
 use bytes::Bytes;
 use std::sync::Arc;

@@ -2,10 +2,10 @@
 //! checksum, truncate a torn tail of the last segment, and refuse damage anywhere else.
 
 use super::checkpoint::{self, Checkpoint};
-use super::record::{self, HEADER_LEN};
 use super::state::{RecordLoc, Segment, State};
 use super::storage::{Storage, StorageFile};
 use super::{EmbeddedOptions, checkpoint_path, segment_path};
+use crate::record::{self, HEADER_LEN};
 use crate::{LogError, Position};
 use std::io;
 use std::path::Path;

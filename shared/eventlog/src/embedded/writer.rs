@@ -1,10 +1,10 @@
 //! The single writer thread: validates, batches (group commit), writes, syncs, publishes and
 //! acknowledges. A dedicated OS thread because it blocks on file IO.
 
-use super::record::{self, HEADER_LEN};
 use super::state::{BatchOverlay, RecordLoc, Segment};
 use super::storage::StorageFile;
 use super::{AckInfo, Shared, now_micros, segment_path};
+use crate::record::{self, HEADER_LEN};
 use crate::{AppendError, Committed, LogError, Position, Transaction};
 use std::io;
 use std::path::PathBuf;
@@ -110,7 +110,7 @@ impl Writer {
             let state = self.shared.state.read();
             let mut overlay = BatchOverlay::default();
             for request in batch {
-                match overlay.accept(&state, &request.tx, self.next_position, time) {
+                match overlay.accept(&*state, &request.tx, self.next_position, time) {
                     Ok(summary) => {
                         let committed = Committed {
                             first_position: summary.first_position,

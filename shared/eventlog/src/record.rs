@@ -14,8 +14,8 @@
 //! Reservations are stored as their *effects* (what the writer decided), not as requests, so
 //! replaying the log never re-evaluates expiry against a different clock.
 
-use super::codec::{DecodeError, MAX_VARINT, Reader, put_bytes, put_i64, put_u64, put_varint};
-use super::state::stream_key;
+use crate::codec::{DecodeError, MAX_VARINT, Reader, put_bytes, put_i64, put_u64, put_varint};
+use crate::validate::stream_key;
 use crate::{Micros, Position, RecordedEvent, Reservation, StreamAppend, StreamId, Version};
 use bytes::Bytes;
 use ulid::Ulid;
@@ -132,6 +132,13 @@ pub(crate) fn encode(
     let crc = crc32fast::hash(payload);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The position of a record payload's first event, read from its header without decoding.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+pub(crate) fn first_position(payload: &[u8]) -> Option<Position> {
+    let bytes = payload.get(1..9)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// Splits a frame header into (payload length, crc).

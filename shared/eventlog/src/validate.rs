@@ -1,0 +1,301 @@
+//! What every backend's writer shares: the stream index, transaction shape checks, and the
+//! validation of a group-committed batch against committed state (expected versions and
+//! reservations), decided in one step with the events — never check-then-act.
+
+use crate::record::{self, AppendSummary, Effect, Summary};
+use crate::{
+    AppendError, ExpectedVersion, Micros, Position, Reservation, ReservationInfo, Transaction,
+    Version,
+};
+use hashbrown::{HashTable, hash_table};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+/// Committed state as the batch validation sees it: stream versions and reservation holders.
+pub(crate) trait CommittedState {
+    /// The version of the stream with this key, `None` if it has no events.
+    fn version(&self, key: &str) -> Option<Version>;
+    /// The holder of a reservation key (expired or not).
+    fn reservation(&self, key: &str) -> Option<&ReservationInfo>;
+}
+
+/// Applies a committed record's streams and reservation effects. `head` is the position of
+/// the last event applied so far. Checks continuity first (nothing changes on error), so a
+/// reader of a log detects a record that does not follow its predecessor.
+pub(crate) fn apply_summary(
+    streams: &mut Streams,
+    reservations: &mut HashMap<String, ReservationInfo>,
+    head: Position,
+    s: &Summary,
+) -> Result<(), &'static str> {
+    if s.first_position != head + 1 {
+        return Err("record position does not follow the previous record");
+    }
+    for a in &s.appends {
+        let current = streams
+            .get(&a.key)
+            .map_or(0, |e| e.positions.len() as Version);
+        if a.first_version != current + 1 {
+            return Err("stream version does not follow the previous event");
+        }
+    }
+    let mut position = s.first_position;
+    for a in &s.appends {
+        let entry = streams.get_or_insert(&a.key);
+        entry.positions.extend(position..position + a.count);
+        position += a.count;
+    }
+    for effect in &s.effects {
+        match effect {
+            Effect::Claim {
+                key,
+                owner,
+                expires_at,
+            } => {
+                let info = ReservationInfo {
+                    owner: owner.clone(),
+                    position: s.first_position,
+                    expires_at: *expires_at,
+                };
+                reservations.insert(key.clone(), info);
+            }
+            Effect::Release { key } => {
+                reservations.remove(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The map key of a stream: `org/name` (unambiguous because an org has no `/`).
+pub(crate) fn stream_key(org: &str, name: &str) -> String {
+    let mut key = String::with_capacity(org.len() + 1 + name.len());
+    key.push_str(org);
+    key.push('/');
+    key.push_str(name);
+    key
+}
+
+/// One stream: its key and the positions of its events; its version is their count. Most
+/// user streams hold a handful of events, so they stay inline (no second allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamEntry {
+    pub key: Box<str>,
+    pub positions: SmallVec<[Position; 4]>,
+}
+
+/// Streams by key. The hash table holds only 4-byte indices into a dense `Vec` of entries:
+/// a `HashMap` would keep whole entries in a table that is up to half empty after growing,
+/// nearly doubling the memory of a million streams.
+#[derive(Default)]
+pub(crate) struct Streams {
+    index: HashTable<u32>,
+    entries: Vec<StreamEntry>,
+    hasher: RandomState,
+}
+
+impl Streams {
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            index: HashTable::with_capacity(n),
+            entries: Vec::with_capacity(n),
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &StreamEntry> {
+        self.entries.iter()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&StreamEntry> {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&i| &*entries[i as usize].key == key)
+            .map(|&i| &entries[i as usize])
+    }
+
+    /// The entry of `key`, created empty if missing.
+    pub fn get_or_insert(&mut self, key: &str) -> &mut StreamEntry {
+        let hash = self.hasher.hash_one(key);
+        let (entries, hasher) = (&mut self.entries, &self.hasher);
+        let slot = match self.index.entry(
+            hash,
+            |&i| &*entries[i as usize].key == key,
+            |&i| hasher.hash_one(&*entries[i as usize].key),
+        ) {
+            hash_table::Entry::Occupied(e) => *e.get(),
+            hash_table::Entry::Vacant(e) => {
+                let i = u32::try_from(entries.len()).expect("fewer than 2^32 streams");
+                entries.push(StreamEntry {
+                    key: key.into(),
+                    positions: SmallVec::new(),
+                });
+                *e.insert(i).get()
+            }
+        };
+        &mut entries[slot as usize]
+    }
+}
+
+/// Whether a claim has lapsed at `now`.
+pub(crate) fn expired(info: &ReservationInfo, now: Micros) -> bool {
+    info.expires_at.is_some_and(|at| at <= now)
+}
+
+/// Checks what can be checked without state: shape and size. Returns the size bound of the
+/// transaction's record.
+pub(crate) fn validate_shape(
+    tx: &Transaction,
+    max_record_size: usize,
+) -> Result<usize, AppendError> {
+    let invalid = |msg: String| Err(AppendError::Invalid(msg));
+    if tx.appends.is_empty() {
+        return invalid("a transaction needs at least one event".into());
+    }
+    for (i, a) in tx.appends.iter().enumerate() {
+        if a.events.is_empty() {
+            return invalid(format!("stream {} has no events", a.stream));
+        }
+        if a.stream.org.contains('/') {
+            return invalid(format!("org {:?} contains '/'", a.stream.org));
+        }
+        if tx.appends[..i].iter().any(|b| b.stream == a.stream) {
+            return invalid(format!("stream {} appears twice", a.stream));
+        }
+    }
+    let size = record::max_framed_len(&tx.appends, &tx.reservations);
+    if size > max_record_size {
+        return invalid(format!(
+            "transaction of about {size} bytes exceeds the maximum record size {max_record_size}"
+        ));
+    }
+    Ok(size)
+}
+
+/// The effects of the transactions already accepted in the writer's current batch: not yet
+/// durable, so not in the committed state, but later transactions of the batch must see them.
+#[derive(Default)]
+pub(crate) struct BatchOverlay {
+    versions: HashMap<Box<str>, Version>,
+    reservations: HashMap<String, Option<ReservationInfo>>,
+}
+
+impl BatchOverlay {
+    /// Validates `tx` against `state` plus this batch and, if it passes, records its effects
+    /// here. A rejected transaction leaves the overlay untouched.
+    pub fn accept(
+        &mut self,
+        state: &impl CommittedState,
+        tx: &Transaction,
+        first_position: Position,
+        time: Micros,
+    ) -> Result<Summary, AppendError> {
+        let mut appends = Vec::with_capacity(tx.appends.len());
+        for a in &tx.appends {
+            let key = stream_key(&a.stream.org, &a.stream.name).into_boxed_str();
+            let actual = match self.versions.get(&key) {
+                Some(&v) => Some(v),
+                None => state.version(&key),
+            };
+            let ok = match a.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual.is_none(),
+                ExpectedVersion::Exact(v) => actual == Some(v),
+            };
+            if !ok {
+                return Err(AppendError::WrongExpectedVersion {
+                    stream: a.stream.clone(),
+                    expected: a.expected,
+                    actual,
+                });
+            }
+            appends.push(AppendSummary {
+                key,
+                first_version: actual.unwrap_or(0) + 1,
+                count: a.events.len() as u64,
+            });
+        }
+
+        // Reservations apply in order; `local` holds this transaction's own changes so that a
+        // failure halfway leaves nothing behind.
+        let mut local: HashMap<&str, Option<ReservationInfo>> = HashMap::new();
+        let mut effects = Vec::new();
+        for r in &tx.reservations {
+            let (key, owner) = match r {
+                Reservation::Claim { key, owner, .. }
+                | Reservation::ClaimIfFree { key, owner }
+                | Reservation::Release { key, owner } => (key.as_str(), owner.as_str()),
+            };
+            let current = match local.get(key) {
+                Some(v) => v.clone(),
+                None => match self.reservations.get(key) {
+                    Some(v) => v.clone(),
+                    None => state.reservation(key).cloned(),
+                },
+            };
+            let live = current.filter(|info| !expired(info, time));
+            let claim = |expires_at| ReservationInfo {
+                owner: owner.to_owned(),
+                position: first_position,
+                expires_at,
+            };
+            match r {
+                Reservation::Claim { expires_at, .. } => {
+                    if let Some(held) = live.filter(|held| held.owner != owner) {
+                        return Err(AppendError::ReservationHeld {
+                            key: key.to_owned(),
+                            owner: held.owner,
+                            position: held.position,
+                        });
+                    }
+                    local.insert(key, Some(claim(*expires_at)));
+                    effects.push(Effect::Claim {
+                        key: key.to_owned(),
+                        owner: owner.to_owned(),
+                        expires_at: *expires_at,
+                    });
+                }
+                Reservation::ClaimIfFree { .. } => {
+                    if live.is_none() {
+                        local.insert(key, Some(claim(None)));
+                        effects.push(Effect::Claim {
+                            key: key.to_owned(),
+                            owner: owner.to_owned(),
+                            expires_at: None,
+                        });
+                    }
+                }
+                Reservation::Release { .. } => {
+                    if live.is_some_and(|held| held.owner == owner) {
+                        local.insert(key, None);
+                        effects.push(Effect::Release {
+                            key: key.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+
+        for a in &appends {
+            self.versions
+                .insert(a.key.clone(), a.first_version + a.count - 1);
+        }
+        for (key, value) in local {
+            self.reservations.insert(key.to_owned(), value);
+        }
+        let event_count = appends.iter().map(|a| a.count).sum();
+        Ok(Summary {
+            first_position,
+            event_count,
+            time,
+            appends,
+            effects,
+        })
+    }
+}

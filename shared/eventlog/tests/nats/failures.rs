@@ -1,0 +1,164 @@
+//! Failures: a crashed server, an unreachable one, and a stream holding foreign messages.
+
+use crate::common::*;
+use roster_eventlog::contract::read_everything;
+use roster_eventlog::{AppendError, EventLog, ExpectedVersion, LogError, StreamId};
+use roster_testsupport::NatsServer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Appends acknowledged before `nats-server` is killed (SIGKILL) are there after it restarts:
+/// nats-server writes each message to its file before acknowledging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_a_server_crash() {
+    let mut server = NatsServer::start();
+    let options = fresh_options("crash");
+    let log = Arc::new(connect(&server.url(), &options).await);
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let s = StreamId::new("acme", format!("user-{i}"));
+                let e = event(&format!("e{i}"));
+                let id = e.id;
+                let c = log
+                    .append(roster_eventlog::contract::single(
+                        &s,
+                        ExpectedVersion::NoStream,
+                        vec![e],
+                    ))
+                    .await
+                    .expect("append");
+                (c.first_position, id)
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.push(t.await.expect("task"));
+    }
+    server.kill();
+    server.restart();
+
+    let after = connect(&server.url(), &options).await;
+    let events = read_everything(&after).await;
+    assert_eq!(events.len(), 50);
+    for (position, id) in acked {
+        assert_eq!(
+            events[position as usize - 1].id,
+            id,
+            "acked event at its position"
+        );
+    }
+    after.close().await.expect("close");
+    let _ = log.close().await;
+}
+
+/// With the server down, an append fails with `Unavailable` after the bounded retry time
+/// (no panic, no hang); once the server is back, the same handle appends again and the log
+/// stays gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_while_the_server_is_down_then_recovers() {
+    let mut server = NatsServer::start();
+    let mut options = fresh_options("down");
+    options.unavailable_timeout = Duration::from_secs(2);
+    options.request_timeout = Duration::from_millis(500);
+    let log = connect(&server.url(), &options).await;
+    let s = StreamId::new("acme", "user-1");
+    log.append(one(&s, ExpectedVersion::NoStream, "before"))
+        .await
+        .expect("append");
+
+    server.kill();
+    let started = Instant::now();
+    match log
+        .append(one(&s, ExpectedVersion::Exact(1), "during"))
+        .await
+    {
+        Err(AppendError::Log(LogError::Unavailable(_))) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+        "retried for about unavailable_timeout, took {took:?}"
+    );
+
+    // The client re-sends what it buffered once the server is back, so the refused append
+    // may yet be stored — at most once, and only where it was validated (the log's answer
+    // was "may or may not have been written").
+    server.restart();
+    let mut appended = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let v = log.stream_version(&s).await.expect("version").unwrap_or(0);
+        match log
+            .append(one(&s, ExpectedVersion::Exact(v), "after"))
+            .await
+        {
+            Ok(c) => {
+                appended = Some(c);
+                break;
+            }
+            Err(AppendError::Log(LogError::Unavailable(_))) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(AppendError::WrongExpectedVersion { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let c = appended.expect("appends work again once the server is back");
+    let events = read_everything(&log).await;
+    let data: Vec<_> = events.iter().map(|e| e.data.clone()).collect();
+    assert!(
+        data == ["before", "after"] || data == ["before", "during", "after"],
+        "got {data:?}"
+    );
+    assert_eq!(c.last_position, events.len() as u64);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!((e.position, e.version), (i as u64 + 1, i as u64 + 1));
+    }
+    log.close().await.expect("close");
+}
+
+/// A message in the stream that the log did not write makes the log fail loudly (it cannot
+/// know what it means), rather than skipping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_message_fails_the_log() {
+    let server = NatsServer::shared();
+    let options = fresh_options("foreign");
+    let log = connect(&server.url(), &options).await;
+    let s = StreamId::new("acme", "user-1");
+    log.append(one(&s, ExpectedVersion::NoStream, "ours"))
+        .await
+        .expect("append");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(
+        format!("{}.acme.intruder", options.subject_prefix),
+        "hello".into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match log.stream_version(&s).await {
+            Err(LogError::Corrupt(_)) => break,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("expected the log to fail, got {other:?}"),
+        }
+    }
+    match log.append(one(&s, ExpectedVersion::Exact(1), "more")).await {
+        Err(AppendError::Log(LogError::Corrupt(_))) => {}
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(
+        log.read_all(0, 10).await,
+        Err(LogError::Corrupt(_))
+    ));
+    log.close().await.expect("close");
+}

@@ -1,0 +1,98 @@
+//! The JetStream behaviour the writer relies on, checked against the installed nats-server.
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
+use roster_testsupport::NatsServer;
+
+async fn fresh_stream(name: &str) -> (jetstream::Context, String) {
+    let client = async_nats::connect(NatsServer::shared().url())
+        .await
+        .expect("connect");
+    let js = jetstream::new(client);
+    let subject = format!("raw.{name}");
+    js.create_stream(stream::Config {
+        name: format!("RAW_{name}_{}", std::process::id()),
+        subjects: vec![format!("{subject}.>")],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    (js, subject)
+}
+
+/// A publish retried with the same `Nats-Msg-Id` and the same (now stale)
+/// `Nats-Expected-Last-Sequence` — as after a lost acknowledgement — is answered as a
+/// duplicate at the first one's sequence, not refused: de-duplication comes first.
+#[tokio::test]
+async fn a_retried_publish_is_deduplicated_to_the_first() {
+    let (js, subject) = fresh_stream("dedupe").await;
+    let first = js
+        .send_publish(
+            format!("{subject}.a"),
+            PublishMessage::build().payload("0".into()),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert_eq!(first.sequence, 1);
+    let attempt = || {
+        PublishMessage::build()
+            .payload("1".into())
+            .message_id("tx-1")
+            .expected_last_sequence(1)
+    };
+    let stored = js
+        .send_publish(format!("{subject}.a"), attempt())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert_eq!((stored.sequence, stored.duplicate), (2, false));
+    let retried = js
+        .send_publish(format!("{subject}.a"), attempt())
+        .await
+        .expect("publish")
+        .await
+        .expect("a retry is acknowledged");
+    assert_eq!((retried.sequence, retried.duplicate), (2, true));
+    // Another message expecting the same place is refused.
+    let other = js
+        .send_publish(
+            format!("{subject}.b"),
+            PublishMessage::build()
+                .payload("2".into())
+                .message_id("tx-2")
+                .expected_last_sequence(1),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect_err("the place after 1 is taken");
+    assert_eq!(other.kind(), PublishErrorKind::WrongLastSequence);
+}
+
+/// `Nats-Expected-Last-Subject-Sequence: 0` (used for the genesis message) is enforced.
+#[tokio::test]
+async fn expected_last_subject_sequence_zero_is_enforced() {
+    let (js, subject) = fresh_stream("genesis").await;
+    let genesis = |id: &str| {
+        PublishMessage::build()
+            .payload("g".into())
+            .message_id(id)
+            .expected_last_subject_sequence(0)
+    };
+    let g = format!("{subject}.genesis");
+    js.send_publish(g.clone(), genesis("g1"))
+        .await
+        .expect("publish")
+        .await
+        .expect("the first genesis is stored");
+    let late = js
+        .send_publish(g, genesis("g2"))
+        .await
+        .expect("publish")
+        .await
+        .expect_err("a second genesis is refused");
+    assert_ne!(late.kind(), PublishErrorKind::TimedOut);
+}

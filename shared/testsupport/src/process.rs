@@ -1,0 +1,184 @@
+//! One `nats-server` child process: spawn, wait until ready, stop.
+
+use std::collections::HashSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// What a test says when `nats-server` is missing.
+pub(crate) const MISSING: &str = "nats-server is not installed (not on PATH, nor in /usr/sbin): \
+    these tests need a real nats-server. `make test` installs it \
+    (Debian: `apt-get install nats-server`).";
+
+/// Where `nats-server` is: on `PATH`, or where Debian's package puts it (`/usr/sbin`, which
+/// is not on every user's `PATH`). Panics with how to get it if it is nowhere.
+pub(crate) fn nats_server_binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    locate(&path, &["/usr/sbin", "/usr/local/bin", "/usr/bin"])
+        .unwrap_or_else(|| panic!("{MISSING}"))
+}
+
+/// The first `nats-server` file in the directories of `path`, then of `fallbacks`.
+pub(crate) fn locate(path: &std::ffi::OsStr, fallbacks: &[&str]) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A loopback port nobody listens on right now, never handed out twice by this process.
+pub(crate) fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A running `nats-server`.
+pub(crate) struct ServerProcess {
+    child: Child,
+    log: PathBuf,
+    /// Length of the log file when this process started (the file is appended to).
+    log_start: u64,
+}
+
+impl ServerProcess {
+    /// Starts `binary -c conf`, logging to `log`. With `die_with_thread`, the kernel kills
+    /// the server when the calling thread exits (`PR_SET_PDEATHSIG`).
+    pub(crate) fn spawn(
+        binary: &Path,
+        conf: &Path,
+        log: &Path,
+        die_with_thread: bool,
+    ) -> ServerProcess {
+        let log_start = std::fs::metadata(log).map_or(0, |m| m.len());
+        let mut command = Command::new(binary);
+        command
+            .arg("-c")
+            .arg(conf)
+            .arg("-l")
+            .arg(log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if die_with_thread {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        ServerProcess {
+            child,
+            log: log.to_path_buf(),
+            log_start,
+        }
+    }
+
+    /// What this process has logged so far.
+    pub(crate) fn log_text(&self) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        let start = (self.log_start as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[start..]).into_owned()
+    }
+
+    /// Waits until `port` accepts connections and `ready(log)` holds; panics with the log if
+    /// the process exits or `timeout` passes.
+    pub(crate) fn wait_ready(&self, port: u16, timeout: Duration, ready: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(&self.log_text()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server on port {port} not ready after {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `ready(log)` holds (no port check).
+    pub(crate) fn wait_log(&self, timeout: Duration, ready: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if ready(&self.log_text()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (clean shutdown), then wait up to 10 s before falling back to SIGKILL.
+    pub(crate) fn terminate(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: sending a signal to our own child's pid; no memory is involved.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_server_is_reported_with_how_to_install_it() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let path = std::env::join_paths([empty.path()]).expect("path");
+        assert_eq!(locate(&path, &[]), None);
+        let outcome =
+            std::panic::catch_unwind(|| locate(&path, &[]).unwrap_or_else(|| panic!("{MISSING}")));
+        let message = outcome.expect_err("panics");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            text.contains("make test") && text.contains("nats-server"),
+            "{text}"
+        );
+    }
+}
