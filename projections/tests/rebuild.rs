@@ -242,10 +242,9 @@ impl World {
             mode: DeleteMode::Pruning | DeleteMode::Hard,
             ..
         } = op
+            && let Some(kid) = kid
         {
-            if let Some(kid) = kid {
-                self.keys.destroy(&[kid]).await.unwrap();
-            }
+            self.keys.destroy(&[kid]).await.unwrap();
         }
     }
 }

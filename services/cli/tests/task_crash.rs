@@ -44,24 +44,35 @@ async fn start(dir: &std::path::Path, http: &reqwest::Client) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("roster starts");
-    let url = format!("http://127.0.0.1:{port}");
+    // From here on the child is reaped by `Server`'s Drop, whatever happens.
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+        if let Ok(r) = http.get(format!("{}/readyz", server.url)).send().await
             && r.status().is_success()
         {
-            return Server { child, url };
+            return server;
         }
         assert!(Instant::now() < deadline, "server did not become ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn kill(mut server: Server) {
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGKILL);
+impl Drop for Server {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
     }
-    let _ = server.child.wait();
+}
+
+/// SIGKILL: no chance to flush or checkpoint.
+fn kill(server: Server) {
+    drop(server);
 }
 
 async fn task(http: &reqwest::Client, server: &Server, id: &str) -> Option<Value> {
