@@ -351,3 +351,51 @@ pub fn assert_not_on_disk(dir: &std::path::Path, needles: &[&str], when: &str) {
         .collect();
     assert!(leaks.is_empty(), "{when}: stored in clear: {leaks:?}");
 }
+
+impl TestApp {
+    /// Upserts `n` users `<prefix>00000…` in batches of 100; returns their ids and the last position.
+    pub async fn seed_users(&self, prefix: &str, n: usize) -> (Vec<String>, u64) {
+        let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}")).collect();
+        let mut last = 0;
+        for batch in ids.chunks(100) {
+            let users: Vec<Value> = batch
+                .iter()
+                .map(|id| serde_json::json!({"id": id, "name": format!("Seed {id}")}))
+                .collect();
+            let response = self
+                .post("/v1/users/upsert", &serde_json::json!({"users": users}))
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+            last = position(&response);
+        }
+        (ids, last)
+    }
+
+    /// Starts a bulk task; returns its id (asserts 202).
+    pub async fn start_task(&self, path: &str, body: &Value) -> String {
+        let response = self.post(path, body).await;
+        let status = response.status();
+        let body = json(response).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["task_id"].as_str().expect("task_id").to_owned()
+    }
+
+    /// Polls `GET /v1/tasks/{id}` until the task ends (at most 60 s) and returns it.
+    pub async fn wait_task(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let task = json(self.get(&format!("/v1/tasks/{id}")).await).await;
+            if matches!(
+                task["status"].as_str(),
+                Some("completed" | "failed" | "canceled")
+            ) {
+                return task;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "task did not end: {task}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -15,6 +15,7 @@ mod organizations;
 mod privacy;
 mod restart;
 mod settings;
+mod tasks;
 mod uniqueness;
 mod users;
 mod validation;

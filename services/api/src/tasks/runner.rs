@@ -26,7 +26,8 @@ pub const CHUNK: usize = 500;
 const MAX_RUNNING: usize = 4;
 /// A running task whose worker has shown no progress for this long may be taken over by
 /// another worker (scaled-out deployments; a single embedded server takes over at once).
-const LEASE: Duration = Duration::from_secs(30);
+/// Default of [`Worker::with_lease`].
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// Runs tasks for an [`AppState`].
 #[derive(Clone)]
@@ -37,6 +38,9 @@ pub struct Worker {
     /// Whether this is the only worker of its store (the embedded store's directory lock makes
     /// it so): tasks left running by a previous process are resumed at once.
     exclusive: bool,
+    /// How long a running task of another worker must show no progress before this one
+    /// takes it over (when not `exclusive`).
+    lease: Duration,
     running: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -61,8 +65,16 @@ impl Worker {
             app,
             id: ulid::Ulid::new().to_string(),
             exclusive,
+            lease: LEASE,
             running: Arc::default(),
         }
+    }
+
+    /// Sets the takeover lease (default [`LEASE`]). Taking over too early is safe — the
+    /// slower worker's next chunk fails its version check and it stops — only wasteful.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Runs until the returned task is aborted.
@@ -120,7 +132,7 @@ impl Worker {
                 task.worker.as_deref() != Some(&self.id)
                     && (self.exclusive
                         || Utc::now() - task.heartbeat_at
-                            > chrono::Duration::from_std(LEASE).unwrap_or_default())
+                            > chrono::Duration::from_std(self.lease).unwrap_or_default())
             }
             _ => false,
         }
