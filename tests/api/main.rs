@@ -5,6 +5,7 @@ mod auth;
 mod batches;
 mod concurrency;
 mod erasure;
+mod events;
 mod fields;
 mod helpers;
 mod history;

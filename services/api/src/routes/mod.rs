@@ -4,6 +4,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+mod events;
 mod fields;
 mod health;
 mod history;
@@ -27,4 +28,5 @@ pub fn router() -> Router<AppState> {
         .merge(lifecycle::router())
         .merge(history::router())
         .merge(tasks::router())
+        .merge(events::router())
 }
