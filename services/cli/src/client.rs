@@ -7,16 +7,16 @@ use serde_json::Value;
 #[derive(clap::Args, Clone)]
 pub struct ServerArgs {
     /// The server's base URL.
-    #[arg(long, env = "ROSTER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "ROSTER_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// A server API key (default: the one `roster serve` created in the data directory).
-    #[arg(long, env = "ROSTER_API_KEY", hide_env_values = true)]
+    #[arg(long, global = true, env = "ROSTER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// The data directory holding `api_key`, when no key is given.
-    #[arg(long, env = "ROSTER_STORE", default_value = "./data")]
+    #[arg(long, global = true, env = "ROSTER_STORE", default_value = "./data")]
     pub store: String,
     /// Organization.
-    #[arg(long, env = "ROSTER_ORG", default_value = "default")]
+    #[arg(long, global = true, env = "ROSTER_ORG", default_value = "default")]
     pub org: String,
 }
 
@@ -44,6 +44,27 @@ impl Client {
             args,
             key,
         })
+    }
+
+    /// GET a path as a byte stream (`accept` is the media type asked for), with extra headers.
+    pub async fn get_stream(&self, path: &str, accept: &str, extra: &[(&str, String)]) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{}", self.args.url.trim_end_matches('/'), path);
+        let mut request = self
+            .http
+            .get(&url)
+            .header("x-api-key", &self.key)
+            .header("x-organization-id", &self.args.org)
+            .header("accept", accept);
+        for (name, value) in extra {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            bail!("{status}: {}", body.get("detail").and_then(Value::as_str).unwrap_or("no detail"));
+        }
+        Ok(response)
     }
 
     /// GET a path; fails with the server's problem detail on an error status.

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
+mod events;
 mod tasks;
 
 #[derive(Parser)]
@@ -26,6 +27,8 @@ enum Commands {
     Serve(ServeArgs),
     /// Bulk tasks on a running server: list, show, wait.
     Tasks(tasks::TasksArgs),
+    /// The event log of a running server: export to a file, or follow live.
+    Events(events::EventsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,5 +131,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Commands::Serve(args) => runtime.block_on(serve(args)),
         Commands::Tasks(args) => runtime.block_on(tasks::run(args)),
+        Commands::Events(args) => runtime.block_on(events::run(args)),
     }
 }
