@@ -4,6 +4,7 @@
 //! - [`ReadModels`]: sled trees (users by id, username and email indexes keyed by blind hash,
 //!   organization settings, the checkpoint) plus the in-memory [`catalog`] (list order,
 //!   status/role filters, prefix search), rebuilt from sled at start-up.
+//! - [`sessions`]: client sessions (sealed rows) and the in-memory set of revoked sessions.
 //! - [`projector`]: applies events in log order; each batch's changes and its checkpoint are
 //!   one sled transaction, so a crash never leaves a read model that disagrees with a replay.
 
@@ -11,8 +12,11 @@ pub mod catalog;
 pub mod codec;
 pub mod keys;
 pub mod ledger;
+pub mod location;
 pub mod projector;
+pub mod rebuild;
 pub mod rows;
+pub mod sessions;
 mod store;
 pub mod tasks;
 

@@ -87,7 +87,9 @@ impl Application {
             .context("loading the index secret")?;
         let blind = BlindIndex::new(secret);
         let codec = Codec::new(keys.clone() as Arc<dyn KeyStore>);
-        let models = ReadModels::open(&dir.join("readmodels"), codec, blind.clone())
+        // A rebuild (`roster replay`) may have switched the read models to a new directory.
+        roster_projections::location::remove_stale(dir);
+        let models = ReadModels::open(&roster_projections::location::current_dir(dir), codec, blind.clone())
             .await
             .context("opening the read models")?;
         let dyn_log: Arc<dyn EventLog> = log.clone();

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
 mod events;
+mod replay;
 mod tasks;
 
 #[derive(Parser)]
@@ -29,6 +30,8 @@ enum Commands {
     Tasks(tasks::TasksArgs),
     /// The event log of a running server: export to a file, or follow live.
     Events(events::EventsArgs),
+    /// Rebuild the read models offline from the log (stop the server first).
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -132,5 +135,6 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => runtime.block_on(serve(args)),
         Commands::Tasks(args) => runtime.block_on(tasks::run(args)),
         Commands::Events(args) => runtime.block_on(events::run(args)),
+        Commands::Replay(args) => runtime.block_on(replay::run(args)),
     }
 }
