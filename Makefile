@@ -35,5 +35,35 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## Performance suite (ops/bench, docs/bench.md): Roster vs an axum JSON echo (the ceiling) vs
+## axum + PostgreSQL (the baseline, when 127.0.0.1:5432 answers), at c=64. Prints the table and
+## writes bench/results.json, bench/results.txt and bench/chart.svg. Full: 100k/1M users, under
+## 15 min on 2 cores; quick: counts scaled down, under 2 min, written to bench/out/quick/.
+bench:
+	$(CARGO) build --release -p roster-cli -p roster-bench
+	$(CARGO) run --release -q -p roster-bench --bin roster-bench -- --out bench
+
+bench-quick:
+	$(CARGO) build --release -p roster-cli -p roster-bench
+	$(CARGO) run --release -q -p roster-bench --bin roster-bench -- --quick --out bench/out/quick
+
+## Regenerate schemas/ (JSON Schemas of every event, command and read model, and the OpenAPI
+## document) from the types. `make test` fails while the committed files are stale.
+schemas:
+	ROSTER_WRITE_SCHEMAS=1 $(CARGO) test -q -p roster-api --lib -- schemas::tests::committed_schemas_are_current
+
 clean:
 	$(CARGO) clean
+
+.PHONY: cluster bench-nats
+
+## Scaling out: a local 3-node JetStream cluster from ops/nats/cluster/ and two Roster servers
+## sharing it on 127.0.0.1:8081 and :8082 (state under data/cluster/). Ctrl-C stops everything.
+cluster: test-deps build
+	ops/cluster.sh
+
+## Create-user throughput through `roster serve` on NATS (single node, 3-node cluster) as a
+## ratio to raw JetStream publish+ack of same-sized messages; BENCH_SECONDS per measurement.
+BENCH_SECONDS ?= 10
+bench-nats: test-deps build
+	$(CARGO) run --release -p roster-cli --example nats_scaleout_bench -- $(BENCH_SECONDS) 64

@@ -18,6 +18,8 @@ pub struct Entry {
     pub status: Status,
     /// Role now (interned).
     pub role: Arc<str>,
+    /// Sessions signed in against an earlier user version no longer work.
+    pub sessions_valid_from: u64,
     /// Search terms now (lowercased).
     terms: Vec<Box<str>>,
 }
@@ -27,6 +29,9 @@ pub struct Entry {
 pub struct OrgCatalog {
     /// Users by creation position.
     by_seq: BTreeMap<Position, Entry>,
+    /// Users per status (indexed by [`status_slot`]), kept with `by_seq`: the total of an
+    /// unfiltered list page is then O(1), not a scan of every user.
+    status_counts: [u64; 4],
     /// Creation position by user id.
     seq_of: HashMap<Box<str>, Position>,
     /// (term, seq) pairs; a prefix range scan finds the users whose term starts with a prefix.
@@ -74,12 +79,14 @@ impl OrgCatalog {
             self.terms.insert((term.clone(), seq));
         }
         self.seq_of.insert(user.id.clone().into_boxed_str(), seq);
+        self.status_counts[status_slot(user.status())] += 1;
         self.by_seq.insert(
             seq,
             Entry {
                 id: user.id.clone().into_boxed_str(),
                 status: user.status(),
                 role,
+                sessions_valid_from: user.sessions_valid_from,
                 terms,
             },
         );
@@ -90,6 +97,7 @@ impl OrgCatalog {
         if let Some(seq) = self.seq_of.remove(id)
             && let Some(entry) = self.by_seq.remove(&seq)
         {
+            self.status_counts[status_slot(entry.status)] -= 1;
             for term in entry.terms {
                 self.terms.remove(&(term, seq));
             }
@@ -106,9 +114,23 @@ impl OrgCatalog {
         self.by_seq.get(&seq)
     }
 
+    /// The entry of a user.
+    pub fn user(&self, id: &str) -> Option<&Entry> {
+        self.seq_of(id).and_then(|seq| self.entry(seq))
+    }
+
     /// Number of users.
     pub fn len(&self) -> usize {
         self.by_seq.len()
+    }
+
+    /// Number of users with this status, or (`None`) that are not deleted: what an unfiltered
+    /// list counts.
+    pub fn count_with_status(&self, status: Option<Status>) -> u64 {
+        match status {
+            Some(s) => self.status_counts[status_slot(s)],
+            None => self.by_seq.len() as u64 - self.status_counts[status_slot(Status::Deleted)],
+        }
     }
 
     /// Whether there are no users.
@@ -146,6 +168,15 @@ impl OrgCatalog {
         range: impl std::ops::RangeBounds<Position>,
     ) -> impl DoubleEndedIterator<Item = (Position, &Entry)> {
         self.by_seq.range(range).map(|(s, e)| (*s, e))
+    }
+}
+
+fn status_slot(status: Status) -> usize {
+    match status {
+        Status::Active => 0,
+        Status::Blocked => 1,
+        Status::Deactivated => 2,
+        Status::Deleted => 3,
     }
 }
 
@@ -194,6 +225,7 @@ mod tests {
             deleted_at: None,
             deletion: None,
             erased: false,
+            sessions_valid_from: 1,
             version: 1,
         }
     }
@@ -214,5 +246,27 @@ mod tests {
         c.remove("u2");
         assert_eq!(c.search("al"), BTreeSet::from([3]));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn counts_by_status_follow_updates_and_removals() {
+        let mut c = OrgCatalog::default();
+        c.upsert(1, &user("u1", "alice", "Alice"));
+        c.upsert(2, &user("u2", "bob", "Bob"));
+        let mut deleted = user("u3", "carol", "Carol");
+        deleted.deleted_at = Some(deleted.created_at);
+        c.upsert(3, &deleted);
+        assert_eq!(c.count_with_status(None), 2, "deleted users are left out");
+        assert_eq!(c.count_with_status(Some(Status::Deleted)), 1);
+        let mut blocked = user("u1", "alice", "Alice");
+        blocked.blocked = true;
+        c.upsert(1, &blocked);
+        assert_eq!(c.count_with_status(Some(Status::Active)), 1);
+        assert_eq!(c.count_with_status(Some(Status::Blocked)), 1);
+        c.remove("u3");
+        c.remove("u1");
+        assert_eq!(c.count_with_status(None), 1);
+        assert_eq!(c.count_with_status(Some(Status::Deleted)), 0);
+        assert_eq!(c.count_with_status(Some(Status::Blocked)), 0);
     }
 }

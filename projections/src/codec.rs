@@ -93,8 +93,27 @@ impl Codec {
         meta: &EventMeta,
         key: Option<(KeyId, &DataKey)>,
     ) -> NewEvent {
+        self.encode_data(
+            event.event_type(),
+            event.schema_version(),
+            event.to_data(),
+            meta,
+            key,
+        )
+    }
+
+    /// A log record for any event payload (a session's, say), sealed like a user event: the
+    /// personal parts of `data` and of `meta` (ip, user agent) under `key`, dropped without one.
+    pub fn encode_data(
+        &self,
+        event_type: &str,
+        schema_version: u32,
+        data: Map<String, Value>,
+        meta: &EventMeta,
+        key: Option<(KeyId, &DataKey)>,
+    ) -> NewEvent {
         let id = Ulid::new();
-        let data = seal_object(event.to_data(), key, &aad(id, b"data"));
+        let data = seal_object(data, key, &aad(id, b"data"));
         let meta = match serde_json::to_value(meta) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
@@ -102,8 +121,8 @@ impl Codec {
         let metadata = seal_object(meta, key, &aad(id, b"meta"));
         NewEvent {
             id,
-            event_type: event.event_type().to_owned(),
-            schema_version: event.schema_version(),
+            event_type: event_type.to_owned(),
+            schema_version,
             data: to_bytes(&data),
             metadata: to_bytes(&metadata),
         }

@@ -23,6 +23,11 @@ pub fn email_reservation(blind: &BlindIndex, org: &str, normalized: &str) -> Str
     format!("e/{org}/{}", email_hash(blind, org, normalized))
 }
 
+/// Reservation key that makes a custom token (its `jti`) single-use in its organization.
+pub fn custom_token_reservation(org: &str, jti: &str) -> String {
+    format!("t/{org}/{jti}")
+}
+
 /// What kind of unique value a reservation key guards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReservationKind {
@@ -32,6 +37,8 @@ pub enum ReservationKind {
     Email,
     /// An idempotency key.
     Idempotency,
+    /// A custom token already used to sign in.
+    CustomToken,
     /// Something else.
     Other,
 }
@@ -42,6 +49,7 @@ pub fn reservation_kind(key: &str) -> ReservationKind {
         Some("u") => ReservationKind::Username,
         Some("e") => ReservationKind::Email,
         Some("i") => ReservationKind::Idempotency,
+        Some("t") => ReservationKind::CustomToken,
         _ => ReservationKind::Other,
     }
 }

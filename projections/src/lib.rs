@@ -16,6 +16,7 @@ pub mod location;
 pub mod projector;
 pub mod rebuild;
 pub mod rows;
+pub mod sessions;
 mod store;
 pub mod tasks;
 

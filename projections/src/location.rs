@@ -41,15 +41,19 @@ pub fn switch_to(data_dir: &Path, dir: &Path) -> std::io::Result<()> {
 /// Removes read-model directories that are not in use (left by finished or crashed rebuilds).
 pub fn remove_stale(data_dir: &Path) {
     let current = current_dir(data_dir);
-    let Ok(entries) = fs::read_dir(data_dir) else { return };
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_read_models = name == DEFAULT || name.starts_with(&format!("{DEFAULT}-"));
-        if is_read_models && path != current && path.is_dir() {
-            if let Err(e) = fs::remove_dir_all(&path) {
-                tracing::warn!(dir = %path.display(), error = %e, "could not remove old read models");
-            }
+        if is_read_models
+            && path != current
+            && path.is_dir()
+            && let Err(e) = fs::remove_dir_all(&path)
+        {
+            tracing::warn!(dir = %path.display(), error = %e, "could not remove old read models");
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use roster_domain::event::Event;
+use roster_domain::session::SESSION_STREAM_PREFIX;
 use roster_domain::settings::{SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged};
 use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent};
 use roster_domain::values::{normalize_email, normalize_username};
@@ -69,6 +70,8 @@ struct Changes {
     tasks: Vec<(Vec<u8>, Task)>,
     /// Task failures to record.
     task_failures: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Session rows.
+    sessions: crate::sessions::SessionChanges,
 }
 
 impl ReadModels {
@@ -87,6 +90,9 @@ impl ReadModels {
                 self.apply_user_event(&mut changes, org, id, event).await?;
             } else if let Some(id) = event.stream.name.strip_prefix(TASK_STREAM_PREFIX) {
                 self.apply_task_event(&mut changes, org, id, event)?;
+            } else if let Some(id) = event.stream.name.strip_prefix(SESSION_STREAM_PREFIX) {
+                self.apply_session_event(&mut changes.sessions, org, id, event)
+                    .await?;
             } else if event.stream.name == SETTINGS_STREAM
                 && event.event_type == SETTINGS_CHANGED
                 && let Ok(change) = serde_json::from_slice::<SettingsChanged>(&event.data)
@@ -96,6 +102,7 @@ impl ReadModels {
             }
         }
         self.commit(&changes, last).await?;
+        self.note_revoked(&changes.sessions);
         {
             let mut catalog = self.catalog.write();
             for t in &changes.touched {
@@ -188,6 +195,7 @@ impl ReadModels {
                 if d.mode == DeleteMode::Hard {
                     entry.ledger.clear();
                     entry.purge_ledger = true;
+                    changes.sessions.purge_user(org, id);
                 }
             }
             Event::WalletAdjusted(w) if w.update_ledger => {
@@ -262,6 +270,7 @@ impl ReadModels {
             .destroy(&changes.erase)
             .await
             .map_err(crate::CodecError::from)?;
+        let session_ops = self.session_ops(&changes.sessions).await?;
         let checkpoint = Self::checkpoint_bytes(last);
         let tasks: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
             .tasks
@@ -286,6 +295,7 @@ impl ReadModels {
             &self.wallet_ledger,
             &self.tasks,
             &self.task_failures,
+            &self.session_rows,
             &self.meta,
         )
             .transaction(
@@ -297,6 +307,7 @@ impl ReadModels {
                     ledger,
                     tasks_tree,
                     failures_tree,
+                    sessions_tree,
                     meta,
                 )| {
                     for (tree, ops) in [
@@ -304,6 +315,7 @@ impl ReadModels {
                         (ledger, &ledger_ops),
                         (tasks_tree, &tasks),
                         (failures_tree, &failures),
+                        (sessions_tree, &session_ops),
                     ] {
                         for (key, value) in ops {
                             match value {

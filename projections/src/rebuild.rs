@@ -54,5 +54,11 @@ pub async fn rebuild(
         progress(models.checkpoint());
     }
     models.flush().await?;
-    Ok((models, RebuildStats { events, elapsed: started.elapsed() }))
+    Ok((
+        models,
+        RebuildStats {
+            events,
+            elapsed: started.elapsed(),
+        },
+    ))
 }

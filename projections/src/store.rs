@@ -93,10 +93,12 @@ pub struct ReadModels {
     pub(crate) wallet_ledger: sled::Tree,
     pub(crate) tasks: sled::Tree,
     pub(crate) task_failures: sled::Tree,
+    pub(crate) session_rows: sled::Tree,
     pub(crate) meta: sled::Tree,
     /// Why the projector's last batch failed, while it retries (for `/readyz`).
     pub(crate) failure: parking_lot::Mutex<Option<String>>,
     pub(crate) catalog: RwLock<Catalog>,
+    pub(crate) revoked_sessions: RwLock<crate::sessions::RevokedSessions>,
     pub(crate) codec: Codec,
     pub(crate) blind: BlindIndex,
     pub(crate) applied: watch::Sender<Position>,
@@ -122,10 +124,12 @@ impl ReadModels {
             wallet_ledger: db.open_tree("wallet_ledger")?,
             tasks: db.open_tree("tasks")?,
             task_failures: db.open_tree("task_failures")?,
+            session_rows: db.open_tree("sessions")?,
             meta: db.open_tree("meta")?,
             failure: parking_lot::Mutex::new(None),
             db,
             catalog: RwLock::new(Catalog::default()),
+            revoked_sessions: RwLock::new(Default::default()),
             codec,
             blind,
             applied: watch::channel(0).0,
@@ -133,6 +137,7 @@ impl ReadModels {
         let checkpoint = models.stored_checkpoint()?;
         models.applied.send_replace(checkpoint);
         models.rebuild_catalog().await?;
+        models.rebuild_revoked()?;
         Ok(Arc::new(models))
     }
 
@@ -353,7 +358,12 @@ fn page(catalog: &OrgCatalog, candidates: Option<&BTreeSet<Position>>, query: &L
             Box::new(entries.rev())
         }
     };
-    let total = matching(None, true).count() as u64;
+    // Without id, search or role filters the total is the catalog's count by status (O(1));
+    // only filtered lists count their matches.
+    let total = match (candidates, &query.role) {
+        (None, None) => catalog.count_with_status(query.status),
+        _ => matching(None, true).count() as u64,
+    };
     let display_forward = query.order == ListOrder::Asc;
     let limit = query.limit.max(1);
     let walk_forward = if query.before {

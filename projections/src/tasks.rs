@@ -95,6 +95,25 @@ impl ReadModels {
         Ok(TaskPage { tasks, next_cursor })
     }
 
+    /// How many tasks there are of each status and kind, across organizations (for metrics).
+    pub fn task_counts(&self) -> Result<Vec<(TaskStatus, TaskKind, u64)>, StoreError> {
+        let mut counts: Vec<(TaskStatus, TaskKind, u64)> = Vec::new();
+        for item in self.tasks.iter() {
+            let (_, bytes) = item?;
+            let Ok(task) = serde_json::from_slice::<Task>(&bytes) else {
+                continue;
+            };
+            match counts
+                .iter_mut()
+                .find(|(s, k, _)| *s == task.status && *k == task.kind)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => counts.push((task.status, task.kind, 1)),
+            }
+        }
+        Ok(counts)
+    }
+
     /// Tasks that have not ended (for the worker to take or resume), oldest first.
     pub fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError> {
         let mut out = Vec::new();

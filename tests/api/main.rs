@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real server on a random port over its own temporary data
 //! directory and talks HTTP to it. One binary, so linking happens once.
 
+mod account;
 mod auth;
 mod batches;
 mod concurrency;
@@ -12,12 +13,20 @@ mod history;
 mod idempotency;
 mod lifecycle;
 mod listing;
+mod metrics;
+mod nats_erasure;
+mod nats_helpers;
+mod openapi;
 mod organizations;
 mod privacy;
 mod restart;
+mod scaleout;
+mod sessions;
 mod settings;
 mod tasks;
+mod tokens;
 mod uniqueness;
+mod upcasting;
 mod users;
 mod validation;
 mod wallet;

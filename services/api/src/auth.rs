@@ -1,12 +1,27 @@
-//! Who is calling (API.md §1 "Authentication"). Server callers present an API key as
-//! `Authorization: Bearer <key>` or `x-api-key: <key>`.
+//! Who is calling (API.md §1 "Authentication").
+//!
+//! - A *server* presents an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`;
+//!   keys are compared as SHA-256 digests in constant time.
+//! - A *client* presents an access token (`Authorization: Bearer <jwt>`, see [`crate::tokens`]).
+//!   Beyond its signature and expiry, every request checks, in memory: the user exists and is
+//!   active, the session signed in against a user version at or after the user's
+//!   `sessions_valid_from` (password change, block, deactivation, deletion and "revoke all"
+//!   move it), and the session itself is not revoked. Commands that end sessions answer only
+//!   once the read models show it, so a token stops working the moment the response arrives.
+
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header, request::Parts};
+use roster_domain::{OrgId, Status, UserId};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
+
+/// How long a request with a token from a sign-in the read models have not applied yet (on
+/// another server, say) waits for them.
+const SIGN_IN_WAIT: Duration = Duration::from_secs(5);
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +32,17 @@ pub enum Caller {
         /// First 8 hex digits of the key's SHA-256.
         key_id: String,
     },
+    /// An end user with an access token from a session.
+    Client {
+        /// The user.
+        user_id: UserId,
+        /// The session the token belongs to.
+        session_id: String,
+        /// The organization the session belongs to.
+        org: OrgId,
+    },
+    /// No credentials (the sign-in endpoints).
+    Anonymous,
 }
 
 impl Caller {
@@ -24,16 +50,16 @@ impl Caller {
     pub fn actor(&self) -> String {
         match self {
             Caller::Server { key_id } => format!("server:{key_id}"),
+            Caller::Client { user_id, .. } => format!("user:{user_id}"),
+            Caller::Anonymous => "anonymous".to_owned(),
         }
     }
 
-    /// Authenticates a request.
-    pub fn from_parts(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+    /// Authenticates a request: `Ok(None)` without credentials, an error for credentials that
+    /// are not (or no longer) valid.
+    pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
         let Some(presented) = credential(&parts.headers) else {
-            return Err(ApiError::new(
-                Code::Unauthorized,
-                "Send the API key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
-            ));
+            return Ok(None);
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Compare digests in constant time against every key, without stopping at a match.
@@ -42,15 +68,56 @@ impl Caller {
             found |= key.ct_eq(&digest);
         }
         if bool::from(found) {
-            Ok(Caller::Server {
+            return Ok(Some(Caller::Server {
                 key_id: hex::encode(&digest[..4]),
-            })
-        } else {
-            Err(ApiError::new(
+            }));
+        }
+        let Some(claims) = state.0.tokens.verify_access(presented) else {
+            return Err(ApiError::new(
                 Code::Unauthorized,
                 "The credentials are not valid.",
-            ))
+            ));
+        };
+        let invalid = || {
+            ApiError::new(
+                Code::Unauthorized,
+                "The access token is no longer valid; sign in again.",
+            )
+        };
+        let (Ok(org), Ok(user_id)) = (OrgId::parse(&claims.org), UserId::parse(&claims.sub)) else {
+            return Err(invalid());
+        };
+        if let Some(header_org) = parts.headers.get("x-organization-id")
+            && header_org.as_bytes() != org.as_str().as_bytes()
+        {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "The access token belongs to another organization.",
+            ));
         }
+        let models = state.models();
+        if models.checkpoint() < claims.pos && !models.wait_for(claims.pos, SIGN_IN_WAIT).await {
+            let mut e = ApiError::new(
+                Code::ProjectionLagging,
+                "The read models have not caught up with this sign-in yet.",
+            );
+            e.retry_after = Some(1);
+            return Err(e);
+        }
+        let Some((status, valid_from)) = models.session_gate(org.as_str(), user_id.as_str()) else {
+            return Err(invalid());
+        };
+        if status != Status::Active
+            || claims.uv < valid_from
+            || models.session_revoked(org.as_str(), &claims.sid)
+        {
+            return Err(invalid());
+        }
+        Ok(Some(Caller::Client {
+            user_id,
+            session_id: claims.sid,
+            org,
+        }))
     }
 }
 

@@ -32,6 +32,9 @@ use crate::state::{AppState, LOCK_STRIPES, Loaded};
 pub(crate) const IDEMPOTENCY_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
 /// How long a command keeps retrying optimistic-concurrency conflicts before giving up.
 const CONTENTION_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a command that ends sessions waits for the read models (which the per-request
+/// token check reads) before it answers.
+pub(crate) const REVOCATION_WAIT: Duration = Duration::from_secs(5);
 
 /// What one item of a command asks for; the data key, if one is needed, is chosen later.
 #[derive(Clone, Debug)]
@@ -70,7 +73,34 @@ pub struct Outcome {
     /// Log position of the command's last event, or of the users' last events if it changed
     /// nothing.
     pub position: Position,
+    /// Whether the command wrote an event that ends sessions (it has waited for the read
+    /// models to apply it).
+    pub ends_sessions: bool,
 }
+
+/// A user of a command as it will be after the command's events, offered to an [`Attach`].
+pub struct Attaching<'a> {
+    /// The user afterwards.
+    pub user: Option<&'a User>,
+    /// Its stream version afterwards.
+    pub version: u64,
+    /// Its data key.
+    pub key: Option<(KeyId, &'a DataKey)>,
+}
+
+/// Appends and reservations that ride in the same atomic transaction as a command's events
+/// (the session a custom-token sign-in starts with the user it creates).
+#[derive(Default)]
+pub struct Attached {
+    /// More stream appends.
+    pub appends: Vec<StreamAppend>,
+    /// More reservations.
+    pub reservations: Vec<Reservation>,
+}
+
+/// Builds the [`Attached`] part of a command from its users (in item order); called again on
+/// every retry.
+pub type Attach<'a> = &'a (dyn Fn(&[Attaching<'_>]) -> ApiResult<Attached> + Send + Sync);
 
 impl Intent {
     fn needs_key(&self, state: Option<&User>) -> bool {
@@ -114,8 +144,13 @@ pub fn user_stream(org: &OrgId, id: &UserId) -> StreamId {
 }
 
 pub(crate) fn idempotency_reservation(org: &OrgId, key: &str) -> String {
+    idempotency_reservation_in(org.as_str(), key)
+}
+
+/// The reservation of an `Idempotency-Key` within a scope ([`Ctx::idempotency_scope`]).
+pub(crate) fn idempotency_reservation_in(scope: &str, key: &str) -> String {
     format!(
-        "i/{org}/{}",
+        "i/{scope}/{}",
         hex::encode(&Sha256::digest(key.as_bytes())[..16])
     )
 }
@@ -286,6 +321,42 @@ impl AppState {
     /// Runs a command over one or more users. Returns the outcome, or the first response
     /// again if the request's `Idempotency-Key` was seen with the same request before.
     pub async fn execute(&self, ctx: &Ctx, items: Vec<Item>, digest: &str) -> ApiResult<Outcome> {
+        self.execute_with(ctx, items, digest, None).await
+    }
+
+    /// [`AppState::execute`] with more appends in the same transaction. A command that ends
+    /// sessions answers only once the read models have applied it (at most 5 s), so the
+    /// sessions' tokens fail from the moment the answer arrives.
+    pub async fn execute_with(
+        &self,
+        ctx: &Ctx,
+        items: Vec<Item>,
+        digest: &str,
+        attach: Option<Attach<'_>>,
+    ) -> ApiResult<Outcome> {
+        let outcome = self.execute_inner(ctx, items, digest, attach).await?;
+        if outcome.ends_sessions
+            && !self
+                .0
+                .models
+                .wait_for(outcome.position, REVOCATION_WAIT)
+                .await
+        {
+            tracing::warn!(
+                position = outcome.position,
+                "read models are slow to apply a revocation"
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn execute_inner(
+        &self,
+        ctx: &Ctx,
+        items: Vec<Item>,
+        digest: &str,
+        attach: Option<Attach<'_>>,
+    ) -> ApiResult<Outcome> {
         if let Some(outcome) = self.replay_if_seen(ctx, &items, digest).await? {
             return Ok(outcome);
         }
@@ -312,7 +383,9 @@ impl AppState {
             return Ok(outcome);
         }
         let mut spare: Vec<(KeyId, DataKey)> = Vec::new();
-        let result = self.execute_locked(ctx, &items, digest, &mut spare).await;
+        let result = self
+            .execute_locked(ctx, &items, digest, &mut spare, attach)
+            .await;
         if !spare.is_empty() {
             let ids: Vec<KeyId> = spare.iter().map(|(id, _)| *id).collect();
             if let Err(e) = self.0.codec.keys().destroy(&ids).await {
@@ -332,7 +405,7 @@ impl AppState {
         let Some(key) = &ctx.idempotency_key else {
             return Ok(None);
         };
-        let reservation = idempotency_reservation(&ctx.org, key);
+        let reservation = idempotency_reservation_in(&ctx.idempotency_scope(), key);
         match self.0.log.reservation(&reservation).await? {
             Some(held) => self
                 .replay(ctx, items, &held.owner, held.position, digest)
@@ -371,6 +444,7 @@ impl AppState {
         items: &[Item],
         digest: &str,
         spare: &mut Vec<(KeyId, DataKey)>,
+        attach: Option<Attach<'_>>,
     ) -> ApiResult<Outcome> {
         let settings = self.0.models.settings(ctx.org.as_str())?;
         let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
@@ -435,6 +509,7 @@ impl AppState {
             let now = Utc::now();
             let mut tx = Transaction::default();
             let mut afters = Vec::with_capacity(items.len());
+            let mut after_keys = Vec::with_capacity(items.len());
             let mut claim_fields = Vec::new();
             for ((item, state), events) in items.iter().zip(&states).zip(&decided) {
                 let after = events
@@ -444,6 +519,11 @@ impl AppState {
                         apply(u, e, now, state.version + k as u64 + 1)
                     });
                 if events.is_empty() {
+                    let key = match (&attach, after.as_ref()) {
+                        (Some(_), Some(u)) => self.data_key(u, spare).await?,
+                        _ => None,
+                    };
+                    after_keys.push(key);
                     afters.push(after);
                     continue;
                 }
@@ -451,6 +531,7 @@ impl AppState {
                     Some(u) => self.data_key(u, spare).await?,
                     None => None,
                 };
+                after_keys.push(key.clone());
                 let owner = item.user_id.as_str();
                 for (reservation, name) in self.reservation_changes(
                     &ctx.org,
@@ -485,6 +566,22 @@ impl AppState {
                 });
                 afters.push(after);
             }
+            let ends_sessions = decided.iter().flatten().any(|e| e.ends_sessions());
+            if let Some(attach) = attach {
+                let attaching: Vec<Attaching<'_>> = afters
+                    .iter()
+                    .zip(&after_keys)
+                    .zip(states.iter().zip(&decided))
+                    .map(|((user, key), (state, events))| Attaching {
+                        user: user.as_ref(),
+                        version: state.version + events.len() as u64,
+                        key: key.as_ref().map(|(id, k)| (*id, k)),
+                    })
+                    .collect();
+                let attached = attach(&attaching)?;
+                tx.appends.extend(attached.appends);
+                tx.reservations.extend(attached.reservations);
+            }
             if tx.appends.is_empty() {
                 // Nothing changes: answer with the users as they are.
                 let position = states.iter().map(|s| s.last_position).max().unwrap_or(0);
@@ -495,6 +592,7 @@ impl AppState {
                         .map(|(i, s)| (i.user_id.to_string(), s.user))
                         .collect(),
                     position,
+                    ends_sessions: false,
                 });
             }
             // Release before claim, so a batch may move a value from one of its users to another.
@@ -507,7 +605,7 @@ impl AppState {
                 tx.reservations.insert(
                     0,
                     Reservation::Claim {
-                        key: idempotency_reservation(&ctx.org, key),
+                        key: idempotency_reservation_in(&ctx.idempotency_scope(), key),
                         owner: format!(
                             "{digest}:{}",
                             ctx.meta.correlation_id.as_deref().unwrap_or_default()
@@ -545,10 +643,11 @@ impl AppState {
                         }
                         users.push((item.user_id.to_string(), loaded.user));
                     }
-                    debug_assert_eq!(streams.len(), committed.versions.len());
+                    debug_assert!(streams.len() <= committed.versions.len());
                     return Ok(Outcome {
                         users,
                         position: committed.last_position,
+                        ends_sessions,
                     });
                 }
                 Err(AppendError::WrongExpectedVersion { actual, .. }) => {
@@ -570,9 +669,17 @@ impl AppState {
                     position,
                 }) => {
                     return match reservation_kind(&key) {
-                        ReservationKind::Idempotency => {
+                        ReservationKind::Idempotency if ctx.idempotency_key.is_some() => {
                             self.replay(ctx, items, &owner, position, digest).await
                         }
+                        // An attached claim of a request that cannot be replayed (sign-in).
+                        ReservationKind::Idempotency => {
+                            Err(crate::sessions::repeated_credential_request(&owner, digest))
+                        }
+                        ReservationKind::CustomToken => Err(ApiError::new(
+                            Code::Unauthorized,
+                            "This token has already been used.",
+                        )),
                         kind => {
                             let (code, what) = match kind {
                                 ReservationKind::Email => (Code::EmailTaken, "email"),
@@ -675,6 +782,7 @@ impl AppState {
         Ok(Outcome {
             users,
             position: last,
+            ends_sessions: false,
         })
     }
 }

@@ -14,6 +14,9 @@ macro_rules! error_codes {
         pub enum Code { $($variant,)* }
 
         impl Code {
+            /// Every code, in the order of the table.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
             /// The HTTP status of this code.
             pub fn status(self) -> StatusCode {
                 match self { $(Code::$variant => StatusCode::$status,)* }
@@ -119,7 +122,7 @@ impl ApiError {
     }
 }
 
-/// The problem details body.
+/// An RFC 9457 problem details body (`application/problem+json`): every error of the API.
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// `https://roster.dev/errors/<code>`.
@@ -133,8 +136,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code.
     pub code: &'static str,
-    /// Field-level problems.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Field-level problems (`users[3].email`), when there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
 
@@ -208,13 +211,28 @@ impl From<roster_eventlog::LogError> for ApiError {
 
 impl From<roster_projections::CodecError> for ApiError {
     fn from(e: roster_projections::CodecError) -> Self {
-        ApiError::internal(e)
+        match e {
+            roster_projections::CodecError::Vault(v) => v.into(),
+            e => ApiError::internal(e),
+        }
     }
 }
 
 impl From<roster_vault::VaultError> for ApiError {
     fn from(e: roster_vault::VaultError) -> Self {
-        ApiError::internal(e)
+        match e {
+            // A shared key store (JetStream) without quorum: as for the log, retry shortly.
+            roster_vault::VaultError::Unavailable(_) | roster_vault::VaultError::Closed => {
+                tracing::warn!(error = %e, "key store unavailable");
+                let mut err = ApiError::new(
+                    Code::Unavailable,
+                    "The key store is unavailable; retry shortly.",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            e => ApiError::internal(e),
+        }
     }
 }
 

@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiResult;
 
-/// One event.
+/// One event of the log (API.md §6).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Event")]
 pub struct EventResource {
     /// Global log position.
     pub position: u64,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, Method, header, request::Parts};
 use bytes::Bytes;
-use roster_domain::OrgId;
+use roster_domain::{OrgId, UserId};
 use roster_projections::EventMeta;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -75,15 +75,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-impl FromRequestParts<AppState> for Ctx {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_parts(parts, state)?;
-        let org = org_of(&parts.headers)?;
+impl Ctx {
+    /// The context of a request by `caller` in `org`.
+    fn build(parts: &Parts, org: OrgId, caller: Caller) -> Result<Self, ApiError> {
         let idempotency_key = match parts.headers.get("idempotency-key") {
             None => None,
             Some(v) => {
@@ -98,10 +92,7 @@ impl FromRequestParts<AppState> for Ctx {
                 Some(key.to_owned())
             }
         };
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let ip = client_ip(parts).map(|ip| ip.to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -116,6 +107,11 @@ impl FromRequestParts<AppState> for Ctx {
         digest.update(parts.uri.query().unwrap_or_default());
         digest.update([0]);
         digest.update(org.as_str());
+        if let Caller::Client { user_id, .. } = &caller {
+            // Two users sending the same request with the same key are two requests.
+            digest.update([0]);
+            digest.update(user_id.as_str());
+        }
         Ok(Ctx {
             meta: EventMeta {
                 actor: caller.actor(),
@@ -131,6 +127,136 @@ impl FromRequestParts<AppState> for Ctx {
             if_match: if_match(&parts.headers)?,
             request_digest: digest.finalize().into(),
         })
+    }
+
+    /// What an `Idempotency-Key` is unique within: the organization for servers, the user for
+    /// clients (so one client's key can never answer another's request).
+    pub fn idempotency_scope(&self) -> String {
+        match &self.caller {
+            Caller::Client { user_id, .. } => format!("{}/user:{user_id}", self.org),
+            _ => self.org.to_string(),
+        }
+    }
+}
+
+/// The address of the client (the TCP peer).
+pub fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// 403 for a client token on a server endpoint.
+fn server_only() -> ApiError {
+    ApiError::new(
+        Code::Forbidden,
+        "This endpoint is for servers; a client token may call only /v1/account, /v1/profiles and /v1/sessions.",
+    )
+}
+
+fn no_credentials() -> ApiError {
+    ApiError::new(
+        Code::Unauthorized,
+        "Send the API key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
+    )
+}
+
+/// [`Ctx`] is the server's context: without a valid API key 401, with a client token 403.
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = match Caller::authenticate(parts, state).await? {
+            None => return Err(no_credentials()),
+            Some(Caller::Client { .. }) => return Err(server_only()),
+            Some(caller) => caller,
+        };
+        let org = org_of(&parts.headers)?;
+        Ctx::build(parts, org, caller)
+    }
+}
+
+/// A client's context (API.md §5 client endpoints): a valid access token, acting on its own
+/// user only. A server key gets 403: a server has no account of its own.
+pub struct ClientCtx {
+    /// The context (its organization is the token's).
+    pub ctx: Ctx,
+    /// The token's user.
+    pub user_id: UserId,
+    /// The token's session.
+    pub session_id: String,
+}
+
+impl FromRequestParts<AppState> for ClientCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Caller::authenticate(parts, state).await? {
+            None => Err(ApiError::new(
+                Code::Unauthorized,
+                "Send an access token as 'Authorization: Bearer <token>'.",
+            )),
+            Some(Caller::Client {
+                user_id,
+                session_id,
+                org,
+            }) => {
+                let caller = Caller::Client {
+                    user_id: user_id.clone(),
+                    session_id: session_id.clone(),
+                    org: org.clone(),
+                };
+                Ok(ClientCtx {
+                    ctx: Ctx::build(parts, org, caller)?,
+                    user_id,
+                    session_id,
+                })
+            }
+            Some(_) => Err(ApiError::new(
+                Code::Forbidden,
+                "This endpoint acts on the signed-in user: call it with a client access token (servers use /v1/users/{id}).",
+            )),
+        }
+    }
+}
+
+/// The context of an endpoint both servers and clients may call (`GET /v1/profiles`).
+pub struct AnyCtx(pub Ctx);
+
+impl FromRequestParts<AppState> for AnyCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::authenticate(parts, state)
+            .await?
+            .ok_or_else(no_credentials)?;
+        let org = match &caller {
+            Caller::Client { org, .. } => org.clone(),
+            _ => org_of(&parts.headers)?,
+        };
+        Ok(AnyCtx(Ctx::build(parts, org, caller)?))
+    }
+}
+
+/// The context of an endpoint anyone may call (signing in): credentials are not looked at.
+pub struct PublicCtx(pub Ctx);
+
+impl<S: Send + Sync> FromRequestParts<S> for PublicCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let org = org_of(&parts.headers)?;
+        Ok(PublicCtx(Ctx::build(parts, org, Caller::Anonymous)?))
     }
 }
 
@@ -247,6 +373,37 @@ fn check_json_content_type(headers: &HeaderMap, method: &Method) -> Result<(), A
         Code::UnsupportedMediaType,
         format!("{method} bodies must be application/json, not {essence}"),
     ))
+}
+
+/// Declares an endpoint's query parameters once: a struct whose schema documents them in the
+/// OpenAPI document ([`crate::routes::openapi::OperationDoc::query`]), and its `NAMES`, the
+/// list the handler passes to [`QueryParams::only`] — so the two cannot disagree.
+macro_rules! query_params {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(schemars::JsonSchema)]
+        #[schemars(inline)]
+        #[allow(dead_code)]
+        $vis struct $name {
+            $( $(#[$field_meta])* $field: $ty, )*
+        }
+
+        impl $name {
+            /// The parameter names this endpoint accepts.
+            $vis const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
+}
+pub(crate) use query_params;
+
+query_params! {
+    /// No query parameters.
+    pub(crate) struct NoQuery {}
 }
 
 /// Query parameters as ordered pairs, repeatable; unknown names are refused so typos show.

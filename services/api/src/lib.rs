@@ -1,33 +1,41 @@
-//! Roster's HTTP API (axum). [`Application::build`] opens the stores under a data directory,
-//! starts the projector and binds the listener; [`Application::run_until_stopped`] serves
-//! until the shutdown signal, then drains requests and closes the stores cleanly.
+//! Roster's HTTP API (axum). [`Application::build`] opens the stores ([`Store`]: an embedded
+//! directory or NATS JetStream), starts the projector and binds the listener;
+//! [`Application::run_until_stopped`] serves until the shutdown signal, then drains requests
+//! and closes the stores cleanly.
 
 pub mod auth;
+pub mod backend;
 pub mod commands;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod metrics;
 mod middleware;
 pub mod password;
+pub mod ratelimit;
 pub mod resource;
 pub mod routes;
+pub mod schemas;
+pub mod sessions;
 pub mod state;
 pub mod tasks;
+pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use base64::Engine;
 use rand::RngCore;
 use roster_eventlog::EventLog;
-use roster_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use roster_projections::{Codec, ReadModels};
-use roster_vault::{BlindIndex, FileKeyStore, KeyStore};
+use roster_vault::{BlindIndex, KeyStore};
 
+pub use backend::{NatsSettings, Store};
 pub use state::AppState;
 
 /// How `roster serve` is configured (DESIGN.md §Configuration).
@@ -35,22 +43,41 @@ pub use state::AppState;
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).
     pub listen: SocketAddr,
-    /// Data directory of the embedded store.
+    /// Where the log, the data keys and the server secrets live.
+    pub store: Store,
+    /// This server's own directory: read models (sled) and export files being written. For
+    /// the embedded store it is usually the store's directory; on NATS each server has its
+    /// own.
     pub data_dir: PathBuf,
-    /// Accepted server API keys; empty = use (or create) the key stored in the data dir.
+    /// Accepted server API keys; empty = use (or create) the key stored in the embedded
+    /// store's directory. Required on NATS.
     pub api_keys: Vec<String>,
     /// Largest request body in bytes.
     pub body_limit: usize,
+    /// Names, replicas and timeouts of the NATS store.
+    pub nats: NatsSettings,
+    /// How long a task of a vanished worker waits before another server's worker takes it
+    /// over (NATS only; the embedded store's single worker resumes at once).
+    pub task_lease: Duration,
 }
 
 impl Config {
-    /// Defaults for a data directory.
+    /// Defaults for the embedded store in `data_dir` (which is also the data directory).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self::with_store(Store::Embedded(data_dir.clone()), data_dir)
+    }
+
+    /// Defaults for a store and a separate data directory.
+    pub fn with_store(store: Store, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store,
             data_dir: data_dir.into(),
             api_keys: Vec::new(),
             body_limit: 16 * 1024 * 1024,
+            nats: NatsSettings::default(),
+            task_lease: tasks::runner::LEASE,
         }
     }
 }
@@ -59,8 +86,8 @@ impl Config {
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
-    log: Arc<EmbeddedLog>,
-    keys: Arc<FileKeyStore>,
+    log: Arc<dyn EventLog>,
+    keys: Arc<dyn KeyStore>,
     models: Arc<ReadModels>,
     projector: tokio::task::JoinHandle<()>,
     worker: tokio::task::JoinHandle<()>,
@@ -73,44 +100,61 @@ pub struct Application {
 impl Application {
     /// Opens the stores, starts the projector and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if matches!(config.store, Store::Nats(_)) && config.api_keys.is_empty() {
+            anyhow::bail!(
+                "an API key is required with a NATS store (--api-key or ROSTER_API_KEY): \
+                 every server of the deployment must accept the same key, so give each the \
+                 same one"
+            );
+        }
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
-        let log = Arc::new(
-            EmbeddedLog::open(&dir.join("log"), EmbeddedOptions::default())
-                .await
-                .context("opening the event log")?,
-        );
-        let keys =
-            Arc::new(FileKeyStore::open(&dir.join("keys.dat")).context("opening the key store")?);
-        let secret = roster_vault::load_or_create_secret(&dir.join("secrets").join("index.key"))
+        let backend = backend::Backend::open(&config.store, dir, &config.nats).await?;
+        let secret = backend
+            .secrets
+            .load_or_create("index")
+            .await
             .context("loading the index secret")?;
         let blind = BlindIndex::new(secret);
-        let codec = Codec::new(keys.clone() as Arc<dyn KeyStore>);
+        // Tokens signed by one server are checked by the others: the key comes from the store.
+        let token_secret = backend
+            .secrets
+            .load_or_create("token")
+            .await
+            .context("loading the token secret")?;
+        let log = backend.log.clone();
         // A rebuild (`roster replay`) may have switched the read models to a new directory.
         roster_projections::location::remove_stale(dir);
-        let models = ReadModels::open(&roster_projections::location::current_dir(dir), codec, blind.clone())
-            .await
-            .context("opening the read models")?;
-        let dyn_log: Arc<dyn EventLog> = log.clone();
-        let projector = tokio::spawn(models.clone().run(dyn_log.clone()));
+        let models = open_read_models(
+            &roster_projections::location::current_dir(dir),
+            &backend,
+            &blind,
+        )
+        .await?;
+        let projector = tokio::spawn(models.clone().run(log.clone()));
 
-        let (api_keys, generated_api_key) = if config.api_keys.is_empty() {
-            let (key, created) = load_or_create_api_key(&dir.join("api_key"))?;
-            (vec![key.clone()], created.then_some(key))
-        } else {
-            (config.api_keys.clone(), None)
-        };
+        let (api_keys, generated_api_key) =
+            match (&backend.api_key_file, config.api_keys.is_empty()) {
+                (Some(path), true) => {
+                    let (key, created) = load_or_create_api_key(path)?;
+                    (vec![key.clone()], created.then_some(key))
+                }
+                _ => (config.api_keys.clone(), None),
+            };
         let state = AppState::new(
-            dyn_log,
-            keys.clone(),
+            log.clone(),
+            backend.keys.clone(),
             models.clone(),
             blind,
             &api_keys,
             dir.clone(),
-        );
-        // The embedded store's directory lock makes this the only worker of its store.
-        let worker = tasks::runner::Worker::new(state.clone(), true).spawn();
+        )
+        .with_exports(backend.exports.clone())
+        .with_token_secret(token_secret);
+        let worker = tasks::runner::Worker::new(state.clone(), backend.exclusive)
+            .with_lease(config.task_lease)
+            .spawn();
         let router = middleware::wrap(routes::router(), state.clone(), config.body_limit);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -119,7 +163,7 @@ impl Application {
             listener,
             router,
             log,
-            keys,
+            keys: backend.keys,
             models,
             projector,
             worker,
@@ -158,6 +202,36 @@ impl Application {
         self.keys.close();
         Ok(())
     }
+}
+
+/// Opens the read models. Ahead of the log means they were built from another log (a NATS
+/// stream that was recreated, a data directory moved between stores): they are derived data,
+/// so they are dropped and rebuilt from the log.
+async fn open_read_models(
+    path: &Path,
+    backend: &backend::Backend,
+    blind: &BlindIndex,
+) -> anyhow::Result<Arc<ReadModels>> {
+    let open = || async {
+        let codec = Codec::new(backend.keys.clone());
+        ReadModels::open(path, codec, blind.clone())
+            .await
+            .context("opening the read models")
+    };
+    let models = open().await?;
+    let head = backend.log.head();
+    if models.checkpoint() <= head {
+        return Ok(models);
+    }
+    tracing::warn!(
+        read_models = models.checkpoint(),
+        log = head,
+        "the read models are ahead of the event log: they belong to another log; rebuilding them"
+    );
+    drop(models);
+    std::fs::remove_dir_all(path)
+        .with_context(|| format!("removing stale read models {}", path.display()))?;
+    open().await
 }
 
 /// Reads the API key stored in the data dir, or creates one (returns whether it was created).

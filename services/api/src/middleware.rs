@@ -1,12 +1,13 @@
-//! Layers every request passes: a request id, panics as 500 problems, the body limit,
-//! read-your-writes waits (`min_position`), and problem+json for unknown routes.
+//! Layers every request passes: a request id and its log line, request metrics, panics as 500
+//! problems, the body limit, read-your-writes waits (`min_position`), and problem+json for
+//! unknown routes.
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
@@ -34,22 +35,39 @@ pub fn wrap(routes: Router<AppState>, state: AppState, body_limit: usize) -> Rou
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(from_fn(request_id))
+        // `layer` wraps each route (and the fallbacks) after routing, so the matched route
+        // template is known here.
+        .layer(from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
-/// Gives each request an id (a ULID): recorded as the events' correlation id, logged on the
-/// request's span, and returned as `x-request-id`.
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// Gives each request an id (a ULID): recorded as the events' correlation id, put on the
+/// request's span (so every log line of the request carries it) and on the request's own log
+/// line, and returned as `x-request-id`. Also counts the request in the metrics, by route
+/// template, method and status class.
+async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = ulid::Ulid::new().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(crate::metrics::UNMATCHED_ROUTE, |m| m.as_str())
+        .to_owned();
+    let method = method_label(req.method());
+    let span = tracing::info_span!("request", request_id = %id, method, path = %req.uri().path());
     let started = std::time::Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics()
+        .observe_request(method, &route, status, elapsed);
     span.in_scope(|| {
         tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            request_id = %id,
+            route,
+            status,
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
             "request"
         );
     });
@@ -57,6 +75,21 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// The method as a metric label: the standard ones by name, anything else as `OTHER` (so a
+/// client cannot grow the label set without bound).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// `min_position=<n>` or `x-roster-min-position: <n>` on a GET waits until the read models
@@ -79,10 +112,10 @@ async fn min_position(State(state): State<AppState>, req: Request, next: Next) -
         return next.run(req).await;
     };
     // A caller without valid credentials gets its 401 at once, not after waiting (up to 5 s)
-    // for a position: only the health routes answer without a key.
+    // for a position: only the operational routes (health, metrics, docs) answer without a key.
     let (parts, body) = req.into_parts();
     let public = crate::routes::PUBLIC_PATHS.contains(&parts.uri.path());
-    if !public && Caller::from_parts(&parts, &state).is_err() {
+    if !public && !matches!(Caller::authenticate(&parts, &state).await, Ok(Some(_))) {
         return next.run(Request::from_parts(parts, body)).await;
     }
     let req = Request::from_parts(parts, body);

@@ -11,8 +11,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// A user as the API shows it to a server.
+/// A user as the API shows it to a server (API.md §2).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[schemars(rename = "User")]
 pub struct UserResource {
     /// User id.
     pub id: String,
@@ -63,10 +64,10 @@ pub struct UserResource {
     /// Stream version (as in the ETag).
     pub version: u64,
     /// Present and true when personal data has been erased.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub erased: bool,
     /// Log position of the write that produced this response (writes only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
 }
 

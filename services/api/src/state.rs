@@ -37,17 +37,25 @@ pub(crate) struct Inner {
     /// the log's optimistic concurrency still decides.
     pub user_locks: Vec<tokio::sync::Mutex<()>>,
     pub hasher: PasswordHasher,
+    /// Signs and verifies access and custom tokens (see [`AppState::with_token_secret`]).
+    pub tokens: crate::tokens::TokenKeys,
+    /// Sign-in rate limits per account and per address.
+    pub login_limiter: crate::ratelimit::LoginLimiter,
     /// Where exports and other files live.
     pub data_dir: std::path::PathBuf,
+    /// Where finished export files are kept (see [`AppState::with_exports`]).
+    pub exports: crate::tasks::export::ExportStore,
     /// Wakes the task worker when a task is created or canceled.
     pub worker_wake: tokio::sync::Notify,
+    /// This server's metrics (`GET /metrics`); [`Inner::log`] counts its appends here.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Number of lock stripes.
 pub(crate) const LOCK_STRIPES: usize = 4096;
 
 impl AppState {
-    /// Builds the state.
+    /// Builds the state. Every append through [`AppState::log`] is counted in its metrics.
     pub fn new(
         log: Arc<dyn EventLog>,
         keys: Arc<dyn KeyStore>,
@@ -56,8 +64,12 @@ impl AppState {
         api_keys: &[String],
         data_dir: std::path::PathBuf,
     ) -> Self {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let log: Arc<dyn EventLog> =
+            Arc::new(crate::metrics::MeteredLog::new(log, metrics.clone()));
         Self(Arc::new(Inner {
             log,
+            metrics,
             codec: Codec::new(keys),
             models,
             blind,
@@ -70,9 +82,31 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hasher: PasswordHasher::new(),
+            tokens: crate::tokens::TokenKeys::new(&default_token_secret(&data_dir)),
+            login_limiter: crate::ratelimit::LoginLimiter::default(),
+            exports: crate::tasks::export::ExportStore::Local(data_dir.join("exports")),
             data_dir,
             worker_wake: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Keeps finished export files in `exports` instead of `<data_dir>/exports`. Call it right
+    /// after [`AppState::new`], before the state is cloned.
+    pub fn with_exports(mut self, exports: crate::tasks::export::ExportStore) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("with_exports is called before the state is shared")
+            .exports = exports;
+        self
+    }
+
+    /// Signs tokens with `secret` instead of `<data_dir>/secrets/token.key` (a store shared by
+    /// several servers hands them all the same secret). Call it right after [`AppState::new`],
+    /// before the state is cloned.
+    pub fn with_token_secret(mut self, secret: [u8; 32]) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("with_token_secret is called before the state is shared")
+            .tokens = crate::tokens::TokenKeys::new(&secret);
+        self
     }
 
     /// SHA-256 digests of the accepted API keys.
@@ -88,5 +122,26 @@ impl AppState {
     /// The read models.
     pub fn models(&self) -> &Arc<ReadModels> {
         &self.0.models
+    }
+
+    /// This server's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.0.metrics
+    }
+}
+
+/// The token key in `<data_dir>/secrets/token.key`, created on first start. If it cannot be
+/// read or written, tokens are signed with a key of this process only (they stop working on
+/// restart), which is said loudly.
+fn default_token_secret(data_dir: &std::path::Path) -> [u8; 32] {
+    let path = data_dir.join("secrets").join("token.key");
+    match roster_vault::load_or_create_secret(&path) {
+        Ok(secret) => secret,
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "cannot keep the token key; tokens will not survive a restart");
+            let mut secret = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+            secret
+        }
     }
 }

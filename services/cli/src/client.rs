@@ -7,7 +7,12 @@ use serde_json::Value;
 #[derive(clap::Args, Clone)]
 pub struct ServerArgs {
     /// The server's base URL.
-    #[arg(long, global = true, env = "ROSTER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "ROSTER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
     /// A server API key (default: the one `roster serve` created in the data directory).
     #[arg(long, global = true, env = "ROSTER_API_KEY", hide_env_values = true)]
@@ -47,7 +52,12 @@ impl Client {
     }
 
     /// GET a path as a byte stream (`accept` is the media type asked for), with extra headers.
-    pub async fn get_stream(&self, path: &str, accept: &str, extra: &[(&str, String)]) -> anyhow::Result<reqwest::Response> {
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        accept: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{}", self.args.url.trim_end_matches('/'), path);
         let mut request = self
             .http
@@ -58,11 +68,19 @@ impl Client {
         for (name, value) in extra {
             request = request.header(*name, value);
         }
-        let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
         if !response.status().is_success() {
             let status = response.status();
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            bail!("{status}: {}", body.get("detail").and_then(Value::as_str).unwrap_or("no detail"));
+            bail!(
+                "{status}: {}",
+                body.get("detail")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no detail")
+            );
         }
         Ok(response)
     }

@@ -59,7 +59,9 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
 }
 
 async fn export(client: &Client, after: u64, out: &str, types: &[String]) -> anyhow::Result<()> {
-    let head = client.get("/readyz").await?["log_position"].as_u64().unwrap_or(0);
+    let head = client.get("/readyz").await?["log_position"]
+        .as_u64()
+        .unwrap_or(0);
     let bar = ProgressBar::new(head.saturating_sub(after));
     bar.set_style(
         ProgressStyle::with_template("[{bar:40}] {pos}/{len} positions ({per_sec}, eta {eta})")
@@ -70,10 +72,15 @@ async fn export(client: &Client, after: u64, out: &str, types: &[String]) -> any
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {out}"))?))
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(out).with_context(|| format!("creating {out}"))?,
+        ))
     };
     let path = format!("/v1/events?after={after}{}", type_params(types));
-    let mut body = client.get_stream(&path, "application/x-ndjson", &[]).await?.bytes_stream();
+    let mut body = client
+        .get_stream(&path, "application/x-ndjson", &[])
+        .await?
+        .bytes_stream();
     let (mut lines, mut tail) = (0u64, Vec::new());
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("reading the export")?;
@@ -101,11 +108,20 @@ async fn export(client: &Client, after: u64, out: &str, types: &[String]) -> any
 async fn tail(client: &Client, after: Option<u64>, types: &[String]) -> anyhow::Result<()> {
     let mut last = match after {
         Some(p) => p,
-        None => client.get("/readyz").await?["log_position"].as_u64().unwrap_or(0),
+        None => client.get("/readyz").await?["log_position"]
+            .as_u64()
+            .unwrap_or(0),
     };
     loop {
         let path = format!("/v1/events/stream?after={last}{}", type_params(types));
-        let response = match client.get_stream(&path, "text/event-stream", &[("last-event-id", last.to_string())]).await {
+        let response = match client
+            .get_stream(
+                &path,
+                "text/event-stream",
+                &[("last-event-id", last.to_string())],
+            )
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("{e:#}; retrying");
@@ -119,8 +135,13 @@ async fn tail(client: &Client, after: Option<u64>, types: &[String]) -> anyhow::
             buffer.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = buffer.find("\n\n") {
                 let block: String = buffer.drain(..end + 2).collect();
-                let id = block.lines().find_map(|l| l.strip_prefix("id: ")).and_then(|v| v.parse::<u64>().ok());
-                if let (Some(id), Some(data)) = (id, block.lines().find_map(|l| l.strip_prefix("data: "))) {
+                let id = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let (Some(id), Some(data)) =
+                    (id, block.lines().find_map(|l| l.strip_prefix("data: ")))
+                {
                     println!("{data}");
                     last = id;
                 }

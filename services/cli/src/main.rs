@@ -45,12 +45,31 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ROSTER_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Where the log lives: a directory for the embedded store (nats:// and esdb:// are the
-    /// distributed stores).
+    /// Where the log, the data keys and the server secrets live: a directory for the
+    /// embedded store, or `nats://host:port[,host:port…]` for NATS JetStream shared by
+    /// several servers.
     #[arg(long, env = "ROSTER_STORE", default_value = "./data")]
     store: String,
-    /// Server API keys, comma-separated. Without one, a key is created in the data directory
-    /// on first start and printed once.
+    /// This server's own directory (read models, export files being written). Default: the
+    /// store's directory for the embedded store, `./data` with NATS.
+    #[arg(long, env = "ROSTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// NATS: prefix of the stream, subjects and buckets this deployment uses.
+    #[arg(long, env = "ROSTER_NATS_NAMESPACE", default_value = "roster")]
+    nats_namespace: String,
+    /// NATS: replicas of the stream and buckets when they are created (3 on a 3-node cluster).
+    #[arg(long, env = "ROSTER_NATS_REPLICAS", default_value_t = 1)]
+    nats_replicas: usize,
+    /// NATS: seconds a write keeps retrying while JetStream is unreachable or without quorum
+    /// before the request gets 503.
+    #[arg(long, env = "ROSTER_NATS_TIMEOUT", default_value_t = 10.0)]
+    nats_timeout: f64,
+    /// Seconds a running task of a vanished server waits before another server takes it over
+    /// (NATS only).
+    #[arg(long, env = "ROSTER_TASK_LEASE", default_value_t = 30.0)]
+    task_lease: f64,
+    /// Server API keys, comma-separated. Without one, the embedded store creates a key in its
+    /// directory on first start and prints it once; with NATS a key is required.
     #[arg(
         long,
         env = "ROSTER_API_KEY",
@@ -100,16 +119,22 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    if args.store.contains("://") {
-        anyhow::bail!(
-            "store {} is not available in this build: only the embedded store (a directory path) is implemented so far",
-            args.store
-        );
-    }
-    let mut config = roster_api::Config::new(PathBuf::from(&args.store));
+    let store = roster_api::Store::parse(&args.store)?;
+    let data_dir = match (&args.data_dir, &store) {
+        (Some(dir), _) => dir.clone(),
+        (None, roster_api::Store::Embedded(dir)) => dir.clone(),
+        (None, roster_api::Store::Nats(_)) => PathBuf::from("./data"),
+    };
+    let mut config = roster_api::Config::with_store(store, data_dir);
     config.listen = args.listen;
     config.api_keys = args.api_key.into_iter().filter(|k| !k.is_empty()).collect();
     config.body_limit = args.body_limit;
+    config.nats = roster_api::NatsSettings {
+        namespace: args.nats_namespace,
+        replicas: args.nats_replicas,
+        unavailable_timeout: seconds("--nats-timeout", args.nats_timeout)?,
+    };
+    config.task_lease = seconds("--task-lease", args.task_lease)?;
     let app = roster_api::Application::build(config)
         .await
         .context("starting the server")?;
@@ -124,6 +149,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} {value}: give a positive number of seconds"))
 }
 
 fn main() -> anyhow::Result<()> {

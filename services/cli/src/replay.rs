@@ -27,7 +27,10 @@ pub struct ReplayArgs {
 /// Rebuilds the read models beside the current ones, then switches to them.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if args.projection != "read_models" {
-        bail!("unknown projection {:?}: the projections are [\"read_models\"]", args.projection);
+        bail!(
+            "unknown projection {:?}: the projections are [\"read_models\"]",
+            args.projection
+        );
     }
     let store = &args.store;
     if !store.join("log").exists() {
@@ -50,17 +53,28 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let scan_rate = scanned as f64 / started.elapsed().as_secs_f64().max(1e-9);
 
-    let keys = Arc::new(FileKeyStore::open(&store.join("keys.dat")).context("opening the key store")?);
+    let keys =
+        Arc::new(FileKeyStore::open(&store.join("keys.dat")).context("opening the key store")?);
     let secret = roster_vault::load_or_create_secret(&store.join("secrets").join("index.key"))?;
     let codec = Codec::new(keys.clone() as Arc<dyn KeyStore>);
     let dir = location::new_dir(store);
     let bar = ProgressBar::new(head);
     bar.set_style(
-        ProgressStyle::with_template("replaying [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "replaying [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
-    let (models, stats) = rebuild::rebuild(&dir, codec, BlindIndex::new(secret), &log, Some(head), |p| bar.set_position(p)).await?;
+    let (models, stats) = rebuild::rebuild(
+        &dir,
+        codec,
+        BlindIndex::new(secret),
+        &log,
+        Some(head),
+        |p| bar.set_position(p),
+    )
+    .await?;
     bar.finish();
     drop(models);
     location::switch_to(store, &dir).context("switching to the rebuilt read models")?;

@@ -83,7 +83,7 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
         Command::SetBlocked(blocked) => {
             let user = existing_live(state)?;
             changed(user.blocked != *blocked, || {
-                Event::StatusChanged(StatusChanged { blocked: *blocked })
+                Event::StatusChanged(StatusChanged::new(*blocked))
             })
         }
         Command::SetEmailVerified(v) => {
@@ -134,6 +134,12 @@ pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, Dom
                         .then(|| new_key_id.clone()),
                 })
             })
+        }
+        Command::RevokeSessions => {
+            // Always recorded: sessions may have started since the last revocation, and the
+            // aggregate does not know them.
+            existing_live(state)?;
+            Ok(vec![Event::SessionsRevoked(SessionsRevoked {})])
         }
         Command::AdjustWallet {
             changeset,
@@ -263,6 +269,9 @@ pub fn apply(state: Option<User>, event: &Event, at: DateTime<Utc>, version: u64
             deleted_at: None,
             deletion: None,
             erased: false,
+            // A session of an earlier incarnation of this id (before a hard delete) never
+            // works for this one.
+            sessions_valid_from: version,
             version,
         },
         // Events other than creation on a missing user cannot be recorded by `decide`; if the
@@ -305,7 +314,7 @@ pub fn apply(state: Option<User>, event: &Event, at: DateTime<Utc>, version: u64
                         user.phone_verified = v;
                     }
                 }
-                Event::StatusChanged(e) => user.blocked = e.blocked,
+                Event::StatusChanged(e) => user.blocked = e.blocked(),
                 Event::WalletAdjusted(e) => {
                     // Recorded changesets were checked by `decide`; saturate rather than
                     // panic if history disagrees.
@@ -345,6 +354,12 @@ pub fn apply(state: Option<User>, event: &Event, at: DateTime<Utc>, version: u64
                         user.key_id = e.key_id.clone();
                     }
                 }
+                Event::SessionsRevoked(_) => {}
+            }
+            // Blocking, deactivation, deletion, a new password and an explicit revocation end
+            // every session signed in before; unblocking or restoring does not bring them back.
+            if event.ends_sessions() {
+                user.sessions_valid_from = version;
             }
             user
         }

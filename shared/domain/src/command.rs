@@ -62,6 +62,8 @@ pub enum Command {
         /// A fresh data key, used if the user was pruned.
         new_key_id: String,
     },
+    /// End every session the user has (`DELETE /v1/users/{id}/sessions`).
+    RevokeSessions,
     /// Apply a wallet changeset atomically.
     AdjustWallet {
         /// Change per currency.

@@ -100,11 +100,42 @@ pub struct VerificationChanged {
     pub phone_verified: Option<bool>,
 }
 
-/// The user was blocked or unblocked.
+/// The user was blocked or unblocked (`PATCH /v1/users/{id}/status`).
+///
+/// Schema version 2. Version 1 recorded `{"blocked": bool}`; it is upcast when read (see
+/// [`crate::upcast`]), so the log's history is never rewritten.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusChanged {
-    /// Whether the user is now blocked.
-    pub blocked: bool,
+    /// The status a server set: `active` (unblocked) or `blocked`.
+    pub status: BlockStatus,
+}
+
+impl StatusChanged {
+    /// The event for blocking (`true`) or unblocking a user.
+    pub fn new(blocked: bool) -> Self {
+        Self {
+            status: if blocked {
+                BlockStatus::Blocked
+            } else {
+                BlockStatus::Active
+            },
+        }
+    }
+
+    /// Whether the user is blocked after this event.
+    pub fn blocked(&self) -> bool {
+        self.status == BlockStatus::Blocked
+    }
+}
+
+/// What a server can set with `PATCH /v1/users/{id}/status`: a user is active or blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockStatus {
+    /// Not blocked (Appwrite's `status: true`).
+    Active,
+    /// Blocked: cannot sign in, and every session ends (Appwrite's `status: false`).
+    Blocked,
 }
 
 /// The wallet changed by a changeset; each balance stays ≥ 0.
@@ -146,6 +177,10 @@ pub struct UserRestored {
     pub key_id: Option<String>,
 }
 
+/// Every session of the user was ended (sessions signed in before this event stop working).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionsRevoked {}
+
 /// Every event of the User aggregate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "data")]
@@ -181,6 +216,8 @@ pub enum Event {
     UserDeleted(UserDeleted),
     /// See [`UserRestored`].
     UserRestored(UserRestored),
+    /// See [`SessionsRevoked`].
+    SessionsRevoked(SessionsRevoked),
 }
 
 /// Why recorded bytes could not be read back as an [`Event`].
@@ -213,6 +250,7 @@ impl Event {
         "UserReactivated",
         "UserDeleted",
         "UserRestored",
+        "SessionsRevoked",
     ];
 
     /// The type name recorded in the log.
@@ -233,6 +271,21 @@ impl Event {
             Event::UserReactivated(_) => "UserReactivated",
             Event::UserDeleted(_) => "UserDeleted",
             Event::UserRestored(_) => "UserRestored",
+            Event::SessionsRevoked(_) => "SessionsRevoked",
+        }
+    }
+
+    /// Whether this event ends the user's sessions (and so must be visible to the per-request
+    /// token check before the command that caused it answers).
+    pub fn ends_sessions(&self) -> bool {
+        match self {
+            Event::UserReplaced(e) => e.password_hash.is_some(),
+            Event::StatusChanged(e) => e.blocked(),
+            Event::PasswordChanged(_)
+            | Event::UserDeactivated(_)
+            | Event::UserDeleted(_)
+            | Event::SessionsRevoked(_) => true,
+            _ => false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`input`] and [`patch`]: request shapes and their validation.
 //! - [`command`], [`event`], [`aggregate`]: the User aggregate — `decide(state, command)`
 //!   returns events or a [`DomainError`]; `apply(state, event)` folds them into [`User`].
+//! - [`session`]: client sessions, an aggregate of their own on `session-<id>` streams.
 //! - [`personal`]: which parts of a payload are personal data (sealed by the storage layer).
 
 pub mod aggregate;
@@ -13,6 +14,7 @@ pub mod event;
 pub mod input;
 pub mod patch;
 pub mod personal;
+pub mod session;
 pub mod settings;
 pub mod task;
 pub mod upcast;

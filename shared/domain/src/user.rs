@@ -154,6 +154,11 @@ pub struct User {
     pub deletion: Option<DeleteMode>,
     /// Personal data has been erased (pruning, or a destroyed key on replay).
     pub erased: bool,
+    /// Sessions signed in against an earlier version of the user no longer work: set to the
+    /// version of the event that created the user, changed its password, blocked, deactivated
+    /// or deleted it, or revoked its sessions.
+    #[serde(default)]
+    pub sessions_valid_from: u64,
     /// The user stream's version (ETag).
     pub version: u64,
 }

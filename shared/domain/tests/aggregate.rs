@@ -526,12 +526,12 @@ fn deactivate_and_reactivate() {
 fn blocking_shows_as_status() {
     let user = given(vec![alice()])
         .when(Command::SetBlocked(true))
-        .then(vec![Event::StatusChanged(StatusChanged { blocked: true })])
+        .then(vec![Event::StatusChanged(StatusChanged::new(true))])
         .unwrap();
     assert_eq!(user.status(), Status::Blocked);
     given(vec![
         alice(),
-        Event::StatusChanged(StatusChanged { blocked: true }),
+        Event::StatusChanged(StatusChanged::new(true)),
     ])
     .when(Command::SetBlocked(true))
     .then_nothing();
@@ -651,4 +651,71 @@ mod reference_model {
             }
         }
     }
+}
+
+#[test]
+fn events_that_end_sessions_move_sessions_valid_from() {
+    // Version 1: created. Sessions signed in against version ≥ 1 work.
+    let user = fold(&[alice()]).unwrap();
+    assert_eq!(user.sessions_valid_from, 1);
+    let ends = [
+        Event::PasswordChanged(PasswordChanged {
+            password_hash: Some("$argon2id$new".into()),
+        }),
+        Event::StatusChanged(StatusChanged::new(true)),
+        Event::UserDeactivated(UserDeactivated {
+            created_by_id: None,
+        }),
+        Event::UserDeleted(UserDeleted {
+            mode: DeleteMode::Soft,
+        }),
+        Event::SessionsRevoked(SessionsRevoked {}),
+    ];
+    for event in ends {
+        assert!(event.ends_sessions(), "{event:?}");
+        let user = fold(&[alice(), name_changed(), event]).unwrap();
+        assert_eq!(
+            user.sessions_valid_from, 3,
+            "the version of the ending event"
+        );
+    }
+    // Other changes, unblocking, reactivation and restore leave it where it was.
+    for event in [
+        name_changed(),
+        Event::StatusChanged(StatusChanged::new(false)),
+        Event::UserReactivated(UserReactivated {}),
+        Event::UserRestored(UserRestored { key_id: None }),
+        Event::UserReplaced(UserReplaced {
+            profile: Profile::default(),
+            password_hash: None,
+        }),
+    ] {
+        assert!(!event.ends_sessions(), "{event:?}");
+        assert_eq!(fold(&[alice(), event]).unwrap().sessions_valid_from, 1);
+    }
+    // An upsert with a password is a new password.
+    let replaced = Event::UserReplaced(UserReplaced {
+        profile: Profile::default(),
+        password_hash: Some("$argon2id$other".into()),
+    });
+    assert_eq!(fold(&[alice(), replaced]).unwrap().sessions_valid_from, 2);
+}
+
+#[test]
+fn revoking_sessions_is_always_recorded_for_a_live_user() {
+    given(vec![alice()])
+        .when(Command::RevokeSessions)
+        .then(vec![Event::SessionsRevoked(SessionsRevoked {})]);
+    given(vec![alice(), Event::SessionsRevoked(SessionsRevoked {})])
+        .when(Command::RevokeSessions)
+        .then(vec![Event::SessionsRevoked(SessionsRevoked {})]);
+    given(vec![])
+        .when(Command::RevokeSessions)
+        .then_error(DomainError::NotFound);
+}
+
+fn name_changed() -> Event {
+    Event::NameChanged(NameChanged {
+        name: Some("Al".into()),
+    })
 }

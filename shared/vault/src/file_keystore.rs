@@ -159,6 +159,10 @@ impl KeyStore for FileKeyStore {
     fn len(&self) -> usize {
         self.shared.keys.read().len()
     }
+
+    fn close(&self) {
+        FileKeyStore::close(self);
+    }
 }
 
 struct Writer {

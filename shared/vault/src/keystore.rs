@@ -38,8 +38,8 @@ impl FromStr for KeyId {
     }
 }
 
-/// Where data keys live. Backends: [`crate::FileKeyStore`] (embedded); a JetStream KV store
-/// when scaled out.
+/// Where data keys live. Backends: [`crate::FileKeyStore`] (embedded) and
+/// [`crate::NatsKeyStore`] (a JetStream KV bucket, when scaled out).
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Creates `count` new keys; they are durable when this returns, so nothing sealed under
@@ -60,4 +60,8 @@ pub trait KeyStore: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Finishes what is in flight and releases files and connections. Calls after this fail
+    /// with [`VaultError::Closed`] (or are unavailable).
+    fn close(&self) {}
 }

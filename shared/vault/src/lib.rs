@@ -8,7 +8,9 @@
 //!   overwrites a key in place and syncs — crypto-erasure.
 //! - [`BlindIndex`]: keyed hashes (HMAC-SHA256) of normalized values, so uniqueness and lookup
 //!   indexes never hold a username or an email.
-//! - [`load_or_create_secret`]: the server secrets kept in the data directory.
+//! - [`SecretStore`] and its backends [`FileSecretStore`] (files in the data directory, via
+//!   [`load_or_create_secret`]) and [`NatsSecretStore`] (a JetStream KV bucket, so every
+//!   server of a scaled-out deployment gets the same secrets).
 
 mod aead;
 mod blind;
@@ -16,6 +18,7 @@ mod file_keystore;
 mod keystore;
 mod nats_keystore;
 mod secret;
+mod secret_store;
 
 pub use aead::{DataKey, open, seal};
 pub use blind::BlindIndex;
@@ -23,6 +26,7 @@ pub use file_keystore::FileKeyStore;
 pub use keystore::{KeyId, KeyStore};
 pub use nats_keystore::{NatsKeyStore, NatsKeyStoreOptions};
 pub use secret::load_or_create_secret;
+pub use secret_store::{FileSecretStore, NatsSecretStore, NatsSecretStoreOptions, SecretStore};
 
 /// Why a vault operation failed.
 #[derive(Debug, thiserror::Error)]

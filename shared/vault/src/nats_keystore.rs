@@ -3,6 +3,8 @@
 //!
 //! - `create` uses the KV's create-only write (`Nats-Expected-Last-Subject-Sequence: 0`), so
 //!   a key id is never overwritten; a key is acknowledged once JetStream has stored it.
+//!   Writes are retried with backoff for `timeout` while JetStream answers errors (a new
+//!   stream leader is being elected), then reported [`VaultError::Unavailable`].
 //! - Every process mirrors the bucket in memory (a watcher with history), so `get` and `len`
 //!   need no round trip; a key another process created a moment ago and not yet seen is
 //!   fetched from the bucket.
@@ -66,6 +68,9 @@ pub struct NatsKeyStore {
     /// Live keys: a mirror of the bucket.
     keys: Arc<RwLock<HashMap<KeyId, DataKey>>>,
     watcher: JoinHandle<()>,
+    /// How long a write is retried while JetStream answers errors (a stream leader being
+    /// elected after a node died takes seconds) before it is reported unavailable.
+    patience: Duration,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> VaultError {
@@ -153,7 +158,51 @@ impl NatsKeyStore {
             stream_name,
             keys,
             watcher,
+            patience: options.timeout,
         })
+    }
+
+    /// Runs `attempt` until it succeeds or `patience` has passed, with backoff (20 ms → 1 s).
+    /// `attempt` is told whether an earlier attempt may have landed.
+    async fn retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, VaultError>
+    where
+        F: FnMut(bool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let mut backoff = Duration::from_millis(20);
+        let mut retried = false;
+        loop {
+            match attempt(retried).await {
+                Ok(value) => return Ok(value),
+                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, "{what}: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    retried = true;
+                }
+                Err(e) => return Err(VaultError::Unavailable(format!("{what}: {e}"))),
+            }
+        }
+    }
+
+    /// Stores one new key, create-only. A retry that finds the key already there checks that
+    /// the stored value is this one (an earlier attempt landed, its acknowledgement lost).
+    async fn create_one(&self, name: String, value: Bytes) -> Result<(), VaultError> {
+        let (kv, name, value) = (&self.kv, name.as_str(), &value);
+        self.retry("storing a new key", move |retried| async move {
+            match kv.create(name, value.clone()).await {
+                Ok(_) => Ok(()),
+                Err(e) if retried && e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match kv.entry(name).await.map_err(|e| e.to_string())? {
+                        Some(entry) if entry.value == *value => Ok(()),
+                        _ => Err(format!("key {name} exists with another value")),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// Erases message `seq` of the bucket's stream: the server overwrites it in its file.
@@ -255,14 +304,13 @@ impl KeyStore for NatsKeyStore {
             .iter()
             .map(|(id, key)| (id.to_string(), encode(key)))
             .collect();
-        let kv = &self.kv;
-        let results: Vec<Result<u64, kv::CreateError>> = futures::stream::iter(writes)
-            .map(|(name, value)| async move { kv.create(name, value).await })
+        let results: Vec<Result<(), VaultError>> = futures::stream::iter(writes)
+            .map(|(name, value)| self.create_one(name, value))
             .buffered(CREATE_CONCURRENCY)
             .collect()
             .await;
         for result in results {
-            result.map_err(|e| unavailable("storing a new key", e))?;
+            result?;
         }
         let mut keys = self.keys.write();
         for (id, key) in &made {
@@ -289,19 +337,27 @@ impl KeyStore for NatsKeyStore {
     async fn destroy(&self, ids: &[KeyId]) -> Result<(), VaultError> {
         for id in ids {
             let name = id.to_string();
-            let entry = self
-                .kv
-                .entry(name.as_str())
-                .await
-                .map_err(|e| unavailable("reading a key", e))?;
-            if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
-                self.erase_message(entry.revision).await?;
-                // A marker without the key, so every process's mirror forgets it.
-                self.kv
-                    .delete(name.as_str())
+            // Each step is idempotent (an erased message is "not found", a second delete
+            // marker is harmless), so the whole destruction is retried.
+            self.retry("destroying a key", |_| async {
+                let entry = self
+                    .kv
+                    .entry(name.as_str())
                     .await
-                    .map_err(|e| unavailable("marking a key destroyed", e))?;
-            }
+                    .map_err(|e| format!("reading a key: {e}"))?;
+                if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                    self.erase_message(entry.revision)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // A marker without the key, so every process's mirror forgets it.
+                    self.kv
+                        .delete(name.as_str())
+                        .await
+                        .map_err(|e| format!("marking a key destroyed: {e}"))?;
+                }
+                Ok(())
+            })
+            .await?;
             self.keys.write().remove(id);
         }
         Ok(())
@@ -309,5 +365,10 @@ impl KeyStore for NatsKeyStore {
 
     fn len(&self) -> usize {
         self.keys.read().len()
+    }
+
+    fn close(&self) {
+        // Every write was acknowledged before its call returned; only the mirror runs.
+        self.watcher.abort();
     }
 }

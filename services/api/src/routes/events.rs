@@ -4,20 +4,23 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use futures::StreamExt;
 use roster_eventlog::{Position, RecordedEvent};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::events::{EventResource, render};
-use crate::extract::{Ctx, QueryParams};
+use crate::extract::{Ctx, QueryParams, query_params};
+use crate::routes::openapi::OperationDoc;
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// Most events in one JSON page.
@@ -28,10 +31,79 @@ const SCAN: usize = 1_000;
 const SCAN_BUDGET: u64 = 200_000;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(page))
-        .route("/v1/events/stream", get(stream))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/events",
+            get_with(page, |op| {
+                op.doc("listEvents", "events", "Read the event log")
+                    .describe(
+                        "Events of the caller's organization, in log order. With `Accept: \
+                         application/x-ndjson`, every matching event up to the log's head at the \
+                         time of the request, one per line. A filtered page may hold fewer than \
+                         `limit` events: continue from `next_after`.",
+                    )
+                    .query::<EventsQuery>()
+                    .json::<EventPage>(200, "A page of events.")
+                    .content(
+                        200,
+                        "application/x-ndjson",
+                        "",
+                        Some(schemars::json_schema!({"type": "string"})),
+                    )
+            }),
+        )
+        .api_route(
+            "/v1/events/stream",
+            get_with(stream, |op| {
+                op.doc("streamEvents", "events", "Follow the event log live")
+                    .describe(
+                        "Server-Sent Events: `id` is the position, `event` the type, `data` the \
+                         event as JSON. Reconnect with `Last-Event-ID` to continue with no gap \
+                         and no duplicate. Keep-alive comments every 15 s.",
+                    )
+                    .query::<StreamQuery>()
+                    .content(
+                        200,
+                        "text/event-stream",
+                        "The live tail of the log.",
+                        Some(schemars::json_schema!({"type": "string"})),
+                    )
+            }),
+        )
+}
+
+/// Schemas of this module's answers.
+pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
+    out.add::<EventResource>();
+    out.add::<EventPage>();
+}
+
+query_params! {
+    /// Query of `GET /v1/events`.
+    pub(crate) struct EventsQuery {
+        /// A log position: events after it (default 0, from the start).
+        after: Option<u64>,
+        /// Page size, 1 to 10 000 (default 100).
+        #[schemars(range(min = 1, max = 10000))]
+        limit: Option<u32>,
+        /// Only these event types (repeatable).
+        types: Option<Vec<String>>,
+        /// Only this user's events.
+        user_id: Option<String>,
+    }
+}
+
+query_params! {
+    /// Query of `GET /v1/events/stream` (`Last-Event-ID` wins over `after`).
+    pub(crate) struct StreamQuery {
+        /// A log position: events after it (default 0).
+        after: Option<u64>,
+        /// Only these event types (repeatable).
+        types: Option<Vec<String>>,
+        /// Only this user's events.
+        user_id: Option<String>,
+    }
 }
 
 /// Which events a reader wants.
@@ -62,13 +134,15 @@ impl Filter {
     /// Events of the caller's organization only: nothing is visible across organizations.
     fn accepts(&self, e: &RecordedEvent) -> bool {
         e.stream.org == self.org
-            && (self.types.is_empty() || self.types.iter().any(|t| *t == e.event_type))
+            && (self.types.is_empty() || self.types.contains(&e.event_type))
             && self.stream.as_ref().is_none_or(|s| *s == e.stream.name)
     }
 }
 
-#[derive(Serialize)]
-struct EventPage {
+/// A page of the event log.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct EventPage {
+    /// The events, in log order.
     events: Vec<EventResource>,
     /// Pass as `after` for the next page (the last position looked at).
     next_after: Position,
@@ -87,7 +161,7 @@ async fn page(
     headers: HeaderMap,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["after", "limit", "types", "user_id"])?;
+    query.only(EventsQuery::NAMES)?;
     let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
     let filter = Filter::from(&ctx, &query)?;
     if wants_ndjson(&headers) {
@@ -171,7 +245,7 @@ async fn stream(
     headers: HeaderMap,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["after", "types", "user_id"])?;
+    query.only(StreamQuery::NAMES)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

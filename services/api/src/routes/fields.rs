@@ -1,11 +1,13 @@
 //! Appwrite-style field endpoints: one field per request (API.md §3).
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, patch_with};
+use aide::transform::TransformOperation;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
 use roster_domain::{Command, Email, Password, Phone};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -13,23 +15,102 @@ use crate::commands::{Intent, Item};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, Json};
 use crate::resource::{etag, write_response};
+use crate::routes::openapi::OperationDoc;
 use crate::routes::users::{parse_user_id, single};
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{id}/email", patch(email))
-        .route("/v1/users/{id}/name", patch(name))
-        .route("/v1/users/{id}/password", patch(password))
-        .route("/v1/users/{id}/phone", patch(phone))
-        .route("/v1/users/{id}/prefs", get(get_prefs).patch(prefs))
-        .route("/v1/users/{id}/status", patch(status))
-        .route("/v1/users/{id}/verification", patch(email_verification))
-        .route(
-            "/v1/users/{id}/verification/phone",
-            patch(phone_verification),
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/users/{id}/email",
+            patch_with(email, |op| {
+                field(op, "changeEmail", "Change the email")
+                    .describe("Clears `email_verified`. `null` removes the email.")
+                    .errors(&[409])
+            }),
         )
+        .api_route(
+            "/v1/users/{id}/name",
+            patch_with(name, |op| field(op, "changeName", "Change the name")),
+        )
+        .api_route(
+            "/v1/users/{id}/password",
+            patch_with(password, |op| {
+                field(op, "changePassword", "Change the password")
+                    .describe("Stored only as an argon2id hash. Ends the user's sessions.")
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/phone",
+            patch_with(phone, |op| {
+                field(op, "changePhone", "Change the phone number")
+                    .describe("E.164. Clears `phone_verified`. `null` removes the number.")
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/prefs",
+            get_with(get_prefs, |op| {
+                op.doc("getPrefs", "user fields", "Get the preferences")
+                    .json::<Map<String, Value>>(200, "The preferences.")
+                    .errors(&[404])
+            })
+            .patch_with(prefs, |op| {
+                op.doc("replacePrefs", "user fields", "Replace the preferences")
+                    .describe("Replaces the whole object (up to 64 KB).")
+                    .written::<Map<String, Value>>(200, "The preferences as they are now.")
+                    .if_match()
+                    .errors(&[404, 409])
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/status",
+            patch_with(status, |op| {
+                field(op, "setStatus", "Block or unblock a user")
+                    .describe("`false` blocks the user and ends all its sessions; `true` unblocks.")
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/verification",
+            patch_with(email_verification, |op| {
+                field(
+                    op,
+                    "setEmailVerification",
+                    "Set the email verification flag",
+                )
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/verification/phone",
+            patch_with(phone_verification, |op| {
+                field(
+                    op,
+                    "setPhoneVerification",
+                    "Set the phone verification flag",
+                )
+            }),
+        )
+}
+
+/// A single-field command on one user: it answers with the user.
+fn field<'t>(op: TransformOperation<'t>, id: &str, summary: &str) -> TransformOperation<'t> {
+    op.doc(id, "user fields", summary)
+        .user(200, "The user as it is now.", true)
+        .if_match()
+        .errors(&[404, 409])
+}
+
+/// Schemas of this module's request bodies.
+pub(crate) fn command_schemas(out: &mut SchemaSet) {
+    out.add::<ChangeEmail>();
+    out.add::<ChangeName>();
+    out.add::<ChangePassword>();
+    out.add::<ChangePhone>();
+    out.add::<ReplacePrefs>();
+    out.add::<SetStatus>();
+    out.add::<SetEmailVerification>();
+    out.add::<SetPhoneVerification>();
 }
 
 /// Runs one command on one user and answers with the user.
@@ -55,9 +136,11 @@ fn invalid(field: &str) -> impl Fn(String) -> ApiError + '_ {
     move |m| ApiError::invalid_field(field, m)
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/email`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EmailBody {
+pub(crate) struct ChangeEmail {
+    /// The new email (≤ 254 characters); `null` removes it.
     email: Option<String>,
 }
 
@@ -65,7 +148,7 @@ async fn email(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<EmailBody>,
+    body: Json<ChangeEmail>,
 ) -> ApiResult<Response> {
     let email = body
         .value
@@ -77,9 +160,11 @@ async fn email(
     run(&app, &ctx, &id, &body.digest, Command::ChangeEmail(email)).await
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/name`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NameBody {
+pub(crate) struct ChangeName {
+    /// The new name (≤ 128 characters); `null` removes it.
     name: Option<String>,
 }
 
@@ -87,15 +172,18 @@ async fn name(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<NameBody>,
+    body: Json<ChangeName>,
 ) -> ApiResult<Response> {
     let name = body.value.name.clone();
     run(&app, &ctx, &id, &body.digest, Command::ChangeName(name)).await
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/password`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+pub(crate) struct ChangePassword {
+    /// 8 to 256 characters.
+    #[schemars(length(min = 8, max = 256))]
     password: String,
 }
 
@@ -103,7 +191,7 @@ async fn password(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<PasswordBody>,
+    body: Json<ChangePassword>,
 ) -> ApiResult<Response> {
     let password = Password::parse(&body.value.password).map_err(invalid("password"))?;
     parse_user_id(&id)?;
@@ -116,9 +204,11 @@ async fn password(
     run(&app, &ctx, &id, &body.digest, Command::ChangePassword(hash)).await
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/phone`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PhoneBody {
+pub(crate) struct ChangePhone {
+    /// The new number in E.164 (`+14155550100`); `null` removes it.
     number: Option<String>,
 }
 
@@ -126,7 +216,7 @@ async fn phone(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<PhoneBody>,
+    body: Json<ChangePhone>,
 ) -> ApiResult<Response> {
     let phone = body
         .value
@@ -152,9 +242,11 @@ async fn get_prefs(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/prefs`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PrefsBody {
+pub(crate) struct ReplacePrefs {
+    /// The new preferences (≤ 64 KB serialized).
     prefs: Map<String, Value>,
 }
 
@@ -162,7 +254,7 @@ async fn prefs(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<PrefsBody>,
+    body: Json<ReplacePrefs>,
 ) -> ApiResult<Response> {
     let item = Item {
         user_id: parse_user_id(&id)?,
@@ -183,9 +275,11 @@ async fn prefs(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/status`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StatusBody {
+pub(crate) struct SetStatus {
+    /// `false` blocks the user, `true` unblocks it.
     status: bool,
 }
 
@@ -193,15 +287,17 @@ async fn status(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<StatusBody>,
+    body: Json<SetStatus>,
 ) -> ApiResult<Response> {
     let blocked = !body.value.status;
     run(&app, &ctx, &id, &body.digest, Command::SetBlocked(blocked)).await
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/verification`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EmailVerificationBody {
+pub(crate) struct SetEmailVerification {
+    /// Whether the email is verified.
     email_verification: bool,
 }
 
@@ -209,7 +305,7 @@ async fn email_verification(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<EmailVerificationBody>,
+    body: Json<SetEmailVerification>,
 ) -> ApiResult<Response> {
     let verified = body.value.email_verification;
     run(
@@ -222,9 +318,11 @@ async fn email_verification(
     .await
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{id}/verification/phone`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PhoneVerificationBody {
+pub(crate) struct SetPhoneVerification {
+    /// Whether the phone is verified.
     phone_verification: bool,
 }
 
@@ -232,7 +330,7 @@ async fn phone_verification(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<PhoneVerificationBody>,
+    body: Json<SetPhoneVerification>,
 ) -> ApiResult<Response> {
     let verified = body.value.phone_verification;
     run(

@@ -1,26 +1,86 @@
-//! `/healthz` and `/readyz` (API.md §7): no credentials.
+//! `/healthz`, `/readyz` and `/metrics` (API.md §7): no credentials.
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
+use crate::routes::openapi::OperationDoc;
 use crate::state::AppState;
 
-/// The paths of this module.
-pub const PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Process up.
+pub const HEALTHZ: &str = "/healthz";
+/// Log and read models usable.
+pub const READYZ: &str = "/readyz";
+/// Prometheus metrics.
+pub const METRICS: &str = "/metrics";
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(PATHS[0], get(healthz))
-        .route(PATHS[1], get(readyz))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            HEALTHZ,
+            get_with(healthz, |op| {
+                op.doc("getHealth", "operations", "Whether the process is up")
+                    .json::<Health>(200, "The process is up.")
+            }),
+        )
+        .api_route(
+            READYZ,
+            get_with(readyz, |op| {
+                op.doc(
+                    "getReadiness",
+                    "operations",
+                    "Whether the log and the read models are usable",
+                )
+                .json::<Readiness>(200, "Ready.")
+                .json::<Readiness>(503, "The event log does not answer.")
+            }),
+        )
+        .api_route(
+            METRICS,
+            get_with(metrics, |op| {
+                op.doc("getMetrics", "operations", "Prometheus metrics")
+                    .describe(
+                        "Request counts and latency histograms per route template, method and \
+                         status class; event-log appends and events per append; the log head, \
+                         the read models' position and lag; tasks by status and kind.",
+                    )
+                    .content(
+                        200,
+                        "text/plain",
+                        "The Prometheus text exposition format (0.0.4).",
+                        Some(schemars::json_schema!({"type": "string"})),
+                    )
+            }),
+        )
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, JsonSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    /// Position of the last durable event.
+    pub log_position: u64,
+    /// Position the read models have applied.
+    pub projection_position: u64,
+    /// `log_position - projection_position`.
+    pub projection_lag: u64,
 }
 
 async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+    axum::Json(Health { status: "ok" }).into_response()
 }
 
 /// Ready when the log answers and the read models are following it.
@@ -28,16 +88,35 @@ async fn readyz(State(app): State<AppState>) -> Response {
     let head = app.log().head();
     let log_ok = app.log().read_all(head.saturating_sub(1), 1).await.is_ok();
     let applied = app.models().checkpoint();
-    let body = json!({
-        "status": if log_ok { "ready" } else { "unavailable" },
-        "log_position": head,
-        "projection_position": applied,
-        "projection_lag": head.saturating_sub(applied),
-    });
+    let body = Readiness {
+        status: if log_ok { "ready" } else { "unavailable" },
+        log_position: head,
+        projection_position: applied,
+        projection_lag: head.saturating_sub(applied),
+    };
     let status = if log_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// The metrics in the Prometheus text format; the gauges are read now.
+async fn metrics(State(app): State<AppState>) -> Response {
+    let tasks = app.models().task_counts().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "counting tasks for /metrics");
+        Vec::new()
+    });
+    let scrape = crate::metrics::Scrape {
+        head: app.log().head(),
+        checkpoint: app.models().checkpoint(),
+        tasks,
+    };
+    let mut response = app.metrics().render(&scrape).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }

@@ -1,41 +1,101 @@
 //! A user's history: activity log, raw events, and everything held on the user (API.md §3).
 //! Read straight from the log, so they are exact at any moment and cover erased fields.
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine;
 use roster_domain::UserId;
 use roster_eventlog::RecordedEvent;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::commands::user_stream;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{EventResource, render};
-use crate::extract::{Ctx, QueryParams};
+use crate::extract::{Ctx, NoQuery, QueryParams, query_params};
 use crate::resource::UserResource;
+use crate::routes::openapi::OperationDoc;
 use crate::routes::users::parse_user_id;
+use crate::routes::wallet::PageQuery;
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{id}/logs", get(logs))
-        .route("/v1/users/{id}/events", get(events))
-        .route("/v1/users/{id}/export", get(export))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/users/{id}/logs",
+            get_with(logs, |op| {
+                op.doc("getUserLogs", "history", "A user's activity log")
+                    .describe("One entry per event, newest first, read from the log itself.")
+                    .query::<PageQuery>()
+                    .json::<LogPage>(200, "A page of the activity log.")
+                    .errors(&[404])
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/events",
+            get_with(events, |op| {
+                op.doc("getUserEvents", "history", "A user's raw events")
+                    .describe(
+                        "In stream order; older schema versions are upcast, and erased personal \
+                         data reads as `null` with `\"erased\": true`.",
+                    )
+                    .query::<UserEventsQuery>()
+                    .json::<UserEventPage>(200, "A page of the user's events.")
+                    .errors(&[404])
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/export",
+            get_with(export, |op| {
+                op.doc("exportUser", "history", "Everything held on a user")
+                    .describe("Profile, wallet ledger, activity log, events and sessions.")
+                    .query::<NoQuery>()
+                    .json::<UserExport>(200, "Everything held on the user.")
+                    .errors(&[404])
+            }),
+        )
+}
+
+/// Schemas of this module's answers.
+pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
+    out.add::<LogItem>();
+    out.add::<LogPage>();
+    out.add::<UserEventPage>();
+    out.add::<UserExport>();
+}
+
+query_params! {
+    /// Query of `GET /v1/users/{id}/events`.
+    pub(crate) struct UserEventsQuery {
+        /// A stream version: events after it (default 0, from the start).
+        after: Option<u64>,
+        /// Page size, 1 to 1000 (default 100).
+        #[schemars(range(min = 1, max = 1000))]
+        limit: Option<u32>,
+    }
 }
 
 /// One entry of the activity log.
-#[derive(Serialize)]
-struct LogItem {
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct LogItem {
+    /// The event type.
     event: String,
+    /// Its log position.
     position: u64,
+    /// Its version in the user's stream.
     version: u64,
+    /// When it was recorded.
     time: chrono::DateTime<chrono::Utc>,
+    /// Who caused it (`server:…`, `user:…`, `task:…`).
     actor: Value,
+    /// The caller's address (`null` once erased).
     ip: Value,
+    /// The caller's user agent (`null` once erased).
     user_agent: Value,
 }
 
@@ -54,9 +114,12 @@ impl From<EventResource> for LogItem {
     }
 }
 
-#[derive(Serialize)]
-struct LogPage {
+/// A page of the activity log, newest first.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct LogPage {
+    /// The entries.
     items: Vec<LogItem>,
+    /// Pass as `cursor` for the next (older) page.
     next_cursor: Option<String>,
 }
 
@@ -74,7 +137,7 @@ async fn logs(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["limit", "cursor"])?;
+    query.only(PageQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     let limit = query.number("limit", 1, 100)?.unwrap_or(25);
     let version = stream_version(&app, &ctx, &user_id).await?;
@@ -110,10 +173,12 @@ fn decode(cursor: &str, tag: char) -> ApiResult<u64> {
         .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
 }
 
-#[derive(Serialize)]
-struct EventPage {
+/// A page of a user's events.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct UserEventPage {
+    /// The events, in stream order.
     events: Vec<EventResource>,
-    /// Pass as `after` to continue (the version of the last event returned).
+    /// Pass as `after` to continue (the version of the last event returned); `null` at the end.
     next_after: Option<u64>,
 }
 
@@ -132,7 +197,7 @@ async fn events(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["after", "limit"])?;
+    query.only(UserEventsQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
     let limit = query.number("limit", 1, 1000)?.unwrap_or(100) as usize;
@@ -148,16 +213,22 @@ async fn events(
     } else {
         None
     };
-    Ok(axum::Json(EventPage { events, next_after }).into_response())
+    Ok(axum::Json(UserEventPage { events, next_after }).into_response())
 }
 
-#[derive(Serialize)]
-struct Export {
+/// Everything held on a user (`GET /v1/users/{id}/export`).
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct UserExport {
+    /// The user as the log has it now (`null` if hard-deleted).
     user: Option<UserResource>,
+    /// Every ledger item, newest first.
     wallet_ledger: Vec<roster_projections::ledger::LedgerItem>,
+    /// The activity log, newest first.
     logs: Vec<LogItem>,
+    /// Every event, in stream order.
     events: Vec<EventResource>,
-    sessions: Vec<Value>,
+    /// Every session, newest first.
+    sessions: Vec<crate::routes::sessions::SessionView>,
 }
 
 /// Everything held on a user: profile (as the log has it now), ledger, activity, events.
@@ -167,7 +238,7 @@ async fn export(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&[])?;
+    query.only(NoQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     stream_version(&app, &ctx, &user_id).await?;
     let loaded = app.load(&ctx.org, &user_id).await?;
@@ -190,12 +261,15 @@ async fn export(
             None => break,
         }
     }
-    let export = Export {
+    let valid_from = loaded.user.as_ref().map_or(0, |u| u.sessions_valid_from);
+    let sessions =
+        crate::routes::sessions::all_sessions(&app, &ctx.org, &user_id, valid_from).await?;
+    let export = UserExport {
         user: loaded.user.map(|u| UserResource::new(u, None)),
         wallet_ledger,
         logs,
         events,
-        sessions: Vec::new(),
+        sessions,
     };
     Ok(axum::Json(export).into_response())
 }

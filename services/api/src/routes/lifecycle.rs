@@ -2,43 +2,96 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::post_with;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::post;
 use roster_domain::{Command, DeleteMode, UserId};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::{Intent, Item};
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{Ctx, Json, MaybeJson, QueryParams};
+use crate::extract::{Ctx, Json, MaybeJson, QueryParams, query_params};
 use crate::resource::write_response;
+use crate::routes::openapi::OperationDoc;
 use crate::routes::users::{parse_user_id, single};
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// How long a pruning or hard deletion waits for the erasure to finish before it answers.
 const ERASURE_WAIT: Duration = Duration::from_secs(5);
 
 /// The routes of this module (`DELETE /v1/users/{id}` is served by the users module's route).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{id}/deactivate", post(deactivate))
-        .route("/v1/users/{id}/reactivate", post(reactivate))
-        .route("/v1/users/restore", post(restore))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/users/{id}/deactivate",
+            post_with(deactivate, |op| {
+                op.doc("deactivateUser", "lifecycle", "Deactivate a user")
+                    .describe("A deactivated user cannot sign in; its sessions end at once.")
+                    .user(200, "The user as it is now.", true)
+                    .if_match()
+                    .errors(&[404, 409])
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/reactivate",
+            post_with(reactivate, |op| {
+                op.doc("reactivateUser", "lifecycle", "Reactivate a user")
+                    .describe("Takes no body. Old sessions do not come back.")
+                    .user(200, "The user as it is now.", true)
+                    .if_match()
+                    .errors(&[404, 409])
+            }),
+        )
+        .api_route(
+            "/v1/users/restore",
+            post_with(restore, |op| {
+                op.doc("restoreUsers", "lifecycle", "Restore deleted users")
+                    .describe(
+                        "Soft-deleted users come back whole, pruned ones without their personal \
+                         data; hard-deleted users cannot be restored (404).",
+                    )
+                    .written::<crate::routes::users::UsersById>(200, "The restored users, by id.")
+                    .errors(&[404])
+            }),
+        )
 }
 
-#[derive(Default, Deserialize)]
+/// Schemas of this module's request bodies.
+pub(crate) fn command_schemas(out: &mut SchemaSet) {
+    out.add::<DeactivateUser>();
+    out.add::<RestoreUsers>();
+}
+
+/// `POST /v1/users/{id}/deactivate` (the body is optional).
+#[derive(Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeactivateBody {
+pub(crate) struct DeactivateUser {
+    /// Who asks for it, recorded with the event.
     created_by_id: Option<String>,
+}
+
+/// An empty body (reactivation takes none).
+#[derive(Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Empty {}
+
+query_params! {
+    /// Query of `DELETE /v1/users/{id}`.
+    pub(crate) struct DeleteQuery {
+        /// `soft` (default), `pruning` or `hard`.
+        mode: Option<DeleteMode>,
+    }
 }
 
 async fn deactivate(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: MaybeJson<DeactivateBody>,
+    body: MaybeJson<DeactivateUser>,
 ) -> ApiResult<Response> {
     let item = Item {
         user_id: parse_user_id(&id)?,
@@ -57,11 +110,8 @@ async fn reactivate(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: MaybeJson<serde_json::Map<String, serde_json::Value>>,
+    body: MaybeJson<Empty>,
 ) -> ApiResult<Response> {
-    if !body.value.is_empty() {
-        return Err(ApiError::invalid_field("", "reactivation takes no body"));
-    }
     let item = Item {
         user_id: parse_user_id(&id)?,
         intent: Intent::Other(Command::Reactivate),
@@ -86,11 +136,15 @@ pub(crate) fn parse_mode(field: &str, value: Option<&str>) -> ApiResult<DeleteMo
     }
 }
 
-#[derive(Serialize)]
-struct Deleted {
-    deleted: String,
-    mode: DeleteMode,
-    position: u64,
+/// What a deletion answers.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Deleted {
+    /// The deleted user's id.
+    pub(crate) deleted: String,
+    /// How it was deleted.
+    pub(crate) mode: DeleteMode,
+    /// Log position of the deletion.
+    pub(crate) position: u64,
 }
 
 /// `DELETE /v1/users/{id}?mode=soft|pruning|hard`.
@@ -100,7 +154,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["mode"])?;
+    query.only(DeleteQuery::NAMES)?;
     let mode = parse_mode("mode", query.get("mode"))?;
     let user_id = parse_user_id(&id)?;
     let item = Item {
@@ -129,16 +183,19 @@ pub(crate) async fn delete(
     Ok(write_response(StatusCode::OK, body, outcome.position))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users/restore`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RestoreBody {
+pub(crate) struct RestoreUsers {
+    /// 1 to 100 ids of soft- or pruning-deleted users.
+    #[schemars(length(min = 1, max = 100))]
     user_ids: Vec<String>,
 }
 
 async fn restore(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<RestoreBody>,
+    body: Json<RestoreUsers>,
 ) -> ApiResult<Response> {
     let ids = &body.value.user_ids;
     if ids.is_empty() || ids.len() > crate::routes::users::MAX_BATCH {

@@ -2,51 +2,86 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use roster_domain::settings::{
     OrgSettings, SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged, UniqueUsernames,
 };
 use roster_eventlog::{
     AppendError, ExpectedVersion, NewEvent, StreamAppend, StreamId, Transaction,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json};
 use crate::resource::write_response;
+use crate::routes::openapi::OperationDoc;
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/settings", get(show).patch(update))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new().api_route(
+        "/v1/settings",
+        get_with(show, |op| {
+            op.doc("getSettings", "settings", "The organization's settings")
+                .json::<OrgSettings>(200, "The settings.")
+        })
+        .patch_with(update, |op| {
+            op.doc(
+                "updateSettings",
+                "settings",
+                "Change the organization's settings",
+            )
+            .describe(
+                "Answers once the read models have applied the change. Switching to `app` \
+                     while duplicates exist keeps them and enforces from then on.",
+            )
+            .written::<SettingsResponse>(200, "The settings as they are now.")
+            .errors(&[409])
+        }),
+    )
+}
+
+/// Schemas of this module's request bodies.
+pub(crate) fn command_schemas(out: &mut SchemaSet) {
+    out.add::<UpdateSettings>();
+}
+
+/// Schemas of this module's answers.
+pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
+    out.add::<OrgSettings>();
 }
 
 async fn show(State(app): State<AppState>, ctx: Ctx) -> ApiResult<Response> {
     Ok(axum::Json(app.models().settings(ctx.org.as_str())?).into_response())
 }
 
-/// Fields of `PATCH /v1/settings`; each is optional.
-#[derive(Deserialize)]
+/// `PATCH /v1/settings`: each field is optional; those left out stay.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SettingsPatch {
+pub(crate) struct UpdateSettings {
+    /// `app` (usernames unique by normalized form) or `no`.
     enforce_unique_usernames: Option<UniqueUsernames>,
 }
 
-#[derive(Serialize)]
-struct SettingsResponse {
+/// The settings after a change, with the change's log position.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct SettingsResponse {
     #[serde(flatten)]
     settings: OrgSettings,
+    /// Log position of the change (of the last change if nothing changed; 0 if never).
     position: u64,
 }
 
 async fn update(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<SettingsPatch>,
+    body: Json<UpdateSettings>,
 ) -> ApiResult<Response> {
     let stream = StreamId::new(ctx.org.as_str(), SETTINGS_STREAM);
     // Settings change rarely: a conflict is retried a few times rather than reported.

@@ -3,23 +3,27 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
+use aide::transform::TransformOperation;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use roster_domain::DeleteMode;
 use roster_domain::task::{
     Progress, Task, TaskCanceled, TaskCreated, TaskEvent, TaskFailure, TaskKind, TaskStatus,
 };
 use roster_eventlog::{AppendError, ExpectedVersion, Reservation, StreamAppend, Transaction};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{Ctx, Json, QueryParams};
+use crate::extract::{Ctx, Json, NoQuery, QueryParams, query_params};
 use crate::resource::write_response;
+use crate::routes::openapi::OperationDoc;
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 use crate::tasks::{task_record, task_stream};
 
@@ -27,44 +31,166 @@ use crate::tasks::{task_record, task_stream};
 pub const MAX_BULK_IDS: usize = 100_000;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/deactivate", post(deactivate))
-        .route("/v1/users/reactivate", post(reactivate))
-        .route("/v1/users/delete", post(delete))
-        .route("/v1/users/export", post(export))
-        .route("/v1/tasks", get(list))
-        .route("/v1/tasks/{id}", get(show))
-        .route("/v1/tasks/{id}/cancel", post(cancel))
-        .route("/v1/tasks/{id}/result", get(result))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/users/deactivate",
+            post_with(deactivate, |op| {
+                bulk_doc(op, "deactivateUsers", "Deactivate users in bulk")
+            }),
+        )
+        .api_route(
+            "/v1/users/reactivate",
+            post_with(reactivate, |op| {
+                bulk_doc(op, "reactivateUsers", "Reactivate users in bulk")
+            }),
+        )
+        .api_route(
+            "/v1/users/delete",
+            post_with(delete, |op| {
+                bulk_doc(op, "deleteUsers", "Delete users in bulk")
+            }),
+        )
+        .api_route(
+            "/v1/users/export",
+            post_with(export, |op| {
+                bulk_doc(op, "exportUsers", "Export users to NDJSON").describe(
+                    "Without ids, every user. The file is fetched with \
+                         `GET /v1/tasks/{id}/result` once the task completed, for 24 h.",
+                )
+            }),
+        )
+        .api_route(
+            "/v1/tasks",
+            get_with(list, |op| {
+                op.doc("listTasks", "tasks", "List tasks")
+                    .describe("Newest first.")
+                    .query::<ListTasksQuery>()
+                    .json::<TaskPage>(200, "A page of tasks.")
+            }),
+        )
+        .api_route(
+            "/v1/tasks/{id}",
+            get_with(show, |op| {
+                op.doc("getTask", "tasks", "Get a task")
+                    .query::<NoQuery>()
+                    .json::<TaskResource>(200, "The task.")
+                    .errors(&[404])
+            }),
+        )
+        .api_route(
+            "/v1/tasks/{id}/cancel",
+            post_with(cancel, |op| {
+                op.doc("cancelTask", "tasks", "Cancel a task")
+                    .describe(
+                        "The task stops before its next chunk; items done stay done. An ended \
+                         task is returned unchanged.",
+                    )
+                    .written::<TaskResource>(200, "The task.")
+                    .errors(&[404, 409])
+            }),
+        )
+        .api_route(
+            "/v1/tasks/{id}/result",
+            get_with(result, |op| {
+                op.doc("getTaskResult", "tasks", "Download an export")
+                    .describe(
+                        "One user per line; a user erased after the export reads as \
+                         `{\"id\", \"erased\": true}`. 409 while the export runs, 410 after \
+                         the 24 h retention.",
+                    )
+                    .content(
+                        200,
+                        "application/x-ndjson",
+                        "The export file, streamed: one user object per line.",
+                        Some(schemars::json_schema!({"type": "string"})),
+                    )
+                    .errors(&[404, 409, 410])
+            }),
+        )
 }
 
-#[derive(Deserialize)]
+/// A bulk request: 202 with the task, once it is recorded.
+fn bulk_doc<'t>(op: TransformOperation<'t>, id: &str, summary: &str) -> TransformOperation<'t> {
+    op.doc(id, "tasks", summary)
+        .describe(
+            "Answers 202 at once with the task; poll `GET /v1/tasks/{id}`. Unknown ids are \
+             failures of the task, not of the request.",
+        )
+        .written::<TaskAccepted>(202, "The task is recorded and will run.")
+}
+
+/// Schemas of this module's request bodies.
+pub(crate) fn command_schemas(out: &mut SchemaSet) {
+    out.add::<DeactivateUsers>();
+    out.add::<ReactivateUsers>();
+    out.add::<DeleteUsers>();
+    out.add::<ExportUsers>();
+}
+
+/// Schemas of this module's answers.
+pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
+    out.add::<TaskResource>();
+    out.add::<TaskPage>();
+    out.add::<TaskAccepted>();
+}
+
+query_params! {
+    /// Query of `GET /v1/tasks`.
+    pub(crate) struct ListTasksQuery {
+        /// Only tasks of this status.
+        status: Option<TaskStatus>,
+        /// Only tasks of this kind.
+        kind: Option<TaskKind>,
+        /// Page size, 1 to 100 (default 25).
+        #[schemars(range(min = 1, max = 100))]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page.
+        cursor: Option<String>,
+    }
+}
+
+/// `POST /v1/users/deactivate`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeactivateBody {
+pub(crate) struct DeactivateUsers {
+    /// 1 to 100 000 user ids (repeats are dropped).
+    #[schemars(length(min = 1, max = 100000))]
     user_ids: Vec<String>,
+    /// Who asks for it, recorded with each user's event.
     created_by_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users/reactivate`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct IdsBody {
+pub(crate) struct ReactivateUsers {
+    /// 1 to 100 000 user ids (repeats are dropped).
+    #[schemars(length(min = 1, max = 100000))]
     user_ids: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users/delete`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeleteBody {
+pub(crate) struct DeleteUsers {
+    /// 1 to 100 000 user ids (repeats are dropped).
+    #[schemars(length(min = 1, max = 100000))]
     user_ids: Vec<String>,
+    /// The deletion mode: `soft` (default), `pruning` or `hard`.
     #[serde(default)]
     user: Option<DeleteMode>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users/export`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExportBody {
+pub(crate) struct ExportUsers {
+    /// Up to 100 000 user ids; none (or omitted) exports every user.
     #[serde(default)]
+    #[schemars(length(max = 100000))]
     user_ids: Option<Vec<String>>,
+    /// Only `ndjson` (the default).
     #[serde(default)]
     format: Option<String>,
 }
@@ -88,9 +214,12 @@ fn ids(user_ids: Vec<String>, may_be_empty: bool) -> ApiResult<Vec<String>> {
         .collect())
 }
 
-#[derive(Serialize)]
-struct Accepted {
+/// What a bulk request answers (202).
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct TaskAccepted {
+    /// The task; poll `GET /v1/tasks/{task_id}`.
     task_id: String,
+    /// Log position of the task's creation.
     position: u64,
 }
 
@@ -130,7 +259,7 @@ async fn create(
     match app.log().append(tx).await {
         Ok(committed) => {
             app.wake_worker();
-            let body = Accepted {
+            let body = TaskAccepted {
                 task_id,
                 position: committed.last_position,
             };
@@ -158,7 +287,7 @@ async fn create(
                 .ok_or_else(|| ApiError::internal("idempotent task request without its task"))?;
             Ok(write_response(
                 StatusCode::ACCEPTED,
-                Accepted { task_id, position },
+                TaskAccepted { task_id, position },
                 position,
             ))
         }
@@ -181,7 +310,7 @@ fn bulk(kind: TaskKind, user_ids: Vec<String>) -> TaskCreated {
 async fn deactivate(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<DeactivateBody>,
+    body: Json<DeactivateUsers>,
 ) -> ApiResult<Response> {
     let mut created = bulk(TaskKind::DeactivateUsers, ids(body.value.user_ids, false)?);
     created.created_by_id = body.value.created_by_id;
@@ -191,7 +320,7 @@ async fn deactivate(
 async fn reactivate(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<IdsBody>,
+    body: Json<ReactivateUsers>,
 ) -> ApiResult<Response> {
     let created = bulk(TaskKind::ReactivateUsers, ids(body.value.user_ids, false)?);
     create(&app, &ctx, &body.digest, created).await
@@ -200,7 +329,7 @@ async fn reactivate(
 async fn delete(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<DeleteBody>,
+    body: Json<DeleteUsers>,
 ) -> ApiResult<Response> {
     let mut created = bulk(TaskKind::DeleteUsers, ids(body.value.user_ids, false)?);
     created.mode = Some(body.value.user.unwrap_or(DeleteMode::Soft));
@@ -210,7 +339,7 @@ async fn delete(
 async fn export(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<ExportBody>,
+    body: Json<ExportUsers>,
 ) -> ApiResult<Response> {
     if body.value.format.as_deref().is_some_and(|f| f != "ndjson") {
         return Err(ApiError::invalid_field("format", "must be ndjson"));
@@ -223,16 +352,27 @@ async fn export(
 }
 
 /// A task as the API shows it (API.md §4).
-#[derive(Serialize, schemars::JsonSchema)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Task")]
 pub struct TaskResource {
+    /// Task id (a ULID).
     id: String,
+    /// What it does.
     kind: TaskKind,
+    /// Where it is in its life.
     status: TaskStatus,
+    /// `done + failed = total` once it ends.
     progress: Progress,
+    /// When it was requested.
     created_at: DateTime<Utc>,
+    /// When a worker first took it.
     started_at: Option<DateTime<Utc>>,
+    /// When it ended.
     finished_at: Option<DateTime<Utc>>,
+    /// Kind-specific result; always `failures` (`[{"user_id", "code", "detail"}]`), and for
+    /// exports `format`, `lines`, `bytes`, `expires_at`.
     result: Value,
+    /// Why it failed.
     error: Option<String>,
 }
 
@@ -291,14 +431,17 @@ async fn show(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&[])?;
+    query.only(NoQuery::NAMES)?;
     let task = find(&app, ctx.org.as_str(), &id).await?;
     Ok(axum::Json(resource(&app, ctx.org.as_str(), task)?).into_response())
 }
 
-#[derive(Serialize)]
-struct TaskPage {
+/// A page of tasks, newest first.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct TaskPage {
+    /// The tasks.
     tasks: Vec<TaskResource>,
+    /// Pass as `cursor` for the next (older) page.
     next_cursor: Option<String>,
 }
 
@@ -312,7 +455,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 }
 
 async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiResult<Response> {
-    query.only(&["status", "kind", "limit", "cursor"])?;
+    query.only(ListTasksQuery::NAMES)?;
     let status = query
         .get("status")
         .map(|s| parse_enum("status", s, "pending, running, completed, failed, canceled"))

@@ -1,20 +1,23 @@
 //! `/v1/users`: create, upsert, partial update (one and batch), get, list (API.md §3).
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use roster_domain::{Command, FieldError, PatchInput, Status, UserId, UserInput};
 use roster_projections::{ListOrder, ListQuery};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::commands::{AsOf, Intent, Item};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Ctx, Json, QueryParams};
+use crate::extract::{Ctx, Json, QueryParams, query_params};
 use crate::resource::{UserResource, etag, user_response, write_response};
+use crate::routes::openapi::OperationDoc;
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// Most users in one upsert or batch update (API.md §3).
@@ -23,21 +26,175 @@ pub const MAX_BATCH: usize = 100;
 const MAX_SEARCH_CHARS: usize = 256;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users", post(create).patch(patch_many).get(list))
-        .route(
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/users",
+            post_with(create, |op| {
+                op.doc("createUser", "users", "Create a user")
+                    .describe(
+                        "Omit `id` (or send `\"unique()\"`) to get a generated ULID. The \
+                         password is stored only as an argon2id hash.",
+                    )
+                    .user(201, "The created user.", true)
+                    .errors(&[409])
+            })
+            .patch_with(patch_many, |op| {
+                op.doc("patchUsers", "users", "Change several users by path")
+                    .describe(
+                        "Up to 100 items, atomic: if any item is invalid nothing changes and \
+                         the error lists every failing item by index (`users[3].set.email`).",
+                    )
+                    .written::<UsersById>(200, "The users as they are now, by id.")
+                    .errors(&[404, 409])
+            })
+            .get_with(list, |op| {
+                op.doc("listUsers", "users", "List and search users")
+                    .query::<ListUsersQuery>()
+                    .json::<UserPage>(200, "A page of users.")
+            }),
+        )
+        .api_route(
             "/v1/users/upsert",
-            post(upsert)
-                .get(get_user_named_upsert)
-                .patch(patch_user_named_upsert),
+            post_with(upsert, |op| {
+                op.doc("upsertUsers", "users", "Create or replace users whole")
+                    .describe(
+                        "Up to 100 users, atomic. An existing user is replaced whole: fields \
+                         left out are removed (the password is kept unless given).",
+                    )
+                    .written::<UsersById>(200, "The users as they are now, by id.")
+                    .errors(&[409])
+            })
+            .get_with(get_user_named_upsert, |op| {
+                op.doc(
+                    "getUserNamedUpsert",
+                    "users",
+                    "Get the user whose id is `upsert`",
+                )
+                .describe("`GET /v1/users/{id}` for the id `upsert`, which this path shadows.")
+                .query::<GetUserQuery>()
+                .user(200, "The user.", false)
+                .errors(&[404])
+            })
+            .patch_with(patch_user_named_upsert, |op| {
+                op.doc(
+                    "patchUserNamedUpsert",
+                    "users",
+                    "Change the user whose id is `upsert`",
+                )
+                .describe("`PATCH /v1/users/{id}` for the id `upsert`, which this path shadows.")
+                .user(200, "The user as it is now.", true)
+                .if_match()
+                .errors(&[404, 409])
+            }),
         )
-        .route(
+        .api_route(
             "/v1/users/{id}",
-            get(get_one)
-                .patch(patch_one)
-                .delete(crate::routes::lifecycle::delete),
+            get_with(get_one, |op| {
+                op.doc("getUser", "users", "Get a user")
+                    .describe("With `as_of`, the user as it was at that log position or time.")
+                    .query::<GetUserQuery>()
+                    .user(200, "The user.", false)
+                    .errors(&[404])
+            })
+            .patch_with(patch_one, |op| {
+                op.doc("patchUser", "users", "Change a user by path")
+                    .describe(
+                        "`set` maps paths (`name`, `custom.a.b`) to values, `unset` lists paths. \
+                         `id`, `wallet`, `status`, `version`, the times and the verification \
+                         flags cannot be set this way (422).",
+                    )
+                    .user(200, "The user as it is now.", true)
+                    .if_match()
+                    .errors(&[404, 409])
+            })
+            .delete_with(crate::routes::lifecycle::delete, |op| {
+                op.doc("deleteUser", "lifecycle", "Delete a user")
+                    .describe(
+                        "`soft` keeps everything (restorable); `pruning` erases personal data \
+                         everywhere, the event log included (restorable without it); `hard` \
+                         erases the user and releases its id, username and email.",
+                    )
+                    .query::<crate::routes::lifecycle::DeleteQuery>()
+                    .written::<crate::routes::lifecycle::Deleted>(200, "The user is deleted.")
+                    .if_match()
+                    .errors(&[404])
+            }),
         )
+}
+
+/// Schemas of this module's request bodies.
+pub(crate) fn command_schemas(out: &mut SchemaSet) {
+    out.add::<UserInput>();
+    out.add::<UpsertUsers>();
+    out.add::<PatchInput>();
+    out.add::<PatchUsers>();
+}
+
+/// Schemas of this module's answers.
+pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
+    out.add::<UserResource>();
+    out.add::<UserPage>();
+    out.add::<UsersById>();
+}
+
+query_params! {
+    /// Query of `GET /v1/users/{id}`.
+    pub(crate) struct GetUserQuery {
+        /// A log position (a number) or an RFC 3339 time: the user as it was then.
+        as_of: Option<String>,
+    }
+}
+
+query_params! {
+    /// Query of `GET /v1/users`. Different parameters combine with AND, repeated values of one
+    /// with OR.
+    pub(crate) struct ListUsersQuery {
+        /// Up to 256 characters: a prefix of the id, username or email, the whole name or
+        /// display name, or any word of them; several words must all match.
+        search: Option<String>,
+        /// User ids (repeatable).
+        ids: Option<Vec<String>>,
+        /// Usernames, compared by normalized form (repeatable).
+        usernames: Option<Vec<String>>,
+        /// Emails, case-insensitively (repeatable).
+        emails: Option<Vec<String>>,
+        /// Only users of this status (deleted users are listed only when asked for).
+        status: Option<Status>,
+        /// Only users of this role.
+        role: Option<String>,
+        /// Page size, 1 to 100 (default 25).
+        #[schemars(range(min = 1, max = 100))]
+        limit: Option<u32>,
+        /// A cursor from `next_cursor` or `prev_cursor`.
+        cursor: Option<String>,
+        /// `after` (default) or `before` the cursor.
+        direction: Option<Direction>,
+        /// By creation: `asc` (default) or `desc`.
+        order: Option<Order>,
+    }
+}
+
+/// Which side of the cursor a page is on.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum Direction {
+    /// After the cursor.
+    After,
+    /// Before the cursor.
+    Before,
+}
+
+/// Order by creation.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum Order {
+    /// Oldest first.
+    Asc,
+    /// Newest first.
+    Desc,
 }
 
 /// `upsert` is a valid user id, but its path is taken by the static route, which would
@@ -95,10 +252,21 @@ pub(crate) fn single(status: StatusCode, outcome: crate::commands::Outcome) -> A
     }
 }
 
-/// `{"users": [...]}` with each item parsed on its own, so every bad item is reported.
-#[derive(Deserialize)]
+/// `POST /v1/users/upsert`: users to create or replace whole.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Batch {
+pub(crate) struct UpsertUsers {
+    /// 1 to 100 users (each item is parsed on its own, so every bad item is reported).
+    #[schemars(with = "Vec<UserInput>", length(min = 1, max = 100))]
+    users: Vec<Value>,
+}
+
+/// `PATCH /v1/users`: partial updates of several users.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchUsers {
+    /// 1 to 100 items (each item is parsed on its own, so every bad item is reported).
+    #[schemars(with = "Vec<PatchItem>", length(min = 1, max = 100))]
     users: Vec<Value>,
 }
 
@@ -106,16 +274,15 @@ struct Batch {
 /// does not hide the problems of the others, so every failing item is reported at once.
 type BatchItems<T> = Vec<(String, Result<T, FieldError>)>;
 
-fn batch_items<T: serde::de::DeserializeOwned>(batch: Batch) -> ApiResult<BatchItems<T>> {
-    let n = batch.users.len();
+fn batch_items<T: serde::de::DeserializeOwned>(users: Vec<Value>) -> ApiResult<BatchItems<T>> {
+    let n = users.len();
     if n == 0 || n > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "users",
             format!("must hold 1 to {MAX_BATCH} users, not {n}"),
         ));
     }
-    Ok(batch
-        .users
+    Ok(users
         .into_iter()
         .enumerate()
         .map(|(i, value)| {
@@ -135,9 +302,12 @@ fn batch_items<T: serde::de::DeserializeOwned>(batch: Batch) -> ApiResult<BatchI
 }
 
 /// `{"users": {"<id>": user}, "position": n}`.
-#[derive(Serialize)]
-struct UsersById {
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct UsersById {
+    /// Each user by its id.
+    #[schemars(with = "std::collections::BTreeMap<String, UserResource>")]
     users: Map<String, Value>,
+    /// Log position of the write.
     position: u64,
 }
 
@@ -164,9 +334,13 @@ pub(crate) fn users_by_id(outcome: crate::commands::Outcome) -> Response {
     )
 }
 
-async fn upsert(State(app): State<AppState>, ctx: Ctx, body: Json<Batch>) -> ApiResult<Response> {
+async fn upsert(
+    State(app): State<AppState>,
+    ctx: Ctx,
+    body: Json<UpsertUsers>,
+) -> ApiResult<Response> {
     let digest = ctx.digest_with(Some(&body.digest));
-    let inputs: BatchItems<UserInput> = batch_items(body.value)?;
+    let inputs: BatchItems<UserInput> = batch_items(body.value.users)?;
     let mut errors = Vec::new();
     let mut valid = Vec::with_capacity(inputs.len());
     for (prefix, input) in inputs {
@@ -200,12 +374,15 @@ async fn upsert(State(app): State<AppState>, ctx: Ctx, body: Json<Batch>) -> Api
 }
 
 /// One item of `PATCH /v1/users`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PatchItem {
+pub(crate) struct PatchItem {
+    /// The user.
     id: String,
+    /// Paths to values.
     #[serde(default)]
     set: Map<String, Value>,
+    /// Paths to remove.
     #[serde(default)]
     unset: Vec<String>,
 }
@@ -213,10 +390,10 @@ struct PatchItem {
 async fn patch_many(
     State(app): State<AppState>,
     ctx: Ctx,
-    body: Json<Batch>,
+    body: Json<PatchUsers>,
 ) -> ApiResult<Response> {
     let digest = ctx.digest_with(Some(&body.digest));
-    let inputs: BatchItems<PatchItem> = batch_items(body.value)?;
+    let inputs: BatchItems<PatchItem> = batch_items(body.value.users)?;
     let mut errors = Vec::new();
     let mut items = Vec::with_capacity(inputs.len());
     for (prefix, input) in inputs {
@@ -292,7 +469,7 @@ async fn get_one(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["as_of"])?;
+    query.only(GetUserQuery::NAMES)?;
     let org = ctx.org;
     let user_id = parse_user_id(&id)?;
     let user = match query.get("as_of") {
@@ -337,27 +514,20 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 }
 
 /// A page of users.
-#[derive(Serialize)]
-struct UserPage {
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct UserPage {
+    /// The users of the page.
     users: Vec<UserResource>,
+    /// Pass as `cursor` (with `direction=after`) for the next page.
     next_cursor: Option<String>,
+    /// Pass as `cursor` with `direction=before` for the previous page.
     prev_cursor: Option<String>,
+    /// Every match, over all pages.
     total: u64,
 }
 
 async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiResult<Response> {
-    query.only(&[
-        "search",
-        "ids",
-        "usernames",
-        "emails",
-        "status",
-        "role",
-        "limit",
-        "cursor",
-        "direction",
-        "order",
-    ])?;
+    query.only(ListUsersQuery::NAMES)?;
     let org = ctx.org;
     let search = query.get("search").map(str::to_owned);
     if search

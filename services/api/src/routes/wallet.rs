@@ -2,35 +2,82 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::axum::routing::{get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use roster_domain::Command;
 use roster_projections::ledger::LedgerItem;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::commands::{AsOf, Intent, Item};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Ctx, Json, QueryParams};
+use crate::extract::{Ctx, Json, QueryParams, query_params};
 use crate::resource::write_response;
+use crate::routes::openapi::OperationDoc;
 use crate::routes::users::parse_user_id;
+use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{id}/wallet", post(adjust))
-        .route("/v1/users/{id}/wallet/ledger", get(ledger))
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route(
+            "/v1/users/{id}/wallet",
+            post_with(adjust, |op| {
+                op.doc("adjustWallet", "wallet", "Change balances")
+                    .describe(
+                        "The whole changeset applies or none of it: if any balance would go \
+                         below 0, 409 `wallet_negative` and nothing changes.",
+                    )
+                    .written::<WalletAdjustment>(200, "The balances after and before.")
+                    .if_match()
+                    .errors(&[404, 409])
+            }),
+        )
+        .api_route(
+            "/v1/users/{id}/wallet/ledger",
+            get_with(ledger, |op| {
+                op.doc("getWalletLedger", "wallet", "The wallet's ledger")
+                    .describe("One item per change recorded with `update_ledger`, newest first.")
+                    .query::<PageQuery>()
+                    .json::<LedgerPage>(200, "A page of ledger items.")
+                    .errors(&[404])
+            }),
+        )
+}
+
+/// Schemas of this module's request bodies.
+pub(crate) fn command_schemas(out: &mut SchemaSet) {
+    out.add::<AdjustWallet>();
+}
+
+/// Schemas of this module's answers.
+pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
+    out.add::<LedgerItem>();
+    out.add::<LedgerPage>();
+    out.add::<WalletAdjustment>();
+}
+
+query_params! {
+    /// A page of a list, newest first.
+    pub(crate) struct PageQuery {
+        /// Page size, 1 to 100 (default 25; 100 for sessions).
+        #[schemars(range(min = 1, max = 100))]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page.
+        cursor: Option<String>,
+    }
 }
 
 /// `POST /v1/users/{id}/wallet`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct WalletBody {
+pub(crate) struct AdjustWallet {
     /// Change per currency; the whole changeset applies or none of it.
     changeset: BTreeMap<String, i64>,
     /// Recorded with the ledger item.
@@ -41,10 +88,14 @@ struct WalletBody {
     update_ledger: bool,
 }
 
-#[derive(Serialize)]
-struct WalletResponse {
+/// What a wallet change answers.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct WalletAdjustment {
+    /// Balances after the change.
     updated: BTreeMap<String, i64>,
+    /// Balances before it.
     previous: BTreeMap<String, i64>,
+    /// Log position of the change.
     position: u64,
 }
 
@@ -52,7 +103,7 @@ async fn adjust(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
-    body: Json<WalletBody>,
+    body: Json<AdjustWallet>,
 ) -> ApiResult<Response> {
     let changeset = body.value.changeset.clone();
     let item = Item {
@@ -73,7 +124,7 @@ async fn adjust(
         return Err(ApiError::not_found("No user with this id."));
     };
     let previous = previous_wallet(&app, &ctx, &user, &changeset).await?;
-    let body = WalletResponse {
+    let body = WalletAdjustment {
         updated: user.wallet,
         previous,
         position: outcome.position,
@@ -112,9 +163,12 @@ async fn previous_wallet(
         .collect())
 }
 
-#[derive(Serialize)]
-struct LedgerPage {
+/// A page of ledger items, newest first.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct LedgerPage {
+    /// The items.
     items: Vec<LedgerItem>,
+    /// Pass as `cursor` for the next (older) page.
     next_cursor: Option<String>,
 }
 
@@ -124,7 +178,7 @@ async fn ledger(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(&["limit", "cursor"])?;
+    query.only(PageQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     let limit = query.number("limit", 1, 100)?.unwrap_or(25) as usize;
     let cursor = query

@@ -1,23 +1,30 @@
-//! Export tasks: every user (or the listed ones) streamed to an NDJSON file under the data
-//! directory with flat memory, and streamed back by `GET /v1/tasks/{id}/result`.
+//! Export tasks: every user (or the listed ones) streamed to an NDJSON file with flat memory,
+//! and streamed back by `GET /v1/tasks/{id}/result`.
 //!
 //! The file never holds personal data in clear: each line is the user sealed under **that
 //! user's** data key (`{"id", "kid", "ct"}`), so erasing a user after the export also erases
 //! it from the export. Lines are opened as they are streamed back; an erased user comes back as
 //! `{"id": …, "erased": true}`. Files are deleted 24 h after the task ends (410 after that).
+//!
+//! Where finished files live is the [`ExportStore`]: the data directory for the embedded
+//! store; a JetStream object store bucket on NATS, so a result written by one server can be
+//! fetched from any other. Either way the file is first written to `<data>/exports/` and only
+//! published (renamed, or uploaded and removed) once complete.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use async_nats::jetstream::object_store::{self, ObjectStore};
 use base64::Engine;
 use bytes::Bytes;
 use chrono::Utc;
+use futures::StreamExt;
 use roster_domain::task::{TaskCreated, TaskEvent, TaskProgressed};
 use roster_eventlog::ExpectedVersion;
 use roster_projections::EventMeta;
 use roster_vault::KeyId;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 
 use super::LoadedTask;
 use super::runner::Worker;
@@ -30,13 +37,190 @@ pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
 const PROGRESS_EVERY: u64 = 1000;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
-/// Where a task's export file lives.
-pub fn export_path(app: &AppState, org: &str, task_id: &str) -> PathBuf {
+/// Where finished export files are kept.
+#[derive(Clone)]
+pub enum ExportStore {
+    /// Files `<dir>/<org>/<task>.ndjson` (the embedded store's data directory).
+    Local(PathBuf),
+    /// Objects `<org>/<task>.ndjson` in a JetStream object store bucket every server shares.
+    Nats(Box<ObjectStore>),
+}
+
+impl std::fmt::Debug for ExportStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(dir) => f.debug_tuple("Local").field(dir).finish(),
+            Self::Nats(_) => f.write_str("Nats"),
+        }
+    }
+}
+
+/// How long an upload keeps being retried while JetStream is unavailable.
+const UPLOAD_PATIENCE: Duration = Duration::from_secs(30);
+
+impl ExportStore {
+    /// Opens (or creates) the bucket `name` through `context`: file storage, `replicas`,
+    /// retrying for `timeout` while JetStream is not ready.
+    pub async fn open_nats(
+        context: &async_nats::jetstream::Context,
+        name: &str,
+        replicas: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = match context.get_object_store(name).await {
+                Ok(store) => Ok(store),
+                Err(_) => context
+                    .create_object_store(object_store::Config {
+                        bucket: name.to_owned(),
+                        description: Some("Roster export files (sealed per user)".into()),
+                        storage: async_nats::jetstream::stream::StorageType::File,
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(anyhow::Error::from),
+            };
+            match attempt {
+                Ok(store) => return Ok(Self::Nats(Box::new(store))),
+                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(error = %e, "cannot open the export bucket; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.context(format!("opening the export bucket {name}"))),
+            }
+        }
+    }
+
+    /// Publishes the complete file at `part` as the export of task `task_id`.
+    async fn publish(&self, part: &Path, org: &str, task_id: &str) -> std::io::Result<()> {
+        match self {
+            Self::Local(dir) => {
+                let path = local_path(dir, org, task_id);
+                let parent = path.parent().map(PathBuf::from).unwrap_or_default();
+                tokio::fs::create_dir_all(&parent).await?;
+                tokio::fs::rename(part, &path).await?;
+                if let Ok(d) = tokio::fs::File::open(&parent).await {
+                    let _ = d.sync_all().await;
+                }
+                Ok(())
+            }
+            Self::Nats(store) => {
+                let name = object_name(org, task_id);
+                let deadline = tokio::time::Instant::now() + UPLOAD_PATIENCE;
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    let mut file = tokio::fs::File::open(part).await?;
+                    match store.put(name.as_str(), &mut file).await {
+                        Ok(_) => break,
+                        Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                            tracing::warn!(task = task_id, error = %e, "export upload failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                        Err(e) => return Err(std::io::Error::other(format!("upload: {e}"))),
+                    }
+                }
+                tokio::fs::remove_file(part).await
+            }
+        }
+    }
+
+    /// The lines of a task's export file; `None` if there is none (never written, or deleted).
+    async fn open(
+        &self,
+        org: &str,
+        task_id: &str,
+    ) -> Option<Lines<BufReader<Box<dyn AsyncRead + Send + Unpin>>>> {
+        let reader: Box<dyn AsyncRead + Send + Unpin> = match self {
+            Self::Local(dir) => Box::new(
+                tokio::fs::File::open(local_path(dir, org, task_id))
+                    .await
+                    .ok()?,
+            ),
+            Self::Nats(store) => match store.get(object_name(org, task_id)).await {
+                Ok(object) => Box::new(object),
+                Err(e) => {
+                    if e.kind() != object_store::GetErrorKind::NotFound {
+                        tracing::warn!(task = task_id, error = %e, "cannot read an export file");
+                    }
+                    return None;
+                }
+            },
+        };
+        Some(BufReader::with_capacity(1 << 16, reader).lines())
+    }
+
+    /// Every stored export as `(org, task_id)`.
+    async fn list(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        match self {
+            Self::Local(root) => {
+                let Ok(mut orgs) = tokio::fs::read_dir(root).await else {
+                    return out;
+                };
+                while let Ok(Some(org)) = orgs.next_entry().await {
+                    let Ok(mut files) = tokio::fs::read_dir(org.path()).await else {
+                        continue;
+                    };
+                    let org_name = org.file_name().to_string_lossy().into_owned();
+                    while let Ok(Some(file)) = files.next_entry().await {
+                        let name = file.file_name().to_string_lossy().into_owned();
+                        if let Some(task_id) = name.strip_suffix(".ndjson") {
+                            out.push((org_name.clone(), task_id.to_owned()));
+                        }
+                    }
+                }
+            }
+            Self::Nats(store) => {
+                let Ok(mut objects) = store.list().await else {
+                    return out;
+                };
+                while let Some(Ok(info)) = objects.next().await {
+                    if info.deleted {
+                        continue;
+                    }
+                    if let Some((org, file)) = info.name.split_once('/')
+                        && let Some(task_id) = file.strip_suffix(".ndjson")
+                    {
+                        out.push((org.to_owned(), task_id.to_owned()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes a task's export file. Returns whether this call removed it.
+    async fn remove(&self, org: &str, task_id: &str) -> bool {
+        match self {
+            Self::Local(dir) => tokio::fs::remove_file(local_path(dir, org, task_id))
+                .await
+                .is_ok(),
+            // Another server's janitor may have deleted it first.
+            Self::Nats(store) => store.delete(object_name(org, task_id)).await.is_ok(),
+        }
+    }
+}
+
+fn local_path(dir: &Path, org: &str, task_id: &str) -> PathBuf {
+    dir.join(org).join(format!("{task_id}.ndjson"))
+}
+
+fn object_name(org: &str, task_id: &str) -> String {
+    format!("{org}/{task_id}.ndjson")
+}
+
+/// Where a task's export file is written before it is published (the local data directory).
+fn part_path(app: &AppState, org: &str, task_id: &str) -> PathBuf {
     app.0
         .data_dir
         .join("exports")
         .join(org)
-        .join(format!("{task_id}.ndjson"))
+        .join(format!("{task_id}.ndjson.part"))
 }
 
 fn aad(task_id: &str, user_id: &str) -> Vec<u8> {
@@ -65,9 +249,8 @@ pub(super) async fn run(
             "read models did not catch up within 60 s".into(),
         ));
     }
-    let path = export_path(app, org, task_id);
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    let part = path.with_extension("ndjson.part");
+    let part = part_path(app, org, task_id);
+    let dir = part.parent().map(PathBuf::from).unwrap_or_default();
     let io = |e: std::io::Error| Stop::Failed(format!("export file: {e}"));
     tokio::fs::create_dir_all(&dir).await.map_err(io)?;
     let file = tokio::fs::File::create(&part).await.map_err(io)?;
@@ -132,10 +315,11 @@ pub(super) async fn run(
     out.flush().await.map_err(io)?;
     out.get_ref().sync_all().await.map_err(io)?;
     drop(out);
-    tokio::fs::rename(&part, &path).await.map_err(io)?;
-    if let Ok(d) = tokio::fs::File::open(&dir).await {
-        let _ = d.sync_all().await;
-    }
+    app.0
+        .exports
+        .publish(&part, org, task_id)
+        .await
+        .map_err(io)?;
     progress(app, org, task_id, meta, (lines, failed), failures, *version).await?;
     *version += 1;
     Ok(json!({
@@ -215,10 +399,7 @@ async fn progress(
 
 /// The export file of a task, streamed back with each line opened; `None` if it is gone.
 pub async fn stream_result(app: &AppState, org: &str, task_id: &str) -> Option<axum::body::Body> {
-    let file = tokio::fs::File::open(export_path(app, org, task_id))
-        .await
-        .ok()?;
-    let lines = tokio::io::BufReader::with_capacity(1 << 16, file).lines();
+    let lines = app.0.exports.open(org, task_id).await?;
     let app = app.clone();
     let task_id = task_id.to_owned();
     let stream = futures::stream::unfold(
@@ -262,27 +443,13 @@ async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
 
 /// Deletes export files of tasks that ended more than [`RETENTION`] ago.
 pub async fn remove_expired(app: &AppState) {
-    let root = app.0.data_dir.join("exports");
-    let Ok(mut orgs) = tokio::fs::read_dir(&root).await else {
-        return;
-    };
-    while let Ok(Some(org)) = orgs.next_entry().await {
-        let Ok(mut files) = tokio::fs::read_dir(org.path()).await else {
-            continue;
+    for (org, task_id) in app.0.exports.list().await {
+        let expired = match app.models().task(&org, &task_id) {
+            Ok(Some(task)) => task.finished_at.is_some_and(|f| Utc::now() - f > RETENTION),
+            _ => false,
         };
-        while let Ok(Some(file)) = files.next_entry().await {
-            let name = file.file_name().to_string_lossy().into_owned();
-            let Some(task_id) = name.strip_suffix(".ndjson") else {
-                continue;
-            };
-            let org_name = org.file_name().to_string_lossy().into_owned();
-            let expired = match app.models().task(&org_name, task_id) {
-                Ok(Some(task)) => task.finished_at.is_some_and(|f| Utc::now() - f > RETENTION),
-                _ => false,
-            };
-            if expired && tokio::fs::remove_file(file.path()).await.is_ok() {
-                tracing::info!(task = task_id, "export file expired and was deleted");
-            }
+        if expired && app.0.exports.remove(&org, &task_id).await {
+            tracing::info!(task = %task_id, "export file expired and was deleted");
         }
     }
 }

@@ -1,0 +1,286 @@
+//! The JSON Schemas in `schemas/` (API.md §6): one file per type, generated from the types
+//! themselves (schemars, JSON Schema draft 2020-12).
+//!
+//! - `schemas/events/<Type>.json`: the `data` of each event type at its current schema version
+//!   (`x-schema-version`); older versions still found in logs as `<Type>.v<N>.json`.
+//! - `schemas/commands/<Name>.json`: the request bodies of the API.
+//! - `schemas/read_models/<Name>.json`: what queries answer (as serialized).
+//! - `schemas/openapi.json`: the OpenAPI 3.1 document `GET /openapi.json` serves.
+//!
+//! `make schemas` writes them ([`WRITE_ENV`] set); `make test` fails while the committed files
+//! differ from what the code generates (`schemas::tests`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use roster_domain::event::*;
+use roster_domain::session::{SessionRefreshed, SessionRevoked, SessionStarted};
+use roster_domain::settings::{SETTINGS_CHANGED, SettingsChanged};
+use roster_domain::task::{
+    TaskCanceled, TaskCompleted, TaskCreated, TaskFailed, TaskProgressed, TaskStarted,
+};
+use roster_domain::upcast::StatusChangedV1;
+use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
+use serde_json::Value;
+
+/// Set (to anything) to write the files instead of comparing them.
+pub const WRITE_ENV: &str = "ROSTER_WRITE_SCHEMAS";
+
+/// Where the schemas' `$id`s live.
+const ID_BASE: &str = "https://roster.dev/schemas";
+
+/// The schemas of one directory, by file name.
+pub struct SchemaSet {
+    dir: &'static str,
+    settings: SchemaSettings,
+    files: BTreeMap<String, Value>,
+}
+
+impl SchemaSet {
+    fn new(dir: &'static str, settings: SchemaSettings) -> Self {
+        Self {
+            dir,
+            settings,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `T` as `<schema name>.json`.
+    pub fn add<T: JsonSchema>(&mut self) {
+        let name = T::schema_name().into_owned();
+        self.insert(&name, &name, self.root::<T>(), None);
+    }
+
+    /// Adds an event payload type as `<event_type>.json` (or `.v<N>.json` for an old version).
+    fn add_event<T: JsonSchema>(&mut self, event_type: &str, version: u32) {
+        let current = current_schema_version(event_type);
+        let file = if version == current {
+            event_type.to_owned()
+        } else {
+            format!("{event_type}.v{version}")
+        };
+        self.insert(&file, event_type, self.root::<T>(), Some(version));
+    }
+
+    fn root<T: JsonSchema>(&self) -> schemars::Schema {
+        self.settings
+            .clone()
+            .into_generator()
+            .into_root_schema_for::<T>()
+    }
+
+    fn insert(&mut self, file: &str, title: &str, schema: schemars::Schema, version: Option<u32>) {
+        let Value::Object(body) = schema.to_value() else {
+            unreachable!("types have object schemas")
+        };
+        // `$schema` and `$id` first, then the title, then what schemars made.
+        let mut out = serde_json::Map::new();
+        if let Some(dialect) = body.get("$schema") {
+            out.insert("$schema".into(), dialect.clone());
+        }
+        out.insert(
+            "$id".into(),
+            Value::String(format!("{ID_BASE}/{}/{file}.json", self.dir)),
+        );
+        out.insert("title".into(), Value::String(title.to_owned()));
+        if let Some(version) = version {
+            out.insert("x-schema-version".into(), Value::from(version));
+        }
+        for (key, value) in body {
+            if !matches!(key.as_str(), "$schema" | "title") {
+                out.insert(key, value);
+            }
+        }
+        let previous = self
+            .files
+            .insert(format!("{file}.json"), Value::Object(out));
+        assert!(
+            previous.is_none(),
+            "two schemas named {}/{file}.json",
+            self.dir
+        );
+    }
+}
+
+/// Every event type with its payload schema: user, session, task and settings events.
+fn events() -> SchemaSet {
+    let mut set = SchemaSet::new("events", SchemaSettings::draft2020_12());
+    macro_rules! current {
+        ($($t:ident),* $(,)?) => {
+            $( set.add_event::<$t>(stringify!($t), current_schema_version(stringify!($t))); )*
+        };
+    }
+    current!(
+        UserCreated,
+        UserReplaced,
+        UserPartiallyUpdated,
+        EmailChanged,
+        NameChanged,
+        PhoneChanged,
+        PasswordChanged,
+        PrefsUpdated,
+        VerificationChanged,
+        StatusChanged,
+        WalletAdjusted,
+        UserDeactivated,
+        UserReactivated,
+        UserDeleted,
+        UserRestored,
+        SessionsRevoked,
+        SessionStarted,
+        SessionRefreshed,
+        SessionRevoked,
+        TaskCreated,
+        TaskStarted,
+        TaskProgressed,
+        TaskCompleted,
+        TaskFailed,
+        TaskCanceled,
+    );
+    set.add_event::<SettingsChanged>(SETTINGS_CHANGED, 1);
+    set.add_event::<StatusChangedV1>("StatusChanged", 1);
+    set
+}
+
+/// Every file of `schemas/`, by path relative to it, as written (pretty JSON and a newline).
+pub fn generate() -> BTreeMap<String, String> {
+    let mut commands = SchemaSet::new("commands", SchemaSettings::draft2020_12());
+    crate::routes::command_schemas(&mut commands);
+    let mut read_models = SchemaSet::new(
+        "read_models",
+        SchemaSettings::draft2020_12().for_serialize(),
+    );
+    crate::routes::read_model_schemas(&mut read_models);
+    let mut files = BTreeMap::new();
+    for set in [events(), commands, read_models] {
+        for (name, schema) in set.files {
+            files.insert(format!("{}/{name}", set.dir), pretty(&schema));
+        }
+    }
+    let openapi = serde_json::to_value(&*crate::routes::openapi()).expect("OpenAPI serializes");
+    files.insert("openapi.json".into(), pretty(&openapi));
+    files
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON serializes");
+    text.push('\n');
+    text
+}
+
+/// Files under `dir` (the generated kinds only) that differ from `expected`, are missing, or
+/// should not be there.
+pub fn stale_files(dir: &Path, expected: &BTreeMap<String, String>) -> Vec<String> {
+    let mut stale: Vec<String> = expected
+        .iter()
+        .filter(|(path, text)| std::fs::read_to_string(dir.join(path)).ok().as_ref() != Some(text))
+        .map(|(path, _)| path.clone())
+        .collect();
+    for path in existing_files(dir) {
+        if !expected.contains_key(&path) {
+            stale.push(path);
+        }
+    }
+    stale
+}
+
+/// Writes `files` under `dir`, removing generated files that are no longer generated.
+pub fn write(dir: &Path, files: &BTreeMap<String, String>) -> std::io::Result<()> {
+    for path in existing_files(dir) {
+        if !files.contains_key(&path) {
+            std::fs::remove_file(dir.join(&path))?;
+        }
+    }
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `.json` files of the generated directories (and `openapi.json`) under `dir`.
+fn existing_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["events", "commands", "read_models"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") {
+                out.push(format!("{sub}/{name}"));
+            }
+        }
+    }
+    if dir.join("openapi.json").exists() {
+        out.push("openapi.json".into());
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schemas_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+    }
+
+    /// `make test` fails while `schemas/` is stale; `make schemas` runs this with
+    /// [`WRITE_ENV`] set, which writes the files instead.
+    #[test]
+    fn committed_schemas_are_current() {
+        let dir = schemas_dir();
+        let files = generate();
+        if std::env::var_os(WRITE_ENV).is_some() {
+            write(&dir, &files).expect("writing schemas/");
+            return;
+        }
+        let stale = stale_files(&dir, &files);
+        assert!(
+            stale.is_empty(),
+            "schemas/ is stale ({} files differ: {}): run `make schemas` and commit the result",
+            stale.len(),
+            stale.join(", ")
+        );
+    }
+
+    #[test]
+    fn every_event_type_has_a_schema_at_its_current_version() {
+        let files = generate();
+        let types = Event::TYPES
+            .iter()
+            .chain(roster_domain::session::SessionEvent::TYPES)
+            .chain(roster_domain::task::TaskEvent::TYPES)
+            .chain([SETTINGS_CHANGED].iter());
+        for event_type in types {
+            let text = files
+                .get(&format!("events/{event_type}.json"))
+                .unwrap_or_else(|| panic!("no schema for {event_type}"));
+            let schema: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(schema["title"], *event_type);
+            assert_eq!(
+                schema["x-schema-version"],
+                current_schema_version(event_type)
+            );
+        }
+        for (event_type, version) in roster_domain::upcast::OLD_VERSIONS {
+            assert!(
+                files.contains_key(&format!("events/{event_type}.v{version}.json")),
+                "no schema for {event_type} v{version}"
+            );
+        }
+        let v2: Value = serde_json::from_str(&files["events/StatusChanged.json"]).unwrap();
+        assert_eq!(v2["x-schema-version"], 2);
+        assert!(v2["properties"]["status"].is_object(), "{v2}");
+        let v1: Value = serde_json::from_str(&files["events/StatusChanged.v1.json"]).unwrap();
+        assert_eq!(v1["properties"]["blocked"]["type"], "boolean", "{v1}");
+    }
+}
