@@ -31,10 +31,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server over an existing directory (to test restarts).
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
+    spawn_app_with(dir, |_| {}).await
+}
+
+/// Starts the server over `dir` with the test settings, changed by `configure`.
+pub async fn spawn_app_with(
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut roster_api::Config),
+) -> TestApp {
     let mut config = roster_api::Config::new(dir.path());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.api_keys = vec!["test-key".into()];
     config.body_limit = 1024 * 1024;
+    configure(&mut config);
     let app = roster_api::Application::build(config)
         .await
         .expect("server builds");

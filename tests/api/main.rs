@@ -19,6 +19,7 @@ mod nats_helpers;
 mod openapi;
 mod organizations;
 mod privacy;
+mod projections;
 mod restart;
 mod scaleout;
 mod sessions;

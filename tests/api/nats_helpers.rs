@@ -40,12 +40,23 @@ pub async fn spawn_nats_app(url: &str, namespace: &str) -> NatsApp {
 
 /// Starts a server over an existing data directory (to test restarts).
 pub async fn spawn_nats_app_in(url: &str, namespace: &str, data_dir: tempfile::TempDir) -> NatsApp {
+    spawn_nats_app_with(url, namespace, data_dir, |_| {}).await
+}
+
+/// Like [`spawn_nats_app_in`], with the test settings changed by `configure`.
+pub async fn spawn_nats_app_with(
+    url: &str,
+    namespace: &str,
+    data_dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut roster_api::Config),
+) -> NatsApp {
     let store = roster_api::Store::parse(url).expect("a NATS store");
     let mut config = roster_api::Config::with_store(store, data_dir.path());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.api_keys = vec![KEY.into()];
     config.nats.namespace = namespace.into();
     config.nats.unavailable_timeout = Duration::from_secs(5);
+    configure(&mut config);
     let app = roster_api::Application::build(config)
         .await
         .expect("server builds");

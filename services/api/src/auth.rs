@@ -95,8 +95,9 @@ impl Caller {
                 "The access token belongs to another organization.",
             ));
         }
-        let models = state.models();
-        if models.checkpoint() < claims.pos && !models.wait_for(claims.pos, SIGN_IN_WAIT).await {
+        if state.models().checkpoint() < claims.pos
+            && !state.wait_for(claims.pos, SIGN_IN_WAIT).await
+        {
             let mut e = ApiError::new(
                 Code::ProjectionLagging,
                 "The read models have not caught up with this sign-in yet.",
@@ -104,6 +105,8 @@ impl Caller {
             e.retry_after = Some(1);
             return Err(e);
         }
+        // Taken after the wait: a switch to rebuilt read models may have happened meanwhile.
+        let models = state.models();
         let Some((status, valid_from)) = models.session_gate(org.as_str(), user_id.as_str()) else {
             return Err(invalid());
         };

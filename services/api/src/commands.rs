@@ -335,13 +335,7 @@ impl AppState {
         attach: Option<Attach<'_>>,
     ) -> ApiResult<Outcome> {
         let outcome = self.execute_inner(ctx, items, digest, attach).await?;
-        if outcome.ends_sessions
-            && !self
-                .0
-                .models
-                .wait_for(outcome.position, REVOCATION_WAIT)
-                .await
-        {
+        if outcome.ends_sessions && !self.wait_for(outcome.position, REVOCATION_WAIT).await {
             tracing::warn!(
                 position = outcome.position,
                 "read models are slow to apply a revocation"
@@ -446,7 +440,7 @@ impl AppState {
         spare: &mut Vec<(KeyId, DataKey)>,
         attach: Option<Attach<'_>>,
     ) -> ApiResult<Outcome> {
-        let settings = self.0.models.settings(ctx.org.as_str())?;
+        let settings = self.models().settings(ctx.org.as_str())?;
         let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
         let mut backoff = Duration::from_millis(1);
         loop {

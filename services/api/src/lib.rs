@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod live;
 pub mod metrics;
 mod middleware;
 pub mod password;
@@ -59,6 +60,10 @@ pub struct Config {
     /// How long a task of a vanished worker waits before another server's worker takes it
     /// over (NATS only; the embedded store's single worker resumes at once).
     pub task_lease: Duration,
+    /// Largest number of events per second a read-model rebuild
+    /// (`POST /v1/projections/read_models/rebuild`) replays, to leave CPU and disk to the
+    /// requests meanwhile; `None` (the default): as fast as it can.
+    pub rebuild_rate: Option<u32>,
 }
 
 impl Config {
@@ -78,6 +83,7 @@ impl Config {
             body_limit: 16 * 1024 * 1024,
             nats: NatsSettings::default(),
             task_lease: tasks::runner::LEASE,
+            rebuild_rate: None,
         }
     }
 }
@@ -88,8 +94,7 @@ pub struct Application {
     router: Router,
     log: Arc<dyn EventLog>,
     keys: Arc<dyn KeyStore>,
-    models: Arc<ReadModels>,
-    projector: tokio::task::JoinHandle<()>,
+    state: AppState,
     worker: tokio::task::JoinHandle<()>,
     /// The API key created on this start, if none existed (to print once).
     pub generated_api_key: Option<String>,
@@ -124,7 +129,9 @@ impl Application {
             .await
             .context("loading the token secret")?;
         let log = backend.log.clone();
-        // A rebuild (`roster replay`) may have switched the read models to a new directory.
+        // A rebuild (`roster replay`, `POST /v1/projections/read_models/rebuild`) may have
+        // switched the read models to a new directory, or left a half-built one behind (a
+        // crash before its switch): only the pointer file's directory is kept.
         roster_projections::location::remove_stale(dir);
         let models = open_read_models(
             &roster_projections::location::current_dir(dir),
@@ -132,8 +139,6 @@ impl Application {
             &blind,
         )
         .await?;
-        let projector = tokio::spawn(models.clone().run(log.clone()));
-
         let (api_keys, generated_api_key) =
             match (&backend.api_key_file, config.api_keys.is_empty()) {
                 (Some(path), true) => {
@@ -151,7 +156,9 @@ impl Application {
             dir.clone(),
         )
         .with_exports(backend.exports.clone())
-        .with_token_secret(token_secret);
+        .with_token_secret(token_secret)
+        .with_rebuild_rate(config.rebuild_rate);
+        state.live().start_projector(log.clone());
         let worker = tasks::runner::Worker::new(state.clone(), backend.exclusive)
             .with_lease(config.task_lease)
             .spawn();
@@ -164,8 +171,7 @@ impl Application {
             router,
             log,
             keys: backend.keys,
-            models,
-            projector,
+            state,
             worker,
             generated_api_key,
             api_keys,
@@ -194,9 +200,9 @@ impl Application {
         self.worker.abort();
         let _ = self.worker.await;
         self.log.close().await.context("closing the event log")?;
-        let _ = self.projector.await;
-        self.models
-            .flush()
+        self.state
+            .live()
+            .shutdown()
             .await
             .context("flushing the read models")?;
         self.keys.close();

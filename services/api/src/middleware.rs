@@ -123,7 +123,7 @@ async fn min_position(State(state): State<AppState>, req: Request, next: Next) -
         return ApiError::invalid_field("min_position", "must be a log position (a whole number)")
             .into_response();
     };
-    if !state.models().wait_for(position, MIN_POSITION_WAIT).await {
+    if !state.wait_for(position, MIN_POSITION_WAIT).await {
         let mut e = ApiError::new(
             Code::ProjectionLagging,
             format!("The read models have not reached position {position} within 5 s."),

@@ -229,8 +229,6 @@ impl AppState {
             {
                 Ok(committed) => {
                     if !self
-                        .0
-                        .models
                         .wait_for(committed.last_position, REVOCATION_WAIT)
                         .await
                     {

@@ -28,7 +28,11 @@ pub struct AppState(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub log: Arc<dyn EventLog>,
     pub codec: Codec,
-    pub models: Arc<ReadModels>,
+    /// The read models in use, swappable by a rebuild (see [`AppState::models`]).
+    pub live: Arc<crate::live::LiveReadModels>,
+    /// This server's identity, kept in `<data_dir>/server_id`: rebuild tasks name the server
+    /// whose read models they rebuild.
+    pub server_id: String,
     pub blind: BlindIndex,
     pub api_keys: Vec<[u8; 32]>,
     /// Aggregates at a known version, so a command reads only the events since then.
@@ -71,7 +75,12 @@ impl AppState {
             log,
             metrics,
             codec: Codec::new(keys),
-            models,
+            live: Arc::new(crate::live::LiveReadModels::new(
+                models,
+                roster_projections::location::current_dir(&data_dir),
+                data_dir.clone(),
+            )),
+            server_id: load_or_create_server_id(&data_dir),
             blind,
             api_keys: api_keys
                 .iter()
@@ -99,6 +108,18 @@ impl AppState {
         self
     }
 
+    /// Replays at most `rate` events per second when rebuilding the read models (`None`, the
+    /// default: as fast as it can). Call it right after [`AppState::new`], before the state
+    /// is cloned.
+    pub fn with_rebuild_rate(mut self, rate: Option<u32>) -> Self {
+        let inner = Arc::get_mut(&mut self.0)
+            .expect("with_rebuild_rate is called before the state is shared");
+        Arc::get_mut(&mut inner.live)
+            .expect("the read models are not shared yet")
+            .rebuild_rate = rate.filter(|r| *r > 0);
+        self
+    }
+
     /// Signs tokens with `secret` instead of `<data_dir>/secrets/token.key` (a store shared by
     /// several servers hands them all the same secret). Call it right after [`AppState::new`],
     /// before the state is cloned.
@@ -119,15 +140,59 @@ impl AppState {
         &self.0.log
     }
 
-    /// The read models.
-    pub fn models(&self) -> &Arc<ReadModels> {
-        &self.0.models
+    /// The read models in use now. A rebuild may switch them at any time: a request that
+    /// takes them once keeps a consistent copy; taking them again may give newer ones (never
+    /// older: see [`crate::live`]).
+    pub fn models(&self) -> Arc<ReadModels> {
+        self.0.live.get()
+    }
+
+    /// The live read models: the swappable handle, the projector, the running rebuild.
+    pub fn live(&self) -> &Arc<crate::live::LiveReadModels> {
+        &self.0.live
+    }
+
+    /// Waits until the read models in use have applied `position` (following a switch to
+    /// rebuilt models); false on timeout.
+    pub async fn wait_for(&self, position: Position, timeout: std::time::Duration) -> bool {
+        self.0.live.wait_for(position, timeout).await
+    }
+
+    /// This server's identity (`<data_dir>/server_id`).
+    pub fn server_id(&self) -> &str {
+        &self.0.server_id
     }
 
     /// This server's metrics.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.0.metrics
     }
+}
+
+/// The server id in `<data_dir>/server_id` (a ULID), created on first start. If it cannot be
+/// kept, this process gets one of its own (a rebuild it was asked for is then not resumed
+/// after a restart), which is said loudly.
+fn load_or_create_server_id(data_dir: &std::path::Path) -> String {
+    let path = data_dir.join("server_id");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let id = existing.trim();
+        if !id.is_empty() {
+            return id.to_owned();
+        }
+    }
+    let id = ulid::Ulid::new().to_string();
+    let written = (|| {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(id.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        tracing::error!(error = %e, path = %path.display(), "cannot keep the server id; it changes on restart");
+    }
+    id
 }
 
 /// The token key in `<data_dir>/secrets/token.key`, created on first start. If it cannot be

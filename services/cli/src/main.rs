@@ -83,6 +83,10 @@ struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, env = "ROSTER_BODY_LIMIT", default_value_t = 16 * 1024 * 1024)]
     body_limit: usize,
+    /// Most events per second a read-model rebuild (`POST /v1/projections/read_models/rebuild`)
+    /// replays, to leave CPU and disk to requests meanwhile. Default: as fast as it can.
+    #[arg(long, env = "ROSTER_REBUILD_RATE")]
+    rebuild_rate: Option<u32>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -135,6 +139,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         unavailable_timeout: seconds("--nats-timeout", args.nats_timeout)?,
     };
     config.task_lease = seconds("--task-lease", args.task_lease)?;
+    config.rebuild_rate = args.rebuild_rate;
     let app = roster_api::Application::build(config)
         .await
         .context("starting the server")?;

@@ -81,6 +81,10 @@ pub struct TaskCreated {
     /// Projection name (rebuild tasks).
     #[serde(default)]
     pub projection: Option<String>,
+    /// The server whose read models a rebuild task rebuilds (each server of a NATS
+    /// deployment keeps its own): only that server runs it. Absent for other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Number of items (for exports of every user, counted when the task starts).
     pub total: u64,
 }

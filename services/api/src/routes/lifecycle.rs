@@ -168,7 +168,7 @@ pub(crate) async fn delete(
     if mode != DeleteMode::Soft {
         // The projector destroys the key and purges the read models as it applies the
         // deletion; answer once that is done, so "200" means "erased".
-        if !app.models().wait_for(outcome.position, ERASURE_WAIT).await {
+        if !app.wait_for(outcome.position, ERASURE_WAIT).await {
             tracing::warn!(
                 position = outcome.position,
                 "erasure is taking longer than expected"

@@ -19,6 +19,7 @@ mod health;
 mod history;
 pub(crate) mod lifecycle;
 pub mod openapi;
+mod projections;
 mod sessions;
 mod settings;
 mod tasks;
@@ -61,6 +62,7 @@ pub fn build() -> (Router<AppState>, Arc<OpenApi>) {
         .merge(account::router())
         .merge(settings::router())
         .merge(events::router())
+        .merge(projections::router())
         .merge(health::router())
         .merge(openapi::router(document.clone()));
     let mut api = OpenApi::default();
@@ -93,6 +95,7 @@ pub fn read_model_schemas(out: &mut crate::schemas::SchemaSet) {
     account::read_model_schemas(out);
     settings::read_model_schemas(out);
     events::read_model_schemas(out);
+    projections::read_model_schemas(out);
 }
 
 #[cfg(test)]

@@ -75,6 +75,10 @@ const TAGS: &[(&str, &str)] = &[
         "The event log for analysts and operators (API.md §6).",
     ),
     (
+        "projections",
+        "This server's read models: position, lag, status, and rebuilds (API.md §6).",
+    ),
+    (
         "operations",
         "Health, readiness, metrics and this documentation (API.md §7): no credentials.",
     ),

@@ -221,7 +221,7 @@ async fn sign_in(
 
     // Users written before this request must be found: let the read models catch up first.
     let head = app.log().head();
-    app.models().wait_for(head, LOOKUP_WAIT).await;
+    app.wait_for(head, LOOKUP_WAIT).await;
     let ids = if by_email {
         app.models().ids_by_email(org.as_str(), &account)?
     } else {
@@ -279,9 +279,7 @@ async fn sign_in(
         Err(e) => return Err(append_error(e)),
     };
     // The token's first use must find the session's user in the read models.
-    app.models()
-        .wait_for(committed.last_position, LOOKUP_WAIT)
-        .await;
+    app.wait_for(committed.last_position, LOOKUP_WAIT).await;
     let tokens = app.session_tokens(
         &org,
         &user.id,

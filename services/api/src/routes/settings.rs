@@ -135,9 +135,7 @@ async fn update(
         match app.log().append(tx).await {
             Ok(c) => {
                 // Commands read settings from the read model: wait until it has them.
-                app.models()
-                    .wait_for(c.last_position, Duration::from_secs(5))
-                    .await;
+                app.wait_for(c.last_position, Duration::from_secs(5)).await;
                 return Ok(write_response(
                     StatusCode::OK,
                     SettingsResponse {

@@ -218,9 +218,17 @@ fn ids(user_ids: Vec<String>, may_be_empty: bool) -> ApiResult<Vec<String>> {
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct TaskAccepted {
     /// The task; poll `GET /v1/tasks/{task_id}`.
-    task_id: String,
+    pub(crate) task_id: String,
     /// Log position of the task's creation.
-    position: u64,
+    pub(crate) position: u64,
+}
+
+impl TaskAccepted {
+    /// The 202 answer.
+    pub(crate) fn into_response(self) -> Response {
+        let position = self.position;
+        write_response(StatusCode::ACCEPTED, self, position)
+    }
 }
 
 /// Records a task and answers 202 once it is durable.
@@ -230,7 +238,20 @@ async fn create(
     digest: &[u8; 32],
     created: TaskCreated,
 ) -> ApiResult<Response> {
-    let digest = ctx.digest_with(Some(digest));
+    Ok(record(app, ctx, Some(digest), created)
+        .await?
+        .into_response())
+}
+
+/// Records a task (once per `Idempotency-Key`: a repeat gets the first task back) and wakes
+/// the worker; `body` is the request body's digest, if it has one.
+pub(crate) async fn record(
+    app: &AppState,
+    ctx: &Ctx,
+    body: Option<&[u8; 32]>,
+    created: TaskCreated,
+) -> ApiResult<TaskAccepted> {
+    let digest = ctx.digest_with(body);
     let task_id = ulid::Ulid::new().to_string();
     let mut tx = Transaction {
         appends: vec![StreamAppend {
@@ -259,15 +280,10 @@ async fn create(
     match app.log().append(tx).await {
         Ok(committed) => {
             app.wake_worker();
-            let body = TaskAccepted {
+            Ok(TaskAccepted {
                 task_id,
                 position: committed.last_position,
-            };
-            Ok(write_response(
-                StatusCode::ACCEPTED,
-                body,
-                committed.last_position,
-            ))
+            })
         }
         Err(AppendError::ReservationHeld {
             owner, position, ..
@@ -285,11 +301,7 @@ async fn create(
                 .and_then(|e| e.stream.name.strip_prefix("task-"))
                 .map(str::to_owned)
                 .ok_or_else(|| ApiError::internal("idempotent task request without its task"))?;
-            Ok(write_response(
-                StatusCode::ACCEPTED,
-                TaskAccepted { task_id, position },
-                position,
-            ))
+            Ok(TaskAccepted { task_id, position })
         }
         Err(AppendError::Log(e)) => Err(e.into()),
         Err(e) => Err(ApiError::internal(e)),
@@ -304,6 +316,7 @@ fn bulk(kind: TaskKind, user_ids: Vec<String>) -> TaskCreated {
         mode: None,
         created_by_id: None,
         projection: None,
+        server: None,
     }
 }
 
@@ -415,9 +428,7 @@ async fn find(app: &AppState, org: &str, id: &str) -> ApiResult<Task> {
             .await?
             .is_some()
     {
-        app.models()
-            .wait_for(app.log().head(), Duration::from_secs(5))
-            .await;
+        app.wait_for(app.log().head(), Duration::from_secs(5)).await;
         if let Some(task) = app.models().task(org, id)? {
             return Ok(task);
         }
@@ -493,6 +504,17 @@ async fn cancel(
         if task.status.is_final() {
             return Ok(axum::Json(resource(&app, org, task)?).into_response());
         }
+        if let Some(rebuild) = app.live().rebuild()
+            && rebuild.task_id == id
+            && rebuild.organization_id == org
+            && rebuild.phase() == crate::live::Phase::Switching
+        {
+            return Err(ApiError::new(
+                Code::Conflict,
+                "The rebuild is switching this server to its new read models; it can no longer \
+                 be canceled.",
+            ));
+        }
         let event = TaskEvent::TaskCanceled(TaskCanceled {});
         match app
             .append_task_event(
@@ -506,8 +528,7 @@ async fn cancel(
         {
             Ok(committed) => {
                 app.wake_worker();
-                app.models()
-                    .wait_for(committed.last_position, Duration::from_secs(5))
+                app.wait_for(committed.last_position, Duration::from_secs(5))
                     .await;
                 let task = find(&app, org, &id).await?;
                 return Ok(write_response(

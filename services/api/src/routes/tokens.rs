@@ -207,8 +207,7 @@ async fn sign_in(
             .await?
         }
     };
-    app.models()
-        .wait_for(position, std::time::Duration::from_secs(5))
+    app.wait_for(position, std::time::Duration::from_secs(5))
         .await;
     let tokens = app.session_tokens(
         &org,

@@ -241,7 +241,6 @@ pub(super) async fn run(
     let app = &worker.app;
     // The export reads the read models: let them catch up with the request first.
     if !app
-        .models()
         .wait_for(loaded.created_position, Duration::from_secs(60))
         .await
     {
@@ -258,7 +257,9 @@ pub(super) async fn run(
     let (mut lines, mut failed, mut bytes) = (0u64, 0u64, 0u64);
     let mut failures = Vec::new();
     if created.user_ids.is_empty() {
-        let mut rows = app.models().users_of(org);
+        // One copy of the read models for the whole export, even if a rebuild switches them.
+        let models = app.models();
+        let mut rows = models.users_of(org);
         while let Some(row) = rows.next().await.map_err(|e| Stop::Failed(e.to_string()))? {
             bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
             lines += 1;

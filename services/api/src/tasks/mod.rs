@@ -9,6 +9,7 @@
 //! task stream's version, so the worker's next chunk fails its check and it stops.
 
 pub mod export;
+pub mod rebuild;
 pub mod runner;
 
 use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskCreated, TaskEvent};

@@ -42,6 +42,8 @@ pub struct Worker {
     /// takes it over (when not `exclusive`).
     lease: Duration,
     running: Arc<Mutex<HashSet<String>>>,
+    /// Rebuild tasks of other servers' read models (NATS): never run here.
+    foreign: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Why a task stopped before its end.
@@ -67,6 +69,7 @@ impl Worker {
             exclusive,
             lease: LEASE,
             running: Arc::default(),
+            foreign: Arc::default(),
         }
     }
 
@@ -126,11 +129,18 @@ impl Worker {
     }
 
     fn claimable(&self, task: &Task) -> bool {
+        if self.foreign.lock().contains(&task.id) {
+            return false;
+        }
         match task.status {
             TaskStatus::Pending => true,
             TaskStatus::Running => {
                 task.worker.as_deref() != Some(&self.id)
                     && (self.exclusive
+                        // A rebuild runs only on its own server (checked in `run_task`), so a
+                        // running one another worker holds is of this server's previous
+                        // process, which is gone (its read models were locked by it).
+                        || task.kind == TaskKind::RebuildProjection
                         || Utc::now() - task.heartbeat_at
                             > chrono::Duration::from_std(self.lease).unwrap_or_default())
             }
@@ -152,6 +162,17 @@ impl Worker {
         if task.status.is_final() {
             return;
         }
+        let rebuild = created.kind == TaskKind::RebuildProjection;
+        if rebuild && !self.exclusive && created.server.as_deref() != Some(self.app.server_id()) {
+            // Another server's read models: that server runs it.
+            self.foreign.lock().insert(id.to_owned());
+            return;
+        }
+        // One rebuild at a time: a second one waits here, before it starts.
+        let _rebuild_slot = match rebuild {
+            true => Some(self.app.live().rebuild_slot.lock().await),
+            false => None,
+        };
         let meta = EventMeta {
             actor: format!("task:{id}"),
             causation_id: Some(id.to_owned()),
@@ -162,6 +183,8 @@ impl Worker {
             TaskKind::ExportUsers if created.user_ids.is_empty() => {
                 Some(self.app.models().count(org) as u64)
             }
+            // Events to replay: the log as it is now.
+            TaskKind::RebuildProjection => Some(self.app.log().head()),
             _ => None,
         };
         let started = TaskEvent::TaskStarted(TaskStarted {
@@ -187,9 +210,10 @@ impl Worker {
             TaskKind::ExportUsers => {
                 super::export::run(self, org, id, &created, &loaded, &mut version, &meta).await
             }
-            TaskKind::RebuildProjection => Err(Stop::Failed(
-                "rebuilding projections is not available yet".into(),
-            )),
+            TaskKind::RebuildProjection => {
+                let total = total.unwrap_or_default();
+                super::rebuild::run(self, org, id, &created, total, &mut version, &meta).await
+            }
             _ => {
                 self.run_bulk(org, id, &created, &task, &mut version, &meta)
                     .await
