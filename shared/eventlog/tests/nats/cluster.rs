@@ -10,9 +10,9 @@ use roster_testsupport::NatsCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Appends one event at the stream's current version, retrying while unavailable (20 s).
+/// Appends one event at the stream's current version, retrying while unavailable (60 s: a new leader is elected within seconds, but a loaded machine may take longer).
 async fn append_eventually(log: &dyn EventLog, s: &StreamId, data: &str) -> Committed {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = log.stream_version(s).await.expect("version").unwrap_or(0);
         match log.append(one(s, ExpectedVersion::Exact(v), data)).await {
