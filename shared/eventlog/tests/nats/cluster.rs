@@ -10,7 +10,8 @@ use roster_testsupport::NatsCluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Appends one event at the stream's current version, retrying while unavailable (60 s: a new leader is elected within seconds, but a loaded machine may take longer).
+/// Appends one event at the stream's current version, retrying while unavailable (60 s: a new
+/// leader takes seconds, longer on a loaded machine).
 async fn append_eventually(log: &dyn EventLog, s: &StreamId, data: &str) -> Committed {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
