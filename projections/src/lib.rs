@@ -7,7 +7,11 @@
 //! - [`sessions`]: client sessions (sealed rows) and the in-memory set of revoked sessions.
 //! - [`projector`]: applies events in log order; each batch's changes and its checkpoint are
 //!   one sled transaction, so a crash never leaves a read model that disagrees with a replay.
+//! - [`rebuild`]: fresh read models from position 0, beside the live ones; fresh models are
+//!   filled by a bulk path without per-batch transactions (they are not in use until the
+//!   switch), then the projector's path takes over.
 
+mod bulk;
 pub mod catalog;
 pub mod codec;
 pub mod keys;

@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
+use crate::codec::{Codec, CodecError, DecodedEvent};
 use crate::keys::{email_hash, username_hash};
 use crate::ledger::{LedgerItem, ledger_key, ledger_prefix};
 use crate::rows::{Indexed, Row, user_key};
@@ -37,15 +38,53 @@ use crate::tasks::{failure_key, task_key};
 pub const MAX_BATCH: usize = 1024;
 
 /// A user touched by a batch: its row before the batch and after each event so far.
-struct Touched {
-    org: String,
-    id: String,
-    before: Option<Row>,
-    after: Option<Row>,
+pub(crate) struct Touched {
+    pub(crate) org: String,
+    pub(crate) id: String,
+    pub(crate) before: Option<Row>,
+    pub(crate) after: Option<Row>,
     /// Ledger items written by this batch, with the key id to seal them under.
     ledger: Vec<(Position, LedgerItem, Option<String>)>,
     /// The user was hard-deleted in this batch: its ledger entries from before go.
     purge_ledger: bool,
+}
+
+/// A touched user's sealed row (`None`: the row goes) and its new ledger items.
+pub(crate) struct SealedUser {
+    row: Option<Vec<u8>>,
+    ledger: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Seals what a batch changed of one user: its row and its new ledger items.
+pub(crate) async fn seal_user(codec: &Codec, t: &Touched) -> Result<SealedUser, CodecError> {
+    let row = match &t.after {
+        Some(row) => Some(row.seal(codec).await?),
+        None => None,
+    };
+    let mut ledger = Vec::with_capacity(t.ledger.len());
+    for (position, item, kid) in &t.ledger {
+        let bytes = item
+            .seal(codec, &t.org, &t.id, *position, kid.as_deref())
+            .await?;
+        ledger.push((ledger_key(&t.org, &t.id, *position), bytes));
+    }
+    Ok(SealedUser { row, ledger })
+}
+
+/// Tree operations: key and value, or key to remove.
+pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// What a batch writes, tree by tree (index entries: key and insert-or-remove).
+#[derive(Default)]
+pub(crate) struct Writes {
+    pub(crate) rows: Ops,
+    pub(crate) usernames: Vec<(Vec<u8>, bool)>,
+    pub(crate) emails: Vec<(Vec<u8>, bool)>,
+    pub(crate) ledger: Ops,
+    pub(crate) sessions: Ops,
+    pub(crate) tasks: Ops,
+    pub(crate) failures: Ops,
+    pub(crate) settings: Ops,
 }
 
 /// The time of a recorded event.
@@ -60,9 +99,12 @@ pub fn user_of_stream(name: &str) -> Option<&str> {
 
 /// Everything one batch changes.
 #[derive(Default)]
-struct Changes {
-    touched: Vec<Touched>,
+pub(crate) struct Changes {
+    pub(crate) touched: Vec<Touched>,
     slot: HashMap<Vec<u8>, usize>,
+    /// Rows of users not touched yet that the caller already knows (`None`: no row), by user
+    /// key; the others are read from the `users` tree. Only the bulk path fills it.
+    pub(crate) known: HashMap<Vec<u8>, Option<Row>>,
     settings: Vec<(String, Vec<u8>)>,
     /// Data keys to destroy (pruning and hard deletion).
     erase: Vec<KeyId>,
@@ -71,7 +113,7 @@ struct Changes {
     /// Task failures to record.
     task_failures: Vec<(Vec<u8>, Vec<u8>)>,
     /// Session rows.
-    sessions: crate::sessions::SessionChanges,
+    pub(crate) sessions: crate::sessions::SessionChanges,
 }
 
 impl ReadModels {
@@ -84,12 +126,35 @@ impl ReadModels {
             return Ok(());
         };
         let mut changes = Changes::default();
+        self.collect(&mut changes, &events, Vec::new()).await?;
+        let mut sealed = Vec::with_capacity(changes.touched.len());
+        for t in &changes.touched {
+            sealed.push(seal_user(&self.codec, t).await?);
+        }
+        let writes = self.writes(&changes, sealed).await?;
+        self.commit(&writes, last)?;
+        self.after_commit(&changes);
+        self.applied.send_replace(last);
+        Ok(())
+    }
+
+    /// Folds `events` into `changes`. `decoded[i]`, where present, is user event `i` already
+    /// decoded (the bulk path decodes ahead, in parallel); the others are decoded here.
+    pub(crate) async fn collect(
+        &self,
+        changes: &mut Changes,
+        events: &[&RecordedEvent],
+        decoded: Vec<Option<DecodedEvent>>,
+    ) -> Result<(), StoreError> {
+        let mut decoded = decoded.into_iter();
         for event in events {
+            let ahead = decoded.next().flatten();
             let org = &event.stream.org;
             if let Some(id) = user_of_stream(&event.stream.name) {
-                self.apply_user_event(&mut changes, org, id, event).await?;
+                self.apply_user_event(changes, org, id, event, ahead)
+                    .await?;
             } else if let Some(id) = event.stream.name.strip_prefix(TASK_STREAM_PREFIX) {
-                self.apply_task_event(&mut changes, org, id, event)?;
+                self.apply_task_event(changes, org, id, event)?;
             } else if let Some(id) = event.stream.name.strip_prefix(SESSION_STREAM_PREFIX) {
                 self.apply_session_event(&mut changes.sessions, org, id, event)
                     .await?;
@@ -101,20 +166,20 @@ impl ReadModels {
                 changes.settings.push((org.clone(), bytes));
             }
         }
-        self.commit(&changes, last).await?;
+        Ok(())
+    }
+
+    /// After a batch's writes: the in-memory state follows (revoked sessions, the catalog).
+    pub(crate) fn after_commit(&self, changes: &Changes) {
         self.note_revoked(&changes.sessions);
-        {
-            let mut catalog = self.catalog.write();
-            for t in &changes.touched {
-                let org = catalog.org_mut(&t.org);
-                match &t.after {
-                    Some(row) => org.upsert(row.seq, &row.user),
-                    None => org.remove(&t.id),
-                }
+        let mut catalog = self.catalog.write();
+        for t in &changes.touched {
+            let org = catalog.org_mut(&t.org);
+            match &t.after {
+                Some(row) => org.upsert(row.seq, &row.user),
+                None => org.remove(&t.id),
             }
         }
-        self.applied.send_replace(last);
-        Ok(())
     }
 
     fn apply_task_event(
@@ -160,12 +225,16 @@ impl ReadModels {
         org: &str,
         id: &str,
         event: &RecordedEvent,
+        decoded: Option<DecodedEvent>,
     ) -> Result<(), StoreError> {
         let key = user_key(org, id);
         let index = match changes.slot.get(&key) {
             Some(i) => *i,
             None => {
-                let before = self.get(org, id).await?;
+                let before = match changes.known.remove(&key) {
+                    Some(row) => row,
+                    None => self.get(org, id).await?,
+                };
                 changes.touched.push(Touched {
                     org: org.to_owned(),
                     id: id.to_owned(),
@@ -178,7 +247,10 @@ impl ReadModels {
                 changes.touched.len() - 1
             }
         };
-        let decoded = self.codec.decode(event).await?;
+        let decoded = match decoded {
+            Some(d) => d,
+            None => self.codec.decode(event).await?,
+        };
         let entry = &mut changes.touched[index];
         let current = entry.after.take();
         let seq = match (&current, &decoded.event) {
@@ -222,47 +294,44 @@ impl ReadModels {
         Ok(())
     }
 
-    async fn commit(&self, changes: &Changes, last: u64) -> Result<(), StoreError> {
-        let mut rows: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(changes.touched.len());
-        let mut username_ops: Vec<(Vec<u8>, bool)> = Vec::new();
-        let mut email_ops: Vec<(Vec<u8>, bool)> = Vec::new();
-        let mut ledger_ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        for t in &changes.touched {
-            let sealed = match &t.after {
-                Some(row) => Some(row.seal(&self.codec).await?),
-                None => None,
-            };
-            rows.push((user_key(&t.org, &t.id), sealed));
+    /// What a batch writes: its sealed users (one per touched user, in order), the index
+    /// entries that change, ledger purges, sessions, tasks and settings. Destroys the data keys
+    /// the batch erases (after the rows and ledger items are sealed, before the session rows).
+    pub(crate) async fn writes(
+        &self,
+        changes: &Changes,
+        sealed: Vec<SealedUser>,
+    ) -> Result<Writes, StoreError> {
+        let mut w = Writes {
+            rows: Vec::with_capacity(changes.touched.len()),
+            ..Writes::default()
+        };
+        for (t, sealed) in changes.touched.iter().zip(sealed) {
+            w.rows.push((user_key(&t.org, &t.id), sealed.row));
             // Old entries come from the stored hashes: the old values may be unreadable now.
-            let before = t
-                .before
-                .as_ref()
-                .map(|r| r.indexed.clone())
-                .unwrap_or_default();
-            let after = t
-                .after
-                .as_ref()
-                .map(|r| r.indexed.clone())
-                .unwrap_or_default();
+            let before = t.before.as_ref().map(|r| &r.indexed);
+            let after = t.after.as_ref().map(|r| &r.indexed);
             index_diff(
-                &mut username_ops,
+                &mut w.usernames,
                 &t.org,
                 &t.id,
-                before.username,
-                after.username,
+                before.and_then(|i| i.username.as_deref()),
+                after.and_then(|i| i.username.as_deref()),
             );
-            index_diff(&mut email_ops, &t.org, &t.id, before.email, after.email);
+            index_diff(
+                &mut w.emails,
+                &t.org,
+                &t.id,
+                before.and_then(|i| i.email.as_deref()),
+                after.and_then(|i| i.email.as_deref()),
+            );
             if t.purge_ledger {
                 for item in self.wallet_ledger.scan_prefix(ledger_prefix(&t.org, &t.id)) {
-                    ledger_ops.push((item?.0.to_vec(), None));
+                    w.ledger.push((item?.0.to_vec(), None));
                 }
             }
-            for (position, item, kid) in &t.ledger {
-                let bytes = item
-                    .seal(&self.codec, &t.org, &t.id, *position, kid.as_deref())
-                    .await?;
-                ledger_ops.push((ledger_key(&t.org, &t.id, *position), Some(bytes)));
-            }
+            w.ledger
+                .extend(sealed.ledger.into_iter().map(|(k, v)| (k, Some(v))));
         }
         // Keys go before the checkpoint moves past their deletion (see the module docs).
         self.codec
@@ -270,9 +339,8 @@ impl ReadModels {
             .destroy(&changes.erase)
             .await
             .map_err(crate::CodecError::from)?;
-        let session_ops = self.session_ops(&changes.sessions).await?;
-        let checkpoint = Self::checkpoint_bytes(last);
-        let tasks: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
+        w.sessions = self.session_ops(&changes.sessions).await?;
+        w.tasks = changes
             .tasks
             .iter()
             .map(|(k, t)| {
@@ -282,11 +350,22 @@ impl ReadModels {
                 )
             })
             .collect();
-        let failures: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
+        w.failures = changes
             .task_failures
             .iter()
             .map(|(k, v)| (k.clone(), Some(v.clone())))
             .collect();
+        w.settings = changes
+            .settings
+            .iter()
+            .map(|(org, bytes)| (org.as_bytes().to_vec(), Some(bytes.clone())))
+            .collect();
+        Ok(w)
+    }
+
+    /// Writes a batch and the checkpoint `last` in one sled transaction (the live path).
+    fn commit(&self, w: &Writes, last: u64) -> Result<(), StoreError> {
+        let checkpoint = Self::checkpoint_bytes(last);
         (
             &self.users,
             &self.usernames,
@@ -311,11 +390,12 @@ impl ReadModels {
                     meta,
                 )| {
                     for (tree, ops) in [
-                        (users, &rows),
-                        (ledger, &ledger_ops),
-                        (tasks_tree, &tasks),
-                        (failures_tree, &failures),
-                        (sessions_tree, &session_ops),
+                        (users, &w.rows),
+                        (ledger, &w.ledger),
+                        (tasks_tree, &w.tasks),
+                        (failures_tree, &w.failures),
+                        (sessions_tree, &w.sessions),
+                        (settings_tree, &w.settings),
                     ] {
                         for (key, value) in ops {
                             match value {
@@ -324,7 +404,7 @@ impl ReadModels {
                             };
                         }
                     }
-                    for (tree, ops) in [(usernames, &username_ops), (emails, &email_ops)] {
+                    for (tree, ops) in [(usernames, &w.usernames), (emails, &w.emails)] {
                         for (key, insert) in ops {
                             if *insert {
                                 tree.insert(key.as_slice(), &[][..])?;
@@ -332,9 +412,6 @@ impl ReadModels {
                                 tree.remove(key.as_slice())?;
                             }
                         }
-                    }
-                    for (org, bytes) in &changes.settings {
-                        settings_tree.insert(org.as_bytes(), bytes.as_slice())?;
                     }
                     meta.insert(Self::CHECKPOINT_KEY, &checkpoint[..])?;
                     Ok::<(), ConflictableTransactionError<()>>(())
@@ -398,8 +475,8 @@ fn index_diff(
     ops: &mut Vec<(Vec<u8>, bool)>,
     org: &str,
     id: &str,
-    before: Option<String>,
-    after: Option<String>,
+    before: Option<&str>,
+    after: Option<&str>,
 ) {
     if before == after {
         return;
@@ -410,10 +487,10 @@ fn index_diff(
         key
     };
     if let Some(old) = before {
-        ops.push((entry(&old), false));
+        ops.push((entry(old), false));
     }
     if let Some(new) = after {
-        ops.push((entry(&new), true));
+        ops.push((entry(new), true));
     }
 }
 

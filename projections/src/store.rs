@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] roster_eventlog::LogError),
+    /// Work handed to a blocking thread was dropped (the runtime is shutting down).
+    #[error("interrupted: the runtime is shutting down")]
+    Interrupted,
 }
 
 /// Order of a user list, by creation.
@@ -104,6 +107,13 @@ pub struct ReadModels {
     pub(crate) applied: watch::Sender<Position>,
 }
 
+/// Every key of every tree, by tree name ([`ReadModels::tree_keys`]).
+#[doc(hidden)]
+pub type TreeKeys = Vec<(String, Vec<Vec<u8>>)>;
+
+/// sled's cache of the live read models, in bytes.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl ReadModels {
     /// Opens (or creates) the read models in `dir` and rebuilds the in-memory catalog from them.
     pub async fn open(
@@ -111,9 +121,20 @@ impl ReadModels {
         codec: Codec,
         blind: BlindIndex,
     ) -> Result<Arc<Self>, StoreError> {
+        Self::open_with_cache(dir, codec, blind, DEFAULT_CACHE_BYTES).await
+    }
+
+    /// [`ReadModels::open`] with sled's cache of `cache_bytes` (a bulk rebuild writes faster
+    /// with a cache that holds the trees' hot pages).
+    pub async fn open_with_cache(
+        dir: &Path,
+        codec: Codec,
+        blind: BlindIndex,
+        cache_bytes: u64,
+    ) -> Result<Arc<Self>, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()?;
         let models = Self {
@@ -166,6 +187,32 @@ impl ReadModels {
     }
 
     pub(crate) const CHECKPOINT_KEY: &'static [u8] = CHECKPOINT;
+
+    /// Every key of every tree, by tree name (for tests and diagnostics: two copies of the read
+    /// models built from the same log must hold the same keys).
+    #[doc(hidden)]
+    pub fn tree_keys(&self) -> Result<TreeKeys, StoreError> {
+        let mut out = Vec::new();
+        for tree in [
+            &self.users,
+            &self.usernames,
+            &self.emails,
+            &self.settings,
+            &self.wallet_ledger,
+            &self.tasks,
+            &self.task_failures,
+            &self.session_rows,
+            &self.meta,
+        ] {
+            let keys = tree
+                .iter()
+                .keys()
+                .map(|k| k.map(|k| k.to_vec()))
+                .collect::<Result<_, _>>()?;
+            out.push((String::from_utf8_lossy(&tree.name()).into_owned(), keys));
+        }
+        Ok(out)
+    }
 
     /// Why the projector is failing, if it is (it retries until the batch applies).
     pub fn failure(&self) -> Option<String> {

@@ -22,6 +22,12 @@ pub struct ReplayArgs {
     /// (all of them) is the one there is.
     #[arg(long, default_value = "read_models")]
     projection: String,
+    /// sled's cache while rebuilding, in MiB (the server is stopped: memory is there to use).
+    #[arg(long, default_value_t = 1024)]
+    cache_mb: u64,
+    /// Rows of recently updated users kept in memory while rebuilding (about 1 KB each).
+    #[arg(long, default_value_t = rebuild::ROW_CACHE)]
+    row_cache: usize,
 }
 
 /// Rebuilds the read models beside the current ones, then switches to them.
@@ -66,17 +72,22 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let (models, stats) = rebuild::rebuild(
+    let options = rebuild::RebuildOptions {
+        cache_bytes: args.cache_mb << 20,
+        row_cache: args.row_cache,
+        ..Default::default()
+    };
+    let stats = rebuild::rebuild_offline(
         &dir,
         codec,
         BlindIndex::new(secret),
         &log,
         Some(head),
+        options,
         |p| bar.set_position(p),
     )
     .await?;
     bar.finish();
-    drop(models);
     location::switch_to(store, &dir).context("switching to the rebuilt read models")?;
     location::remove_stale(store);
     log.close().await?;
