@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// jemalloc instead of glibc malloc: a replay spent ~45 % of its CPU in glibc's allocator, and
+/// preloading jemalloc took it from 9.7k to 16k events/s (docs/bench.md, "W6").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod client;
 mod events;
 mod replay;
