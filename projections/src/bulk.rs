@@ -160,19 +160,7 @@ impl RowCache {
 impl ReadModels {
     /// Whether nothing was ever written to these read models.
     pub(crate) fn is_fresh(&self) -> Result<bool, StoreError> {
-        Ok(self.stored_checkpoint()? == 0
-            && [
-                &self.users,
-                &self.usernames,
-                &self.emails,
-                &self.settings,
-                &self.wallet_ledger,
-                &self.tasks,
-                &self.task_failures,
-                &self.session_rows,
-            ]
-            .iter()
-            .all(|t| t.is_empty()))
+        Ok(self.stored_checkpoint()? == 0 && self.data_trees().iter().all(|t| t.is_empty()))
     }
 
     fn trees(&self) -> Trees {

@@ -188,12 +188,9 @@ impl ReadModels {
 
     pub(crate) const CHECKPOINT_KEY: &'static [u8] = CHECKPOINT;
 
-    /// Every key of every tree, by tree name (for tests and diagnostics: two copies of the read
-    /// models built from the same log must hold the same keys).
-    #[doc(hidden)]
-    pub fn tree_keys(&self) -> Result<TreeKeys, StoreError> {
-        let mut out = Vec::new();
-        for tree in [
+    /// Every tree holding read-model data (all but `meta`, the checkpoint's).
+    pub(crate) fn data_trees(&self) -> [&sled::Tree; 8] {
+        [
             &self.users,
             &self.usernames,
             &self.emails,
@@ -202,8 +199,15 @@ impl ReadModels {
             &self.tasks,
             &self.task_failures,
             &self.session_rows,
-            &self.meta,
-        ] {
+        ]
+    }
+
+    /// Every key of every tree, by tree name (for tests and diagnostics: two copies of the read
+    /// models built from the same log must hold the same keys).
+    #[doc(hidden)]
+    pub fn tree_keys(&self) -> Result<TreeKeys, StoreError> {
+        let mut out = Vec::new();
+        for tree in self.data_trees().into_iter().chain([&self.meta]) {
             let keys = tree
                 .iter()
                 .keys()

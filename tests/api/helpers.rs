@@ -13,14 +13,61 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The data directory (kept until the app is dropped).
     pub dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow_free::Result<()>>>,
+    running: Running,
 }
 
-/// Small alias module so the helpers need no anyhow dependency.
-pub mod anyhow_free {
-    /// The server's result type.
-    pub type Result<T> = std::result::Result<T, String>;
+/// A server running in a task of this process: its address and how to stop it. Dropping it
+/// asks the server to stop.
+pub struct Running {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Running {
+    /// Builds the server from `config` (listening on port 0) and runs it in a task.
+    pub async fn start(mut config: roster_api::Config) -> Self {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let app = roster_api::Application::build(config)
+            .await
+            .expect("server builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| format!("{e:#}"))
+        });
+        Self {
+            address,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// Starts the real server on port 0 over a fresh temporary directory.
@@ -40,29 +87,16 @@ pub async fn spawn_app_with(
     configure: impl FnOnce(&mut roster_api::Config),
 ) -> TestApp {
     let mut config = roster_api::Config::new(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
     config.api_keys = vec!["test-key".into()];
     config.body_limit = 1024 * 1024;
     configure(&mut config);
-    let app = roster_api::Application::build(config)
-        .await
-        .expect("server builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = rx.await;
-        })
-        .await
-        .map_err(|e| format!("{e:#}"))
-    });
+    let running = Running::start(config).await;
     TestApp {
-        address,
+        address: running.address.clone(),
         api_key: "test-key".into(),
         client: reqwest::Client::new(),
         dir,
-        shutdown: Some(tx),
-        server: Some(server),
+        running,
     }
 }
 
@@ -175,29 +209,9 @@ impl TestApp {
 
     /// Stops the server gracefully and returns its data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        self.shutdown_now().await;
+        self.running.stop().await;
         let dir = tempfile::tempdir().expect("temp dir");
         std::mem::replace(&mut self.dir, dir)
-    }
-
-    async fn shutdown_now(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server
-                .await
-                .expect("server task")
-                .expect("server stopped cleanly");
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 

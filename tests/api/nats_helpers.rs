@@ -7,6 +7,8 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
+use crate::helpers::Running;
+
 /// The API key every test server accepts.
 pub const KEY: &str = "nats-test-key";
 
@@ -28,8 +30,7 @@ pub struct NatsApp {
     pub client: reqwest::Client,
     /// This server's own data directory (read models, export scratch files).
     pub data_dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    running: Running,
 }
 
 /// Starts a server on the store `url` (comma-separated NATS URLs) and `namespace`.
@@ -52,29 +53,16 @@ pub async fn spawn_nats_app_with(
 ) -> NatsApp {
     let store = roster_api::Store::parse(url).expect("a NATS store");
     let mut config = roster_api::Config::with_store(store, data_dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
     config.api_keys = vec![KEY.into()];
     config.nats.namespace = namespace.into();
     config.nats.unavailable_timeout = Duration::from_secs(5);
     configure(&mut config);
-    let app = roster_api::Application::build(config)
-        .await
-        .expect("server builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = rx.await;
-        })
-        .await
-        .map_err(|e| format!("{e:#}"))
-    });
+    let running = Running::start(config).await;
     NatsApp {
-        address,
+        address: running.address.clone(),
         client: reqwest::Client::new(),
         data_dir,
-        shutdown: Some(tx),
-        server: Some(server),
+        running,
     }
 }
 
@@ -139,24 +127,8 @@ impl NatsApp {
 
     /// Stops the server gracefully and returns its data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server
-                .await
-                .expect("server task")
-                .expect("server stopped cleanly");
-        }
+        self.running.stop().await;
         let dir = tempfile::tempdir().expect("temp dir");
         std::mem::replace(&mut self.data_dir, dir)
-    }
-}
-
-impl Drop for NatsApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
