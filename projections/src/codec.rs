@@ -148,6 +148,22 @@ impl Codec {
         Ok((data, meta, data_erased || meta_erased))
     }
 
+    /// A user's state after one more of its recorded events: decoded, then applied at the
+    /// event's time and stream version. Loading a user is this, over its stream.
+    pub async fn fold_user(
+        &self,
+        user: Option<roster_domain::User>,
+        record: &RecordedEvent,
+    ) -> Result<Option<roster_domain::User>, CodecError> {
+        let decoded = self.decode(record).await?;
+        Ok(roster_domain::apply(
+            user,
+            &decoded.event,
+            crate::projector::event_time(record.time),
+            record.version,
+        ))
+    }
+
     /// Reads a user event back into the domain.
     pub async fn decode(&self, record: &RecordedEvent) -> Result<DecodedEvent, CodecError> {
         let (mut data, mut meta, erased) = self.open_json(record).await?;

@@ -17,7 +17,6 @@ use roster_domain::settings::{OrgSettings, SETTINGS_CHANGED, SettingsChanged, Un
 use roster_domain::{DeleteMode, OrgId, PatchInput, Profile, User, UserId, apply, decide};
 use roster_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use roster_eventlog::{EventLog, ExpectedVersion, NewEvent, StreamAppend, StreamId, Transaction};
-use roster_projections::projector::event_time;
 use roster_projections::rebuild::{RebuildOptions, rebuild_with};
 use roster_projections::{Codec, EventMeta, ListQuery, ReadModels};
 use roster_vault::{BlindIndex, FileKeyStore, KeyId, KeyStore};
@@ -76,13 +75,7 @@ impl World {
         let stream = StreamId::new("default", format!("user-{id}"));
         let (mut state, mut version) = (None, 0);
         for record in self.log.read_stream(&stream, 1, usize::MAX).await.unwrap() {
-            let decoded = self.codec.decode(&record).await.unwrap();
-            state = apply(
-                state,
-                &decoded.event,
-                event_time(record.time),
-                record.version,
-            );
+            state = self.codec.fold_user(state, &record).await.unwrap();
             version = record.version;
         }
         (state, version)

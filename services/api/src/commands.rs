@@ -256,13 +256,7 @@ impl AppState {
             return Ok(loaded);
         }
         for record in &events {
-            let decoded = self.0.codec.decode(record).await?;
-            loaded.user = apply(
-                loaded.user.take(),
-                &decoded.event,
-                event_time(record.time),
-                record.version,
-            );
+            loaded.user = self.0.codec.fold_user(loaded.user.take(), record).await?;
             loaded.version = record.version;
             loaded.last_position = record.position;
         }
@@ -290,13 +284,7 @@ impl AppState {
             if !within {
                 break;
             }
-            let decoded = self.0.codec.decode(record).await?;
-            loaded.user = apply(
-                loaded.user.take(),
-                &decoded.event,
-                event_time(record.time),
-                record.version,
-            );
+            loaded.user = self.0.codec.fold_user(loaded.user.take(), record).await?;
             loaded.version = record.version;
             loaded.last_position = record.position;
         }
