@@ -49,6 +49,7 @@ use parking_lot::{Mutex, RwLock};
 use state::State;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     applied: watch::Sender<u64>,
     /// Tells the consumer task to recreate its consumer.
     tail_kick: tokio::sync::Notify,
+    /// Messages the consumer has received (applied or not): whether it is alive.
+    deliveries: AtomicU64,
     /// Largest message the writer builds (server `max_payload` less room for headers).
     max_message_bytes: usize,
 }
@@ -201,6 +204,7 @@ impl NatsLog {
             head: Mutex::new(Some(head_tx)),
             applied: watch::channel(0).0,
             tail_kick: tokio::sync::Notify::new(),
+            deliveries: AtomicU64::new(0),
             max_message_bytes,
             options,
             context,
@@ -225,6 +229,15 @@ impl NatsLog {
                 closing: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Stops the consumer that follows the stream, as a node failure can silence it (for
+    /// tests: appends must still see what other processes wrote, by reading it directly).
+    #[doc(hidden)]
+    pub fn stop_consumer_for_tests(&self) {
+        if let Some(tail) = self.inner.tail.lock().take() {
+            tail.abort();
+        }
     }
 
     /// The JetStream stream's name.
@@ -409,22 +422,69 @@ async fn ensure_genesis(
     }
 }
 
-/// Waits until the consumer has applied `last_seq`; gives up when it makes no progress for
-/// `unavailable_timeout`.
-async fn catch_up(shared: &Shared, last_seq: u64) -> Result<(), LogError> {
+/// Waits until `seq` is applied: by the consumer while it makes progress, else by reading
+/// the missing messages directly. A consumer that has delivered nothing for [`KICK_AFTER`]
+/// while messages are missing is restarted. False if `deadline` passes first.
+pub(crate) async fn wait_applied(shared: &Shared, seq: u64, deadline: Instant) -> bool {
     let mut applied = shared.applied.subscribe();
+    let mut deliveries = (shared.deliveries.load(Ordering::Relaxed), Instant::now());
     loop {
-        let seen = *applied.borrow_and_update();
+        if *applied.borrow_and_update() >= seq {
+            return true;
+        }
+        let patience = (Instant::now() + FETCH_AFTER).min(deadline);
+        match tokio::time::timeout_at(patience, applied.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return false,
+            Err(_) if Instant::now() >= deadline => return false,
+            Err(_) => {}
+        }
+        // Nothing applied for a while, and `seq` is known to exist.
+        let delivered = shared.deliveries.load(Ordering::Relaxed);
+        if delivered != deliveries.0 {
+            deliveries = (delivered, Instant::now());
+        } else if deliveries.1.elapsed() >= KICK_AFTER {
+            tracing::info!(seq, "event log consumer is silent; restarting it");
+            shared.tail_kick.notify_one();
+            deliveries.1 = Instant::now();
+        }
+        match tokio::time::timeout_at(deadline, tail::fetch_missing(shared, seq)).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, seq, "cannot read the missing messages; waiting");
+                if shared.state.read().check().is_err() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How long a writer or `connect` waits for the consumer before reading what it lacks.
+const FETCH_AFTER: Duration = Duration::from_millis(250);
+/// How long the consumer may deliver nothing while messages are missing before it is
+/// restarted.
+const KICK_AFTER: Duration = Duration::from_secs(1);
+
+/// Waits until `last_seq` is applied; gives up when nothing moves for `unavailable_timeout`.
+async fn catch_up(shared: &Shared, last_seq: u64) -> Result<(), LogError> {
+    let mut seen = shared.state.read().last_seq;
+    loop {
         shared.state.read().check()?;
         if seen >= last_seq {
             return Ok(());
         }
-        let changed = tokio::time::timeout(shared.options.unavailable_timeout, applied.changed());
-        if changed.await.is_err() {
+        let deadline = Instant::now() + shared.options.unavailable_timeout;
+        wait_applied(shared, last_seq, deadline).await;
+        let now = shared.state.read().last_seq;
+        if now == seen {
+            shared.state.read().check()?;
             return Err(LogError::Unavailable(format!(
                 "reading the log: stuck at sequence {seen} of {last_seq}"
             )));
         }
+        seen = now;
     }
 }
 

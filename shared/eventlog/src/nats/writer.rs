@@ -6,8 +6,9 @@
 //! - The server stores the message only if nothing was written since the state it was
 //!   validated against, so the decision (versions, reservations, positions) and the write are
 //!   one atomic step, across processes.
-//! - Refused because another process wrote first: wait until the consumer has applied that
-//!   write, re-validate, publish again.
+//! - Refused because another process wrote first: wait until that write is applied (by the
+//!   consumer, or read directly if the consumer does not bring it), re-validate, publish
+//!   again.
 //! - No answer (timeout, disconnect, no leader): publish the *same* message again, same id and
 //!   same expected sequence, with backoff, for at most `unavailable_timeout`. Only one copy
 //!   can ever be stored (the id de-duplicates, the expected sequence admits one message at
@@ -70,8 +71,6 @@ enum Outcome {
     Unavailable(String),
 }
 
-/// How long the writer waits for the consumer before restarting it.
-const KICK_AFTER: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -152,7 +151,7 @@ impl Writer {
                 // current, else catch up and judge again.
                 if let Some(latest) = self.latest_seq(deadline).await
                     && latest > p.expected
-                    && self.wait_applied(latest, deadline).await
+                    && super::wait_applied(&self.shared, latest, deadline).await
                 {
                     pending = p.refused.into_iter().map(|(r, _)| r).collect();
                     continue;
@@ -214,25 +213,6 @@ impl Writer {
                 None
             }
             Err(_) => None,
-        }
-    }
-
-    /// Waits until the consumer has applied `seq`; false if the deadline passes first. A
-    /// consumer that makes us wait long is restarted: after a node failure it may follow a
-    /// consumer that no longer exists until its heartbeats are missed.
-    async fn wait_applied(&self, seq: u64, deadline: Instant) -> bool {
-        let mut applied = self.shared.applied.subscribe();
-        loop {
-            let patience = (Instant::now() + KICK_AFTER).min(deadline);
-            match tokio::time::timeout_at(patience, applied.wait_for(|&s| s >= seq)).await {
-                Ok(Ok(_)) => return true,
-                Ok(Err(_)) => return false,
-                Err(_) if Instant::now() >= deadline => return false,
-                Err(_) => {
-                    tracing::info!(seq, "event log consumer is behind; restarting it");
-                    self.shared.tail_kick.notify_one();
-                }
-            }
         }
     }
 
@@ -378,7 +358,7 @@ impl Writer {
     /// The place after `expected` is taken: wait until the consumer has applied it, then say
     /// whether it is ours.
     async fn wait_and_resolve(&self, expected: u64, origin: Origin, deadline: Instant) -> Outcome {
-        if self.wait_applied(expected + 1, deadline).await {
+        if super::wait_applied(&self.shared, expected + 1, deadline).await {
             self.resolve(expected, origin).await
         } else {
             Outcome::Unavailable(format!(

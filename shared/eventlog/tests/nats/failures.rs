@@ -2,6 +2,7 @@
 
 use crate::common::*;
 use roster_eventlog::contract::read_everything;
+use roster_eventlog::nats::NatsOptions;
 use roster_eventlog::{AppendError, EventLog, ExpectedVersion, LogError, StreamId};
 use roster_testsupport::NatsServer;
 use std::sync::Arc;
@@ -161,4 +162,55 @@ async fn a_foreign_message_fails_the_log() {
         Err(LogError::Corrupt(_))
     ));
     log.close().await.expect("close");
+}
+
+/// A process whose consumer has gone silent (as one can after a quorum loss, while the
+/// stream holds messages it never delivers) still appends: it reads what other processes
+/// wrote directly, judges against it, and never stays stuck as Unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_go_on_when_the_consumer_is_silent() {
+    let server = NatsServer::shared();
+    let options = NatsOptions {
+        unavailable_timeout: Duration::from_secs(5),
+        ..fresh_options("silent")
+    };
+    let a = connect(&server.url(), &options).await;
+    let b = connect(&server.url(), &options).await;
+    let s = StreamId::new("acme", "user-1");
+    a.append(one(&s, ExpectedVersion::NoStream, "a1"))
+        .await
+        .expect("first append");
+    wait_for_head(&b, 1).await;
+    a.stop_consumer_for_tests();
+
+    // Another process writes three events; `a` is not told.
+    for i in 2..=4 {
+        b.append(one(&s, ExpectedVersion::Exact(i - 1), &format!("b{i}")))
+            .await
+            .expect("append by b");
+    }
+    assert_eq!(a.head(), 1, "a's consumer is stopped");
+
+    // An append judged against a's stale view: refused for what b wrote, not Unavailable.
+    match a.append(one(&s, ExpectedVersion::Exact(1), "stale")).await {
+        Err(AppendError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, Some(4)),
+        other => panic!("expected WrongExpectedVersion after catching up, got {other:?}"),
+    }
+    // And one that fits the latest state lands after b's events.
+    let started = Instant::now();
+    let c = a
+        .append(one(&s, ExpectedVersion::Exact(4), "a5"))
+        .await
+        .expect("append after catching up");
+    assert_eq!(c.first_position, 5);
+    assert!(started.elapsed() < Duration::from_secs(3), "no long wait");
+    // b (consumer alive) and a agree on the whole log.
+    wait_for_head(&b, 5).await;
+    assert_eq!(
+        read_everything(&a).await,
+        read_everything(&b).await,
+        "one log"
+    );
+    a.close().await.expect("close");
+    b.close().await.expect("close");
 }
