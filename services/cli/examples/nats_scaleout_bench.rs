@@ -44,8 +44,14 @@ fn roster_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("ROSTER_BIN") {
         return bin.into();
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = root.join("target/release/roster");
+    // Examples are built into `<target>/release/examples/`, the binary into `<target>/release/`
+    // (whatever CARGO_TARGET_DIR says).
+    let exe = std::env::current_exe().expect("path of this example");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("examples live in <target>/release/examples")
+        .join("roster");
     assert!(
         bin.is_file(),
         "build it first: cargo build --release -p roster-cli"
