@@ -170,8 +170,10 @@ async fn settings_belong_to_one_organization() {
     .await;
 }
 
+/// Duplicates kept from a `no` period share the username's reservation: whichever of them
+/// renames or is deleted first, the others still protect the name under `app`; only when the
+/// last of them lets it go may someone else take it.
 #[tokio::test]
-#[ignore = "BUG: a duplicate kept from the `no` period loses protection once the holder of the reservation renames"]
 async fn a_kept_duplicate_stays_protected_after_the_holder_renames() {
     let app = spawn_app().await;
     set_unique_usernames(&app, "no").await;
@@ -179,10 +181,35 @@ async fn a_kept_duplicate_stays_protected_after_the_holder_renames() {
         .await;
     app.create_user(&json!({"id": "duplicate", "username": "dup"}))
         .await;
-    set_unique_usernames(&app, "app").await;
-    app.patch("/v1/users/holder", &json!({"set": {"username": "renamed"}}))
+    app.create_user(&json!({"id": "third", "username": "D.U.P"}))
         .await;
-    // `duplicate` still has `dup`: under `app`, nobody else may take it.
+    set_unique_usernames(&app, "app").await;
+    let response = app
+        .patch("/v1/users/holder", &json!({"set": {"username": "renamed"}}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // `duplicate` and `third` still have `dup`: under `app`, nobody else may take it.
     let response = app.post("/v1/users", &json!({"username": "DUP"})).await;
+    assert_problem(response, StatusCode::CONFLICT, "username_taken").await;
+    let response = app
+        .patch("/v1/users/holder", &json!({"set": {"username": "dup"}}))
+        .await;
+    assert_problem(response, StatusCode::CONFLICT, "username_taken").await;
+
+    // One more lets it go by deletion, the last by renaming: then it is free.
+    let response = app.delete("/v1/users/duplicate?mode=hard").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app.post("/v1/users", &json!({"username": "dup"})).await;
+    assert_problem(response, StatusCode::CONFLICT, "username_taken").await;
+    let response = app
+        .patch("/v1/users/third", &json!({"unset": ["username"]}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .post("/v1/users", &json!({"id": "newcomer", "username": "Dup"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    // And it is enforced again for the newcomer.
+    let response = app.post("/v1/users", &json!({"username": "dup"})).await;
     assert_problem(response, StatusCode::CONFLICT, "username_taken").await;
 }

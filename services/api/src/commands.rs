@@ -220,7 +220,7 @@ impl AppState {
                     expires_at: None,
                 }
             } else {
-                Reservation::ClaimIfFree {
+                Reservation::Share {
                     key: new.key,
                     owner: owner.to_owned(),
                 }
@@ -522,7 +522,7 @@ impl AppState {
                     after.as_ref(),
                     settings.enforce_unique_usernames,
                 ) {
-                    if let Reservation::Claim { key, .. } | Reservation::ClaimIfFree { key, .. } =
+                    if let Reservation::Claim { key, .. } | Reservation::Share { key, .. } =
                         &reservation
                     {
                         claim_fields.push((key.clone(), field(&item.field_prefix, name), name));

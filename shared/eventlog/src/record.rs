@@ -25,6 +25,8 @@ pub(crate) const HEADER_LEN: usize = 8;
 const KIND_TRANSACTION: u8 = 1;
 const TAG_CLAIM: u8 = 1;
 const TAG_RELEASE: u8 = 2;
+const TAG_SHARE: u8 = 3;
+const TAG_UNSHARE: u8 = 4;
 
 /// What a transaction did to one reservation key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +39,11 @@ pub(crate) enum Effect {
     },
     /// `key` is free.
     Release { key: String },
+    /// `owner` joins the holders of `key` (held by someone else).
+    Share { key: String, owner: String },
+    /// `owner` leaves the holders of shared `key`, which the others keep holding; if it was
+    /// the first holder, the next one becomes the first, from the record's first position.
+    Unshare { key: String, owner: String },
 }
 
 /// A stream append as recovery needs it: no event bodies.
@@ -70,7 +77,7 @@ pub(crate) fn max_framed_len(appends: &[StreamAppend], reservations: &[Reservati
     for r in reservations {
         let (key, owner) = match r {
             Reservation::Claim { key, owner, .. }
-            | Reservation::ClaimIfFree { key, owner }
+            | Reservation::Share { key, owner }
             | Reservation::Release { key, owner } => (key, owner),
         };
         n += 1 + 2 * MAX_VARINT + key.len() + owner.len() + 1 + 8;
@@ -125,6 +132,15 @@ pub(crate) fn encode(
                 buf.push(TAG_RELEASE);
                 put_bytes(buf, key.as_bytes());
             }
+            Effect::Share { key, owner } | Effect::Unshare { key, owner } => {
+                buf.push(if matches!(effect, Effect::Share { .. }) {
+                    TAG_SHARE
+                } else {
+                    TAG_UNSHARE
+                });
+                put_bytes(buf, key.as_bytes());
+                put_bytes(buf, owner.as_bytes());
+            }
         }
     }
     let payload = &buf[start + HEADER_LEN..];
@@ -178,6 +194,14 @@ fn decode_effects(r: &mut Reader<'_>) -> Result<Vec<Effect>, DecodeError> {
             }
             TAG_RELEASE => Effect::Release {
                 key: r.str()?.to_owned(),
+            },
+            TAG_SHARE => Effect::Share {
+                key: r.str()?.to_owned(),
+                owner: r.str()?.to_owned(),
+            },
+            TAG_UNSHARE => Effect::Unshare {
+                key: r.str()?.to_owned(),
+                owner: r.str()?.to_owned(),
             },
             _ => return Err(DecodeError("unknown reservation tag")),
         };
@@ -329,6 +353,14 @@ mod tests {
                 expires_at: Some(-5),
             },
             Effect::Release { key: "j".into() },
+            Effect::Share {
+                key: "u".into(),
+                owner: "p".into(),
+            },
+            Effect::Unshare {
+                key: "u".into(),
+                owner: "q".into(),
+            },
         ];
         let mut buf = Vec::new();
         encode(&mut buf, 10, 1234, &appends, &[4, 1], &effects);

@@ -81,7 +81,8 @@ pub struct StreamAppend {
 pub enum Reservation {
     /// Take `key` for `owner`. Fails the whole transaction with
     /// [`AppendError::ReservationHeld`] if another owner holds it and it has not expired;
-    /// claiming again by the same owner succeeds (and replaces `expires_at`).
+    /// claiming again by the same owner succeeds (and replaces `expires_at`, unless the key
+    /// is shared: a holder of a shared key keeps it as it is).
     Claim {
         /// The unique value's key.
         key: String,
@@ -90,14 +91,19 @@ pub enum Reservation {
         /// After this time the claim reads as free (`None` = never expires).
         expires_at: Option<Micros>,
     },
-    /// Take `key` for `owner` if it is free; leave it as it is, without error, if not.
-    ClaimIfFree {
-        /// The unique value's key.
+    /// Hold `key` together with whoever holds it: take it if it is free, else join its
+    /// holders (never fails). A shared key stays held until every holder has released it,
+    /// and an exclusive [`Reservation::Claim`] by anyone else fails while it is held — so a
+    /// value several owners were allowed to share (usernames while an organization does
+    /// not enforce uniqueness) stays protected as long as one of them still has it.
+    Share {
+        /// The value's key.
         key: String,
-        /// Who takes it.
+        /// Who holds it (too).
         owner: String,
     },
-    /// Free `key` if `owner` holds it; do nothing otherwise.
+    /// `owner` no longer holds `key`: freed if it was the only holder, still held by the
+    /// others if it was shared; nothing happens if `owner` does not hold it.
     Release {
         /// The unique value's key.
         key: String,
@@ -151,15 +157,25 @@ pub struct RecordedEvent {
     pub metadata: Bytes,
 }
 
-/// The current holder of a reservation key.
+/// The current holder(s) of a reservation key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReservationInfo {
-    /// Who holds it.
+    /// Who holds it (the first of its holders, if it is shared).
     pub owner: String,
-    /// Position of the first event of the transaction that claimed it.
+    /// Position of the first event of the transaction that made `owner` its holder.
     pub position: Position,
     /// When the claim lapses, if ever.
     pub expires_at: Option<Micros>,
+    /// The other holders of a shared key ([`Reservation::Share`]), in the order they
+    /// joined; empty for a key held by one owner.
+    pub sharers: Vec<String>,
+}
+
+impl ReservationInfo {
+    /// Whether `owner` is one of the key's holders.
+    pub fn is_held_by(&self, owner: &str) -> bool {
+        self.owner == owner || self.sharers.iter().any(|s| s == owner)
+    }
 }
 
 /// Why an append was refused or failed.

@@ -47,25 +47,66 @@ pub(crate) fn apply_summary(
         position += a.count;
     }
     for effect in &s.effects {
-        match effect {
-            Effect::Claim {
-                key,
-                owner,
-                expires_at,
-            } => {
+        apply_effect(reservations, s.first_position, effect);
+    }
+    Ok(())
+}
+
+/// Applies one reservation effect of a record whose first event is at `position`.
+fn apply_effect(
+    reservations: &mut HashMap<String, ReservationInfo>,
+    position: Position,
+    effect: &Effect,
+) {
+    match effect {
+        Effect::Claim {
+            key,
+            owner,
+            expires_at,
+        } => {
+            let info = ReservationInfo {
+                owner: owner.clone(),
+                position,
+                expires_at: *expires_at,
+                sharers: Vec::new(),
+            };
+            reservations.insert(key.clone(), info);
+        }
+        Effect::Release { key } => {
+            reservations.remove(key);
+        }
+        Effect::Share { key, owner } => match reservations.get_mut(key) {
+            Some(info) => {
+                if !info.is_held_by(owner) {
+                    info.sharers.push(owner.clone());
+                }
+            }
+            None => {
                 let info = ReservationInfo {
                     owner: owner.clone(),
-                    position: s.first_position,
-                    expires_at: *expires_at,
+                    position,
+                    expires_at: None,
+                    sharers: Vec::new(),
                 };
                 reservations.insert(key.clone(), info);
             }
-            Effect::Release { key } => {
-                reservations.remove(key);
+        },
+        Effect::Unshare { key, owner } => {
+            let Some(info) = reservations.get_mut(key) else {
+                return;
+            };
+            if info.owner == *owner {
+                if info.sharers.is_empty() {
+                    reservations.remove(key);
+                } else {
+                    info.owner = info.sharers.remove(0);
+                    info.position = position;
+                }
+            } else {
+                info.sharers.retain(|s| s != owner);
             }
         }
     }
-    Ok(())
 }
 
 /// The map key of a stream: `org/name` (unambiguous because an org has no `/`).
@@ -229,7 +270,7 @@ impl BatchOverlay {
         for r in &tx.reservations {
             let (key, owner) = match r {
                 Reservation::Claim { key, owner, .. }
-                | Reservation::ClaimIfFree { key, owner }
+                | Reservation::Share { key, owner }
                 | Reservation::Release { key, owner } => (key.as_str(), owner.as_str()),
             };
             let current = match local.get(key) {
@@ -239,46 +280,61 @@ impl BatchOverlay {
                     None => state.reservation(key).cloned(),
                 },
             };
-            let live = current.filter(|info| !expired(info, time));
-            let claim = |expires_at| ReservationInfo {
-                owner: owner.to_owned(),
-                position: first_position,
-                expires_at,
-            };
-            match r {
-                Reservation::Claim { expires_at, .. } => {
-                    if let Some(held) = live.filter(|held| held.owner != owner) {
+            let live = current.clone().filter(|info| !expired(info, time));
+            let effect = match (r, live) {
+                // Free (or lapsed): taken, whatever the kind of claim.
+                (Reservation::Claim { expires_at, .. }, None) => Some(Effect::Claim {
+                    key: key.to_owned(),
+                    owner: owner.to_owned(),
+                    expires_at: *expires_at,
+                }),
+                (Reservation::Share { .. }, None) => Some(Effect::Claim {
+                    key: key.to_owned(),
+                    owner: owner.to_owned(),
+                    expires_at: None,
+                }),
+                (Reservation::Release { .. }, None) => None,
+                (Reservation::Claim { expires_at, .. }, Some(held)) => {
+                    if !held.is_held_by(owner) {
                         return Err(AppendError::ReservationHeld {
                             key: key.to_owned(),
                             owner: held.owner,
                             position: held.position,
                         });
                     }
-                    local.insert(key, Some(claim(*expires_at)));
-                    effects.push(Effect::Claim {
+                    // Held by this owner alone: claimed again (a new expiry). Shared: kept.
+                    held.sharers.is_empty().then(|| Effect::Claim {
                         key: key.to_owned(),
                         owner: owner.to_owned(),
                         expires_at: *expires_at,
-                    });
+                    })
                 }
-                Reservation::ClaimIfFree { .. } => {
-                    if live.is_none() {
-                        local.insert(key, Some(claim(None)));
-                        effects.push(Effect::Claim {
-                            key: key.to_owned(),
-                            owner: owner.to_owned(),
-                            expires_at: None,
-                        });
-                    }
+                (Reservation::Share { .. }, Some(held)) => {
+                    (!held.is_held_by(owner)).then(|| Effect::Share {
+                        key: key.to_owned(),
+                        owner: owner.to_owned(),
+                    })
                 }
-                Reservation::Release { .. } => {
-                    if live.is_some_and(|held| held.owner == owner) {
-                        local.insert(key, None);
-                        effects.push(Effect::Release {
-                            key: key.to_owned(),
-                        });
-                    }
+                (Reservation::Release { .. }, Some(held)) if !held.is_held_by(owner) => None,
+                (Reservation::Release { .. }, Some(held)) if held.sharers.is_empty() => {
+                    Some(Effect::Release {
+                        key: key.to_owned(),
+                    })
                 }
+                (Reservation::Release { .. }, Some(_)) => Some(Effect::Unshare {
+                    key: key.to_owned(),
+                    owner: owner.to_owned(),
+                }),
+            };
+            if let Some(effect) = effect {
+                // This transaction's view of the key, exactly as the log will apply it.
+                let mut view: HashMap<String, ReservationInfo> = HashMap::new();
+                if let Some(info) = current {
+                    view.insert(key.to_owned(), info);
+                }
+                apply_effect(&mut view, first_position, &effect);
+                local.insert(key, view.remove(key));
+                effects.push(effect);
             }
         }
 

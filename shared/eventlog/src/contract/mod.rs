@@ -50,7 +50,7 @@ contract_tests!(
     read_paging,
     head_and_watch_head,
     reservations_claim_and_release,
-    reservations_claim_if_free,
+    reservations_share,
     reservations_expire,
     reservations_apply_in_order,
     reservation_race_has_one_winner,

@@ -94,34 +94,89 @@ pub async fn reservations_claim_and_release(log: Arc<dyn EventLog>) {
     );
 }
 
-/// `ClaimIfFree` takes a free key and leaves a held one alone, without failing.
-pub async fn reservations_claim_if_free(log: Arc<dyn EventLog>) {
+/// `Share` takes a free key and joins the holders of a held one, without failing; a shared
+/// key refuses exclusive claims by anyone else until every holder has released it, and the
+/// next holder becomes its first when the first leaves.
+pub async fn reservations_share(log: Arc<dyn EventLog>) {
     let s = stream("acme", "s");
-    let if_free = |owner: &str| Reservation::ClaimIfFree {
-        key: "idem-1".into(),
+    let share = |owner: &str| Reservation::Share {
+        key: "name-1".into(),
         owner: owner.into(),
     };
-    let c = must_append(&*log, with_reservations(&s, Any, vec![if_free("first")])).await;
-    let held = log.reservation("idem-1").await.expect("r").expect("taken");
+    let c = must_append(&*log, with_reservations(&s, Any, vec![share("first")])).await;
+    let held = log.reservation("name-1").await.expect("r").expect("taken");
     assert_eq!(
-        (held.owner.as_str(), held.position),
-        ("first", c.first_position)
+        (held.owner.as_str(), held.position, held.sharers.len()),
+        ("first", c.first_position, 0)
     );
 
-    let c2 = must_append(&*log, with_reservations(&s, Any, vec![if_free("second")])).await;
+    let c2 = must_append(&*log, with_reservations(&s, Any, vec![share("second")])).await;
     assert!(
         c2.first_position > c.first_position,
         "the events were still written"
     );
+    // Sharing again changes nothing.
+    must_append(&*log, with_reservations(&s, Any, vec![share("second")])).await;
     let held = log
-        .reservation("idem-1")
+        .reservation("name-1")
         .await
         .expect("r")
         .expect("still taken");
     assert_eq!(
-        (held.owner.as_str(), held.position),
-        ("first", c.first_position)
+        (held.owner.as_str(), held.position, held.sharers.clone()),
+        ("first", c.first_position, vec!["second".to_owned()])
     );
+
+    // Held by two: an exclusive claim by a third fails, one by a holder keeps it as it is.
+    let err = log
+        .append(with_reservations(&s, Any, vec![claim("name-1", "third")]))
+        .await
+        .expect_err("shared key is held");
+    assert!(matches!(err, AppendError::ReservationHeld { ref owner, .. } if owner == "first"));
+    must_append(
+        &*log,
+        with_reservations(&s, Any, vec![claim("name-1", "second")]),
+    )
+    .await;
+
+    // The first holder leaves: the second holds it alone, from that transaction on.
+    let c3 = must_append(
+        &*log,
+        with_reservations(&s, Any, vec![release("name-1", "first")]),
+    )
+    .await;
+    let held = log.reservation("name-1").await.expect("r").expect("held");
+    assert_eq!(
+        (held.owner.as_str(), held.position, held.sharers.len()),
+        ("second", c3.first_position, 0)
+    );
+    let err = log
+        .append(with_reservations(&s, Any, vec![claim("name-1", "third")]))
+        .await
+        .expect_err("still held by the second");
+    assert!(matches!(err, AppendError::ReservationHeld { ref owner, .. } if owner == "second"));
+
+    // A sharer that is not the first leaves: the first keeps it.
+    must_append(
+        &*log,
+        with_reservations(&s, Any, vec![share("third"), release("name-1", "third")]),
+    )
+    .await;
+    let held = log.reservation("name-1").await.expect("r").expect("held");
+    assert_eq!((held.owner.as_str(), held.sharers.len()), ("second", 0));
+
+    // The last holder leaves: free for anyone.
+    must_append(
+        &*log,
+        with_reservations(&s, Any, vec![release("name-1", "second")]),
+    )
+    .await;
+    assert_eq!(log.reservation("name-1").await.expect("r"), None);
+    must_append(
+        &*log,
+        with_reservations(&s, Any, vec![claim("name-1", "third")]),
+    )
+    .await;
 }
 
 /// A claim whose `expires_at` has passed reads as free and can be taken by another owner;
@@ -163,25 +218,19 @@ pub async fn reservations_expire(log: Arc<dyn EventLog>) {
         .expect_err("not expired yet");
     assert!(matches!(err, AppendError::ReservationHeld { ref owner, .. } if owner == "a"));
 
-    // An expired claim is free for ClaimIfFree too.
+    // An expired claim is free for Share too: it is taken, not joined.
     must_append(
         &*log,
         with_reservations(&s, Any, vec![claim_until("lapsed", "a", past)]),
     )
     .await;
-    let if_free = Reservation::ClaimIfFree {
+    let share = Reservation::Share {
         key: "lapsed".into(),
         owner: "b".into(),
     };
-    must_append(&*log, with_reservations(&s, Any, vec![if_free])).await;
-    assert_eq!(
-        log.reservation("lapsed")
-            .await
-            .expect("r")
-            .expect("taken")
-            .owner,
-        "b"
-    );
+    must_append(&*log, with_reservations(&s, Any, vec![share])).await;
+    let held = log.reservation("lapsed").await.expect("r").expect("taken");
+    assert_eq!((held.owner.as_str(), held.sharers.len()), ("b", 0));
 }
 
 /// Reservations of one transaction apply in order and see each other; a failure among them

@@ -5,10 +5,11 @@
 //! File `{head:020}.ckpt`, written as `.tmp`, fsynced, renamed, directory fsynced. Layout
 //! (`v` = varint, `s` = string):
 //! ```text
-//! magic "RSTRCKP1" | head u64 | last_time i64 | end_offset u64 | v segments
+//! magic "RSTRCKP2" | head u64 | last_time i64 | end_offset u64 | v segments
 //!   per segment: v first_position | v records | per record: v payload_len | v events
 //! v streams: s key | v events | per event: v position delta
 //! v reservations: s key | s owner | v position | u8 has_expiry | i64 expires_at
+//!   | v sharers | per sharer: s owner
 //! crc32 u32 of everything before
 //! ```
 //! The last listed segment is where the next record goes, at `end_offset`.
@@ -24,7 +25,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
-const MAGIC: &[u8; 8] = b"RSTRCKP1";
+/// Version 2 added the sharers of shared reservations; a version-1 checkpoint is unreadable,
+/// which costs one full scan.
+const MAGIC: &[u8; 8] = b"RSTRCKP2";
 /// How many checkpoints to keep: the newest, and one to fall back on if it is unreadable.
 const KEEP: usize = 2;
 
@@ -85,6 +88,10 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
         put_varint(&mut buf, info.position);
         buf.push(u8::from(info.expires_at.is_some()));
         put_i64(&mut buf, info.expires_at.unwrap_or(0));
+        put_varint(&mut buf, info.sharers.len() as u64);
+        for sharer in &info.sharers {
+            put_bytes(&mut buf, sharer.as_bytes());
+        }
     }
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
@@ -166,10 +173,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
         let position = r.varint()?;
         let has_expiry = r.u8()? != 0;
         let at = r.i64()?;
+        let sharers = (0..r.count()?)
+            .map(|_| r.str().map(str::to_owned))
+            .collect::<Result<_, _>>()?;
         let info = ReservationInfo {
             owner,
             position,
             expires_at: has_expiry.then_some(at),
+            sharers,
         };
         reservations.insert(key, info);
     }

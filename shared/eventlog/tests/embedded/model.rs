@@ -158,39 +158,61 @@ impl Model {
                     .filter(|i| i.expires_at.is_none_or(|at| at > PAST))
                     .cloned()
             };
+            // The model keeps a key's holders as a list, first holder first, written
+            // independently of the log's effects.
+            let holds =
+                |h: &ReservationInfo, o: &str| h.owner == o || h.sharers.iter().any(|s| s == o);
+            let fresh = |owner: &str, expires_at| ReservationInfo {
+                owner: owner.to_owned(),
+                position: first,
+                expires_at,
+                sharers: vec![],
+            };
             match r {
                 Reservation::Claim {
                     key,
                     owner,
                     expires_at,
-                } => {
-                    if let Some(held) = live(&reservations, key).filter(|h| &h.owner != owner) {
+                } => match live(&reservations, key) {
+                    Some(held) if !holds(&held, owner) => {
                         return Outcome::Held {
                             key: key.clone(),
                             owner: held.owner,
                             position: held.position,
                         };
                     }
-                    let info = ReservationInfo {
-                        owner: owner.clone(),
-                        position: first,
-                        expires_at: *expires_at,
-                    };
-                    reservations.insert(key.clone(), info);
-                }
-                Reservation::ClaimIfFree { key, owner } => {
-                    if live(&reservations, key).is_none() {
-                        let info = ReservationInfo {
-                            owner: owner.clone(),
-                            position: first,
-                            expires_at: None,
-                        };
-                        reservations.insert(key.clone(), info);
+                    Some(held) if !held.sharers.is_empty() => {}
+                    _ => {
+                        reservations.insert(key.clone(), fresh(owner, *expires_at));
                     }
-                }
+                },
+                Reservation::Share { key, owner } => match live(&reservations, key) {
+                    None => {
+                        reservations.insert(key.clone(), fresh(owner, None));
+                    }
+                    Some(mut held) => {
+                        if !holds(&held, owner) {
+                            held.sharers.push(owner.clone());
+                        }
+                        reservations.insert(key.clone(), held);
+                    }
+                },
                 Reservation::Release { key, owner } => {
-                    if live(&reservations, key).is_some_and(|h| &h.owner == owner) {
-                        reservations.remove(key);
+                    if let Some(mut held) = live(&reservations, key).filter(|h| holds(h, owner)) {
+                        let mut holders = vec![held.owner.clone()];
+                        holders.extend(held.sharers.iter().cloned());
+                        let was_first = holders[0] == *owner;
+                        holders.retain(|h| h != owner);
+                        if holders.is_empty() {
+                            reservations.remove(key);
+                        } else {
+                            held.owner = holders.remove(0);
+                            held.sharers = holders;
+                            if was_first {
+                                held.position = first;
+                            }
+                            reservations.insert(key.clone(), held);
+                        }
                     }
                 }
             }
@@ -261,7 +283,7 @@ fn reservation_strategy() -> impl Strategy<Value = Reservation> {
             owner,
             expires_at: Some(FUTURE),
         },
-        3 => Reservation::ClaimIfFree { key, owner },
+        3 => Reservation::Share { key, owner },
         _ => Reservation::Release { key, owner },
     })
 }

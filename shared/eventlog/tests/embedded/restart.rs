@@ -32,7 +32,7 @@ async fn fill(log: &Arc<EmbeddedLog>, rounds: usize, salt: &str) {
                             expires_at: None,
                         },
                         1 => Reservation::Release { key, owner },
-                        2 => Reservation::ClaimIfFree { key, owner },
+                        2 => Reservation::Share { key, owner },
                         3 => Reservation::Claim {
                             key,
                             owner,
