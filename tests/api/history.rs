@@ -430,3 +430,69 @@ async fn export_holds_profile_ledger_logs_and_events() {
     )
     .await;
 }
+
+/// After a hard deletion the id may be taken again; the new user's history (logs, events,
+/// export) is its own: it starts at the event that took the id again, and holds nothing of
+/// the earlier holder. The deleted holder's history stays readable (erased) until then.
+#[tokio::test]
+async fn a_re_created_id_has_a_history_of_its_own() {
+    let app = spawn_app().await;
+    app.create_user(&json!({"id": "reused", "name": "Earlier Holder"}))
+        .await;
+    app.patch(
+        "/v1/users/reused",
+        &json!({"set": {"name": "Still Earlier"}}),
+    )
+    .await;
+    let response = app.delete("/v1/users/reused?mode=hard").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let before = json(app.get("/v1/users/reused/events").await).await;
+    let types: Vec<&str> = before["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["UserCreated", "UserPartiallyUpdated", "UserDeleted"]);
+
+    let created = app
+        .create_user(&json!({"id": "reused", "name": "New Holder"}))
+        .await;
+    let position = created["position"].as_u64().unwrap();
+    app.patch(
+        "/v1/users/reused",
+        &json!({"set": {"name": "New Holder 2"}}),
+    )
+    .await;
+    let events = json(app.get("/v1/users/reused/events").await).await;
+    let events = events["events"].as_array().unwrap().clone();
+    let summary: Vec<(&str, u64)> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(summary, [("UserCreated", 4), ("UserPartiallyUpdated", 5)]);
+    assert!(events[0]["position"].as_u64().unwrap() >= position);
+    // Paging with `after` below the new beginning still starts there.
+    let page = json(app.get("/v1/users/reused/events?after=1&limit=1").await).await;
+    assert_eq!(page["events"][0]["version"], 4);
+    assert_eq!(page["next_after"], 4);
+
+    let logs = json(app.get("/v1/users/reused/logs?limit=1").await).await;
+    assert_eq!(logs["items"][0]["event"], "UserPartiallyUpdated");
+    let cursor = logs["next_cursor"].as_str().unwrap().to_owned();
+    let older = json(
+        app.get(&format!("/v1/users/reused/logs?limit=10&cursor={cursor}"))
+            .await,
+    )
+    .await;
+    let items = older["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{older}");
+    assert_eq!(items[0]["event"], "UserCreated");
+    assert_eq!(older["next_cursor"], Value::Null);
+
+    let head = app.head().await;
+    let export = json(app.get_at("/v1/users/reused/export", head).await).await;
+    assert_eq!(export["events"], json!(events));
+    assert_eq!(export["logs"].as_array().unwrap().len(), 2);
+    assert!(!export.to_string().contains("Earlier"), "{export}");
+}

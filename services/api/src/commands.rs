@@ -242,11 +242,7 @@ impl AppState {
         let stream = user_stream(org, id);
         let cache_key = stream.to_string();
         let cached = self.0.aggregates.get(&cache_key);
-        let mut loaded = cached.as_deref().cloned().unwrap_or(Loaded {
-            user: None,
-            version: 0,
-            last_position: 0,
-        });
+        let mut loaded = cached.as_deref().cloned().unwrap_or_default();
         let events = self
             .0
             .log
@@ -256,9 +252,9 @@ impl AppState {
             return Ok(loaded);
         }
         for record in &events {
-            loaded.user = self.0.codec.fold_user(loaded.user.take(), record).await?;
-            loaded.version = record.version;
-            loaded.last_position = record.position;
+            let existed = loaded.user.is_some();
+            let user = self.0.codec.fold_user(loaded.user.take(), record).await?;
+            loaded.advance(existed, user, record.version, record.position);
         }
         self.0
             .aggregates
@@ -270,11 +266,7 @@ impl AppState {
     pub async fn load_as_of(&self, org: &OrgId, id: &UserId, limit: AsOf) -> ApiResult<Loaded> {
         let stream = user_stream(org, id);
         let events = self.0.log.read_stream(&stream, 1, usize::MAX).await?;
-        let mut loaded = Loaded {
-            user: None,
-            version: 0,
-            last_position: 0,
-        };
+        let mut loaded = Loaded::default();
         for record in &events {
             let within = match limit {
                 AsOf::Version(v) => record.version <= v,
@@ -284,9 +276,9 @@ impl AppState {
             if !within {
                 break;
             }
-            loaded.user = self.0.codec.fold_user(loaded.user.take(), record).await?;
-            loaded.version = record.version;
-            loaded.last_position = record.position;
+            let existed = loaded.user.is_some();
+            let user = self.0.codec.fold_user(loaded.user.take(), record).await?;
+            loaded.advance(existed, user, record.version, record.position);
         }
         Ok(loaded)
     }
@@ -614,10 +606,11 @@ impl AppState {
                             let last = *next_version.next().expect("one version per append");
                             let first = last + 1 - events.len() as u64;
                             for (k, e) in events.iter().enumerate() {
-                                loaded.user = apply(loaded.user.take(), e, time, first + k as u64);
+                                let version = first + k as u64;
+                                let existed = loaded.user.is_some();
+                                let user = apply(loaded.user.take(), e, time, version);
+                                loaded.advance(existed, user, version, committed.last_position);
                             }
-                            loaded.version = last;
-                            loaded.last_position = committed.last_position;
                             let stream = user_stream(&ctx.org, &item.user_id);
                             self.0
                                 .aggregates

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::password::PasswordHasher;
 
 /// A user's state as loaded from its stream.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Loaded {
     /// The user (`None` if never created or hard-deleted).
     pub user: Option<User>,
@@ -19,6 +19,29 @@ pub struct Loaded {
     pub version: Version,
     /// Position of the stream's last event (0 = none).
     pub last_position: Position,
+    /// Version of the event that began the user's latest incarnation: its `UserCreated`, or
+    /// after a hard deletion the one that took the id again (0 = never created). A user's
+    /// history starts there: the events of an earlier holder of the id are not its own.
+    pub since: Version,
+}
+
+impl Loaded {
+    /// Moves on by one event, which found the user existing or not (`existed`) and left it
+    /// as `user`.
+    pub fn advance(
+        &mut self,
+        existed: bool,
+        user: Option<User>,
+        version: Version,
+        position: Position,
+    ) {
+        if !existed && user.is_some() {
+            self.since = version;
+        }
+        self.user = user;
+        self.version = version;
+        self.last_position = position;
+    }
 }
 
 /// Everything a handler can reach. Cheap to clone.

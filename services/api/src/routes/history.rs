@@ -123,12 +123,15 @@ pub(crate) struct LogPage {
     next_cursor: Option<String>,
 }
 
-/// The stream's events, 404 if the user never existed.
-async fn stream_version(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<u64> {
-    match app.log().stream_version(&user_stream(&ctx.org, id)).await? {
-        Some(v) => Ok(v),
-        None => Err(ApiError::not_found("No user with this id.")),
+/// The versions of the user's history: from the event that began its latest incarnation to
+/// the stream's last (an earlier holder of a hard-deleted id is not part of it). 404 if the
+/// user never existed.
+async fn history_range(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<(u64, u64)> {
+    let loaded = app.load(&ctx.org, id).await?;
+    if loaded.since == 0 {
+        return Err(ApiError::not_found("No user with this id."));
     }
+    Ok((loaded.since, loaded.version))
 }
 
 async fn logs(
@@ -140,13 +143,13 @@ async fn logs(
     query.only(PageQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     let limit = query.number("limit", 1, 100)?.unwrap_or(25);
-    let version = stream_version(&app, &ctx, &user_id).await?;
+    let (since, version) = history_range(&app, &ctx, &user_id).await?;
     // Newest first: the cursor is the version to continue below.
     let below = match query.get("cursor") {
         Some(c) => decode(c, 'v')?,
         None => version + 1,
     };
-    let from = below.saturating_sub(limit).max(1);
+    let from = below.saturating_sub(limit).max(since);
     let count = below.saturating_sub(from) as usize;
     let records = app
         .log()
@@ -156,7 +159,7 @@ async fn logs(
     for record in records.iter().rev() {
         items.push(LogItem::from(render(&app.0.codec, record).await?));
     }
-    let next_cursor = (from > 1).then(|| encode(from, 'v'));
+    let next_cursor = (from > since).then(|| encode(from, 'v'));
     Ok(axum::Json(LogPage { items, next_cursor }).into_response())
 }
 
@@ -201,10 +204,14 @@ async fn events(
     let user_id = parse_user_id(&id)?;
     let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
     let limit = query.number("limit", 1, 1000)?.unwrap_or(100) as usize;
-    stream_version(&app, &ctx, &user_id).await?;
+    let (since, _) = history_range(&app, &ctx, &user_id).await?;
     let records = app
         .log()
-        .read_stream(&user_stream(&ctx.org, &user_id), after + 1, limit + 1)
+        .read_stream(
+            &user_stream(&ctx.org, &user_id),
+            (after + 1).max(since),
+            limit + 1,
+        )
         .await?;
     let more = records.len() > limit;
     let events = render_all(&app, &records[..records.len().min(limit)]).await?;
@@ -240,11 +247,13 @@ async fn export(
 ) -> ApiResult<Response> {
     query.only(NoQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
-    stream_version(&app, &ctx, &user_id).await?;
     let loaded = app.load(&ctx.org, &user_id).await?;
+    if loaded.since == 0 {
+        return Err(ApiError::not_found("No user with this id."));
+    }
     let records = app
         .log()
-        .read_stream(&user_stream(&ctx.org, &user_id), 1, usize::MAX)
+        .read_stream(&user_stream(&ctx.org, &user_id), loaded.since, usize::MAX)
         .await?;
     let events = render_all(&app, &records).await?;
     let logs = events.iter().rev().cloned().map(LogItem::from).collect();

@@ -18,7 +18,7 @@ use roster_projections::projector::event_time;
 use super::{task_record, task_stream};
 use crate::commands::user_stream;
 use crate::error::ApiError;
-use crate::state::{AppState, Loaded};
+use crate::state::AppState;
 
 /// Users per chunk: one atomic append, and the longest a task holds any user's lock.
 pub const CHUNK: usize = 500;
@@ -379,21 +379,14 @@ impl Worker {
                     for ((i, events), new_version) in written.into_iter().zip(&committed.versions) {
                         let state = &states[i];
                         let first = new_version + 1 - events.len() as u64;
-                        let user = events
-                            .iter()
-                            .enumerate()
-                            .fold(state.user.clone(), |u, (k, e)| {
-                                apply(u, e, time, first + k as u64)
-                            });
-                        app.remember(
-                            org,
-                            &ids[i],
-                            Loaded {
-                                user,
-                                version: *new_version,
-                                last_position: committed.last_position,
-                            },
-                        );
+                        let mut loaded = state.clone();
+                        for (k, e) in events.iter().enumerate() {
+                            let version = first + k as u64;
+                            let existed = loaded.user.is_some();
+                            let user = apply(loaded.user.take(), e, time, version);
+                            loaded.advance(existed, user, version, committed.last_position);
+                        }
+                        app.remember(org, &ids[i], loaded);
                     }
                     return Ok((done_now, failed_now));
                 }
