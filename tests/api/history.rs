@@ -453,7 +453,10 @@ async fn a_re_created_id_has_a_history_of_its_own() {
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["UserCreated", "UserPartiallyUpdated", "UserDeleted"]);
+    assert_eq!(
+        types,
+        ["UserCreated", "UserPartiallyUpdated", "UserDeleted"]
+    );
 
     let created = app
         .create_user(&json!({"id": "reused", "name": "New Holder"}))

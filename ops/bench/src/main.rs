@@ -29,8 +29,9 @@ use serde_json::{Map, Value, json};
 
 /// The API key the bench's Roster accepts.
 const KEY: &str = "bench-key";
-/// W6 gives up after this long (the target, 250 000 events/s, replays 1M events in 4 s).
-const REPLAY_TIMEOUT_S: u64 = 100;
+/// W6 gives up after this long (the target, 250 000 events/s, replays 1M events in 4 s; a
+/// replay of 1.2M events takes ~100 s today, so the limit leaves room to measure it).
+const REPLAY_TIMEOUT_S: u64 = 240;
 /// Loads of the preloaded set are not capped.
 const NO_CAP: Duration = Duration::from_secs(3600);
 
