@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     tail_kick: tokio::sync::Notify,
     /// Messages the consumer has received (applied or not): whether it is alive.
     deliveries: AtomicU64,
+    /// Set by tests: the consumer drops what it receives.
+    silenced: std::sync::atomic::AtomicBool,
     /// Largest message the writer builds (server `max_payload` less room for headers).
     max_message_bytes: usize,
 }
@@ -205,6 +207,7 @@ impl NatsLog {
             applied: watch::channel(0).0,
             tail_kick: tokio::sync::Notify::new(),
             deliveries: AtomicU64::new(0),
+            silenced: std::sync::atomic::AtomicBool::new(false),
             max_message_bytes,
             options,
             context,
@@ -231,13 +234,12 @@ impl NatsLog {
         })
     }
 
-    /// Stops the consumer that follows the stream, as a node failure can silence it (for
-    /// tests: appends must still see what other processes wrote, by reading it directly).
+    /// Makes the consumer that follows the stream drop everything it receives, as a node
+    /// failure can silence it (for tests: appends and reads must still see what other
+    /// processes wrote, by reading it directly).
     #[doc(hidden)]
-    pub fn stop_consumer_for_tests(&self) {
-        if let Some(tail) = self.inner.tail.lock().take() {
-            tail.abort();
-        }
+    pub fn silence_consumer_for_tests(&self) {
+        self.shared().silenced.store(true, Ordering::Relaxed);
     }
 
     /// The JetStream stream's name.

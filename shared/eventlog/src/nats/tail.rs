@@ -9,7 +9,10 @@
 //! went to a node that no longer leads). Whoever needs a sequence that the consumer has not
 //! applied in time — the writer that lost a race, `connect` catching up — reads the missing
 //! messages by sequence ([`fetch_missing`]) and applies them itself; applying is idempotent
-//! and in order, so the consumer and such readers never conflict.
+//! and in order, so the consumer and such readers never conflict. And a consumer that has
+//! delivered nothing for [`IDLE_CHECK`] asks the stream for its last sequence: if the stream
+//! moved on, the missing messages are read directly and the consumer recreated, so a process
+//! that only reads catches up as well.
 
 use super::{Shared, read};
 use crate::LogError;
@@ -27,6 +30,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// (the client recreates an ordered consumer from the stream's start if it loses it before
 /// its first delivery): recreate it where it should be rather than re-read the whole log.
 const REWIND_LIMIT: u64 = 4096;
+
+/// A consumer that has delivered nothing for this long is checked against the stream.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// Messages read by sequence at once, and per round, by [`fetch_missing`].
 const FETCH_CONCURRENCY: usize = 16;
@@ -68,8 +74,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let next = tokio::select! {
                     next = messages.next() => next,
                     () = shared.tail_kick.notified() => break,
+                    () = tokio::time::sleep(IDLE_CHECK) => {
+                        // Nothing delivered for a while: is the stream really idle?
+                        if behind(&shared).await {
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 let message = match next {
+                    Some(Ok(_)) if shared.silenced.load(Ordering::Relaxed) => continue,
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "event log consumer failed; recreating");
@@ -102,6 +116,30 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether the stream holds messages this process has not applied: if so they are read
+/// directly (so a process that only reads catches up too) and the consumer, silent while they
+/// were there, is to be recreated.
+async fn behind(shared: &Shared) -> bool {
+    let mut stream = shared.stream.clone();
+    let latest = match tokio::time::timeout(shared.options.request_timeout, stream.info()).await {
+        Ok(Ok(info)) => info.state.last_sequence,
+        // Unreachable or no leader: the consumer has nothing to deliver either.
+        _ => return false,
+    };
+    if latest <= shared.state.read().last_seq {
+        return false;
+    }
+    tracing::info!(
+        latest,
+        "event log consumer is silent while the stream moved on; catching up"
+    );
+    let limit = shared.options.unavailable_timeout;
+    if let Ok(Err(e)) = tokio::time::timeout(limit, fetch_missing(shared, latest)).await {
+        tracing::warn!(error = %e, "cannot read the missing messages");
+    }
+    true
 }
 
 /// Reads the messages after the last applied one up to `target` by sequence and applies
