@@ -252,9 +252,7 @@ impl AppState {
             return Ok(loaded);
         }
         for record in &events {
-            let existed = loaded.user.is_some();
-            let user = self.0.codec.fold_user(loaded.user.take(), record).await?;
-            loaded.advance(existed, user, record.version, record.position);
+            loaded.fold(&self.0.codec, record).await?;
         }
         self.0
             .aggregates
@@ -276,9 +274,7 @@ impl AppState {
             if !within {
                 break;
             }
-            let existed = loaded.user.is_some();
-            let user = self.0.codec.fold_user(loaded.user.take(), record).await?;
-            loaded.advance(existed, user, record.version, record.position);
+            loaded.fold(&self.0.codec, record).await?;
         }
         Ok(loaded)
     }
@@ -605,16 +601,8 @@ impl AppState {
                         if !events.is_empty() {
                             let last = *next_version.next().expect("one version per append");
                             let first = last + 1 - events.len() as u64;
-                            for (k, e) in events.iter().enumerate() {
-                                let version = first + k as u64;
-                                let existed = loaded.user.is_some();
-                                let user = apply(loaded.user.take(), e, time, version);
-                                loaded.advance(existed, user, version, committed.last_position);
-                            }
-                            let stream = user_stream(&ctx.org, &item.user_id);
-                            self.0
-                                .aggregates
-                                .insert(stream.to_string(), Arc::new(loaded.clone()));
+                            loaded.apply_committed(&events, time, first, committed.last_position);
+                            self.remember(&ctx.org, &item.user_id, loaded.clone());
                         }
                         users.push((item.user_id.to_string(), loaded.user));
                     }

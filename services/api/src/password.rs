@@ -52,10 +52,14 @@ impl Default for PasswordHasher {
     }
 }
 
-/// The argon2id instance with the server's parameters (OWASP: m = 19 MiB, t = 2, p = 1).
+/// The server's argon2id parameters (OWASP: m = 19 MiB, t = 2, p = 1).
+fn params() -> Params {
+    Params::new(19 * 1024, 2, 1, None).expect("OWASP argon2id parameters are valid")
+}
+
+/// The argon2id instance with the server's parameters.
 pub fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).expect("OWASP argon2id parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
 }
 
 thread_local! {
@@ -73,7 +77,7 @@ fn argon2_into(
     out: &mut [u8],
 ) -> argon2::Result<()> {
     let blocks = argon.params().block_count();
-    if blocks > Params::new(19 * 1024, 2, 1, None).map_or(0, |p| p.block_count()) {
+    if blocks > params().block_count() {
         return argon.hash_password_into(password, salt, out);
     }
     BLOCKS.with_borrow_mut(|memory| {

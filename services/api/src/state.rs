@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use roster_domain::User;
-use roster_eventlog::{EventLog, Position, Version};
+use roster_domain::event::Event;
+use roster_eventlog::{EventLog, Position, RecordedEvent, Version};
+use roster_projections::codec::CodecError;
 use roster_projections::{Codec, ReadModels};
 use roster_vault::{BlindIndex, KeyStore};
 use sha2::{Digest, Sha256};
@@ -28,19 +31,38 @@ pub struct Loaded {
 impl Loaded {
     /// Moves on by one event, which found the user existing or not (`existed`) and left it
     /// as `user`.
-    pub fn advance(
-        &mut self,
-        existed: bool,
-        user: Option<User>,
-        version: Version,
-        position: Position,
-    ) {
+    fn advance(&mut self, existed: bool, user: Option<User>, version: Version, position: Position) {
         if !existed && user.is_some() {
             self.since = version;
         }
         self.user = user;
         self.version = version;
         self.last_position = position;
+    }
+
+    /// Moves on by one recorded event of the user's stream.
+    pub async fn fold(&mut self, codec: &Codec, record: &RecordedEvent) -> Result<(), CodecError> {
+        let existed = self.user.is_some();
+        let user = codec.fold_user(self.user.take(), record).await?;
+        self.advance(existed, user, record.version, record.position);
+        Ok(())
+    }
+
+    /// Moves on by `events` just committed at `time`: the first at stream version `first`,
+    /// the last at log position `position`.
+    pub fn apply_committed(
+        &mut self,
+        events: &[Event],
+        time: DateTime<Utc>,
+        first: Version,
+        position: Position,
+    ) {
+        for (k, e) in events.iter().enumerate() {
+            let version = first + k as u64;
+            let existed = self.user.is_some();
+            let user = roster_domain::apply(self.user.take(), e, time, version);
+            self.advance(existed, user, version, position);
+        }
     }
 }
 

@@ -46,6 +46,18 @@ pub(crate) enum Effect {
     Unshare { key: String, owner: String },
 }
 
+impl Effect {
+    /// The reservation key the effect is on.
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Effect::Claim { key, .. }
+            | Effect::Release { key }
+            | Effect::Share { key, .. }
+            | Effect::Unshare { key, .. } => key,
+        }
+    }
+}
+
 /// A stream append as recovery needs it: no event bodies.
 #[derive(Debug)]
 pub(crate) struct AppendSummary {

@@ -47,65 +47,50 @@ pub(crate) fn apply_summary(
         position += a.count;
     }
     for effect in &s.effects {
-        apply_effect(reservations, s.first_position, effect);
+        let key = effect.key();
+        let mut slot = reservations.remove(key);
+        apply_effect(&mut slot, s.first_position, effect);
+        if let Some(info) = slot {
+            reservations.insert(key.to_owned(), info);
+        }
     }
     Ok(())
 }
 
-/// Applies one reservation effect of a record whose first event is at `position`.
-fn apply_effect(
-    reservations: &mut HashMap<String, ReservationInfo>,
-    position: Position,
-    effect: &Effect,
-) {
-    match effect {
-        Effect::Claim {
-            key,
-            owner,
-            expires_at,
-        } => {
-            let info = ReservationInfo {
-                owner: owner.clone(),
-                position,
-                expires_at: *expires_at,
-                sharers: Vec::new(),
-            };
-            reservations.insert(key.clone(), info);
-        }
-        Effect::Release { key } => {
-            reservations.remove(key);
-        }
-        Effect::Share { key, owner } => match reservations.get_mut(key) {
-            Some(info) => {
-                if !info.is_held_by(owner) {
-                    info.sharers.push(owner.clone());
-                }
+/// Applies one reservation effect, of a record whose first event is at `position`, to its
+/// key's holders (`None`: free). The log's state and a batch's overlay both change through
+/// this, so they cannot disagree.
+fn apply_effect(slot: &mut Option<ReservationInfo>, position: Position, effect: &Effect) {
+    let sole = |owner: &str, expires_at| ReservationInfo {
+        owner: owner.to_owned(),
+        position,
+        expires_at,
+        sharers: Vec::new(),
+    };
+    match (effect, slot.as_mut()) {
+        (
+            Effect::Claim {
+                owner, expires_at, ..
+            },
+            _,
+        ) => *slot = Some(sole(owner, *expires_at)),
+        (Effect::Release { .. }, _) => *slot = None,
+        (Effect::Share { owner, .. }, Some(info)) => {
+            if !info.is_held_by(owner) {
+                info.sharers.push(owner.clone());
             }
-            None => {
-                let info = ReservationInfo {
-                    owner: owner.clone(),
-                    position,
-                    expires_at: None,
-                    sharers: Vec::new(),
-                };
-                reservations.insert(key.clone(), info);
-            }
-        },
-        Effect::Unshare { key, owner } => {
-            let Some(info) = reservations.get_mut(key) else {
-                return;
-            };
-            if info.owner == *owner {
-                if info.sharers.is_empty() {
-                    reservations.remove(key);
-                } else {
-                    info.owner = info.sharers.remove(0);
-                    info.position = position;
-                }
+        }
+        (Effect::Share { owner, .. }, None) => *slot = Some(sole(owner, None)),
+        (Effect::Unshare { owner, .. }, Some(info)) if info.owner == *owner => {
+            if info.sharers.is_empty() {
+                *slot = None;
             } else {
-                info.sharers.retain(|s| s != owner);
+                info.owner = info.sharers.remove(0);
+                info.position = position;
             }
         }
+        (Effect::Unshare { owner, .. }, Some(info)) => info.sharers.retain(|s| s != owner),
+        (Effect::Unshare { .. }, None) => {}
     }
 }
 
@@ -273,14 +258,14 @@ impl BatchOverlay {
                 | Reservation::Share { key, owner }
                 | Reservation::Release { key, owner } => (key.as_str(), owner.as_str()),
             };
-            let current = match local.get(key) {
+            let mut slot = match local.get(key) {
                 Some(v) => v.clone(),
                 None => match self.reservations.get(key) {
                     Some(v) => v.clone(),
                     None => state.reservation(key).cloned(),
                 },
             };
-            let live = current.clone().filter(|info| !expired(info, time));
+            let live = slot.as_ref().filter(|info| !expired(info, time));
             let effect = match (r, live) {
                 // Free (or lapsed): taken, whatever the kind of claim.
                 (Reservation::Claim { expires_at, .. }, None) => Some(Effect::Claim {
@@ -298,7 +283,7 @@ impl BatchOverlay {
                     if !held.is_held_by(owner) {
                         return Err(AppendError::ReservationHeld {
                             key: key.to_owned(),
-                            owner: held.owner,
+                            owner: held.owner.clone(),
                             position: held.position,
                         });
                     }
@@ -328,12 +313,8 @@ impl BatchOverlay {
             };
             if let Some(effect) = effect {
                 // This transaction's view of the key, exactly as the log will apply it.
-                let mut view: HashMap<String, ReservationInfo> = HashMap::new();
-                if let Some(info) = current {
-                    view.insert(key.to_owned(), info);
-                }
-                apply_effect(&mut view, first_position, &effect);
-                local.insert(key, view.remove(key));
+                apply_effect(&mut slot, first_position, &effect);
+                local.insert(key, slot);
                 effects.push(effect);
             }
         }

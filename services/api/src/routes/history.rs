@@ -21,7 +21,7 @@ use crate::routes::openapi::OperationDoc;
 use crate::routes::users::parse_user_id;
 use crate::routes::wallet::PageQuery;
 use crate::schemas::SchemaSet;
-use crate::state::AppState;
+use crate::state::{AppState, Loaded};
 
 /// The routes of this module.
 pub fn router() -> ApiRouter<AppState> {
@@ -123,15 +123,15 @@ pub(crate) struct LogPage {
     next_cursor: Option<String>,
 }
 
-/// The versions of the user's history: from the event that began its latest incarnation to
-/// the stream's last (an earlier holder of a hard-deleted id is not part of it). 404 if the
-/// user never existed.
-async fn history_range(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<(u64, u64)> {
+/// The user as loaded, whose history runs from `since` (the event that began its latest
+/// incarnation: an earlier holder of a hard-deleted id is not part of it) to `version`. 404 if
+/// the user never existed.
+async fn load_history(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<Loaded> {
     let loaded = app.load(&ctx.org, id).await?;
     if loaded.since == 0 {
         return Err(ApiError::not_found("No user with this id."));
     }
-    Ok((loaded.since, loaded.version))
+    Ok(loaded)
 }
 
 async fn logs(
@@ -143,7 +143,7 @@ async fn logs(
     query.only(PageQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     let limit = query.number("limit", 1, 100)?.unwrap_or(25);
-    let (since, version) = history_range(&app, &ctx, &user_id).await?;
+    let Loaded { since, version, .. } = load_history(&app, &ctx, &user_id).await?;
     // Newest first: the cursor is the version to continue below.
     let below = match query.get("cursor") {
         Some(c) => decode(c, 'v')?,
@@ -204,7 +204,7 @@ async fn events(
     let user_id = parse_user_id(&id)?;
     let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
     let limit = query.number("limit", 1, 1000)?.unwrap_or(100) as usize;
-    let (since, _) = history_range(&app, &ctx, &user_id).await?;
+    let since = load_history(&app, &ctx, &user_id).await?.since;
     let records = app
         .log()
         .read_stream(
@@ -247,10 +247,7 @@ async fn export(
 ) -> ApiResult<Response> {
     query.only(NoQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
-    let loaded = app.load(&ctx.org, &user_id).await?;
-    if loaded.since == 0 {
-        return Err(ApiError::not_found("No user with this id."));
-    }
+    let loaded = load_history(&app, &ctx, &user_id).await?;
     let records = app
         .log()
         .read_stream(&user_stream(&ctx.org, &user_id), loaded.since, usize::MAX)

@@ -377,15 +377,9 @@ impl Worker {
                     *version += 1;
                     let time = event_time(committed.time);
                     for ((i, events), new_version) in written.into_iter().zip(&committed.versions) {
-                        let state = &states[i];
                         let first = new_version + 1 - events.len() as u64;
-                        let mut loaded = state.clone();
-                        for (k, e) in events.iter().enumerate() {
-                            let version = first + k as u64;
-                            let existed = loaded.user.is_some();
-                            let user = apply(loaded.user.take(), e, time, version);
-                            loaded.advance(existed, user, version, committed.last_position);
-                        }
+                        let mut loaded = states[i].clone();
+                        loaded.apply_committed(&events, time, first, committed.last_position);
                         app.remember(org, &ids[i], loaded);
                     }
                     return Ok((done_now, failed_now));

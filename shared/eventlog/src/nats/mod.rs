@@ -49,7 +49,7 @@ use parking_lot::{Mutex, RwLock};
 use state::State;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -115,12 +115,26 @@ pub(crate) struct Shared {
     /// Messages the consumer has received (applied or not): whether it is alive.
     deliveries: AtomicU64,
     /// Set by tests: the consumer drops what it receives.
-    silenced: std::sync::atomic::AtomicBool,
+    silenced: AtomicBool,
     /// Largest message the writer builds (server `max_payload` less room for headers).
     max_message_bytes: usize,
 }
 
 impl Shared {
+    /// The stream's last sequence, asked of the server (its leader); `None` if it cannot be
+    /// had before `deadline`.
+    async fn last_stream_seq(&self, deadline: Instant) -> Option<u64> {
+        let mut stream = self.stream.clone();
+        match tokio::time::timeout_at(deadline, stream.info()).await {
+            Ok(Ok(info)) => Some(info.state.last_sequence),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the stream's last sequence");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Applies message `seq` (from the consumer, or from the writer for its own message).
     /// A message the log cannot follow marks the log failed.
     fn apply(&self, seq: u64, payload: Bytes) -> Result<(), String> {
@@ -207,7 +221,7 @@ impl NatsLog {
             applied: watch::channel(0).0,
             tail_kick: tokio::sync::Notify::new(),
             deliveries: AtomicU64::new(0),
-            silenced: std::sync::atomic::AtomicBool::new(false),
+            silenced: AtomicBool::new(false),
             max_message_bytes,
             options,
             context,

@@ -22,6 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::time::Instant;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -122,11 +123,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 /// directly (so a process that only reads catches up too) and the consumer, silent while they
 /// were there, is to be recreated.
 async fn behind(shared: &Shared) -> bool {
-    let mut stream = shared.stream.clone();
-    let latest = match tokio::time::timeout(shared.options.request_timeout, stream.info()).await {
-        Ok(Ok(info)) => info.state.last_sequence,
-        // Unreachable or no leader: the consumer has nothing to deliver either.
-        _ => return false,
+    let deadline = Instant::now() + shared.options.request_timeout;
+    // Unreachable or no leader: the consumer has nothing to deliver either.
+    let Some(latest) = shared.last_stream_seq(deadline).await else {
+        return false;
     };
     if latest <= shared.state.read().last_seq {
         return false;

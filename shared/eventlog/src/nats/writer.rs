@@ -149,7 +149,7 @@ impl Writer {
                 // Every transaction was refused, by a view of the log that may lag behind
                 // what other processes wrote: answer only once the view is known to be
                 // current, else catch up and judge again.
-                if let Some(latest) = self.latest_seq(deadline).await
+                if let Some(latest) = self.shared.last_stream_seq(deadline).await
                     && latest > p.expected
                     && super::wait_applied(&self.shared, latest, deadline).await
                 {
@@ -199,20 +199,6 @@ impl Writer {
                     return;
                 }
             }
-        }
-    }
-
-    /// The stream's last sequence, asked of the server (its leader); `None` if it cannot be
-    /// had before `deadline`.
-    async fn latest_seq(&self, deadline: Instant) -> Option<u64> {
-        let mut stream = self.shared.stream.clone();
-        match tokio::time::timeout_at(deadline, stream.info()).await {
-            Ok(Ok(info)) => Some(info.state.last_sequence),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the stream's last sequence");
-                None
-            }
-            Err(_) => None,
         }
     }
 
