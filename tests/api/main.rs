@@ -8,6 +8,7 @@ mod concurrency;
 mod erasure;
 mod events;
 mod fields;
+mod fixture_store;
 mod helpers;
 mod history;
 mod idempotency;
