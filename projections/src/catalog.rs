@@ -2,10 +2,16 @@
 //!
 //! Search terms are personal data, so they live only in memory (DESIGN.md): the catalog is
 //! rebuilt from the sealed `users` rows at start-up and kept current by the projector.
+//!
+//! Compact by design (a million users must fit in a few hundred MB): an entry holds its id and
+//! all its search terms in two allocations; the id index is a hash table of positions (the id
+//! lives only in the entry); the term index holds the first 8 bytes of each term as a number
+//! beside the position, and a longer query word is checked against the entry's terms.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::HashTable;
 use roster_domain::{Status, User};
 use roster_eventlog::Position;
 
@@ -16,12 +22,18 @@ pub struct Entry {
     pub id: Box<str>,
     /// Status now.
     pub status: Status,
-    /// Role now (interned).
-    pub role: Arc<str>,
+    /// Role now (an index into the organization's roles).
+    role: u32,
     /// Sessions signed in against an earlier user version no longer work.
     pub sessions_valid_from: u64,
-    /// Search terms now (lowercased).
-    terms: Vec<Box<str>>,
+    /// Search terms now (lowercased), NUL-separated.
+    terms: Box<str>,
+}
+
+impl Entry {
+    fn terms(&self) -> impl Iterator<Item = &str> {
+        self.terms.split('\0').filter(|t| !t.is_empty())
+    }
 }
 
 /// One organization's catalog.
@@ -32,18 +44,21 @@ pub struct OrgCatalog {
     /// Users per status (indexed by [`status_slot`]), kept with `by_seq`: the total of an
     /// unfiltered list page is then O(1), not a scan of every user.
     status_counts: [u64; 4],
-    /// Creation position by user id.
-    seq_of: HashMap<Box<str>, Position>,
-    /// (term, seq) pairs; a prefix range scan finds the users whose term starts with a prefix.
-    terms: BTreeSet<(Box<str>, Position)>,
-    roles: HashMap<Box<str>, Arc<str>>,
+    /// Creation positions, found by the hash of the id.
+    seq_of: HashTable<Position>,
+    /// Hashes ids for `seq_of` (seeded per catalog).
+    hasher: RandomState,
+    /// (first 8 bytes of a term, position); a range finds the users a prefix may match.
+    terms: BTreeSet<(u64, Position)>,
+    roles: Vec<Box<str>>,
+    role_index: HashMap<Box<str>, u32>,
 }
 
 /// Terms a user is found by: id, username, email, name and display name whole, and each word
 /// of the names.
-fn terms_of(user: &User) -> Vec<Box<str>> {
-    let mut terms: Vec<String> = vec![user.id.to_lowercase()];
-    let p = &user.profile;
+fn terms_of(user: &User) -> Vec<String> {
+    let mut terms: Vec<String> = vec![user.public.id.as_str().to_lowercase()];
+    let p = &user.personal.profile;
     for value in [&p.username, &p.email].into_iter().flatten() {
         terms.push(value.to_lowercase());
     }
@@ -52,61 +67,88 @@ fn terms_of(user: &User) -> Vec<Box<str>> {
         terms.extend(lower.split_whitespace().map(str::to_owned));
         terms.push(lower);
     }
+    terms.retain(|t| !t.is_empty() && !t.contains('\0'));
     terms.sort();
     terms.dedup();
     terms
-        .into_iter()
-        .filter(|t| !t.is_empty())
-        .map(String::into_boxed_str)
-        .collect()
+}
+
+/// The first 8 bytes of `s` as a big-endian number, the rest filled with `fill`.
+fn head(s: &str, fill: u8) -> u64 {
+    let mut bytes = [fill; 8];
+    let n = s.len().min(8);
+    bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 impl OrgCatalog {
+    fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
     /// Adds or updates a user created at `seq`.
     pub fn upsert(&mut self, seq: Position, user: &User) {
-        self.remove(&user.id);
-        let role = match self.roles.get(user.profile.role.as_str()) {
-            Some(r) => r.clone(),
-            None => {
-                let r: Arc<str> = Arc::from(user.profile.role.as_str());
-                self.roles
-                    .insert(user.profile.role.clone().into_boxed_str(), r.clone());
-                r
-            }
-        };
+        let id = user.public.id.as_str();
+        self.remove(id);
+        let role = self.role_of(&user.public.profile.role);
         let terms = terms_of(user);
         for term in &terms {
-            self.terms.insert((term.clone(), seq));
+            self.terms.insert((head(term, 0), seq));
         }
-        self.seq_of.insert(user.id.clone().into_boxed_str(), seq);
-        self.status_counts[status_slot(user.status())] += 1;
+        let hash = self.hash(id);
+        let (by_seq, hasher) = (&self.by_seq, &self.hasher);
+        self.seq_of.insert_unique(hash, seq, |s| {
+            by_seq.get(s).map_or(0, |e| hasher.hash_one(&*e.id))
+        });
+        let status = user.status();
+        self.status_counts[status_slot(status)] += 1;
         self.by_seq.insert(
             seq,
             Entry {
-                id: user.id.clone().into_boxed_str(),
-                status: user.status(),
+                id: id.into(),
+                status,
                 role,
-                sessions_valid_from: user.sessions_valid_from,
-                terms,
+                sessions_valid_from: user.public.sessions_valid_from,
+                terms: terms.join("\0").into_boxed_str(),
             },
         );
     }
 
+    fn role_of(&mut self, role: &str) -> u32 {
+        if let Some(i) = self.role_index.get(role) {
+            return *i;
+        }
+        let i = self.roles.len() as u32;
+        self.roles.push(role.into());
+        self.role_index.insert(role.into(), i);
+        i
+    }
+
     /// Removes a user (hard deletion).
     pub fn remove(&mut self, id: &str) {
-        if let Some(seq) = self.seq_of.remove(id)
-            && let Some(entry) = self.by_seq.remove(&seq)
-        {
+        let hash = self.hash(id);
+        let by_seq = &self.by_seq;
+        let Ok(found) = self
+            .seq_of
+            .find_entry(hash, |s| by_seq.get(s).is_some_and(|e| &*e.id == id))
+        else {
+            return;
+        };
+        let (seq, _) = found.remove();
+        if let Some(entry) = self.by_seq.remove(&seq) {
             self.status_counts[status_slot(entry.status)] -= 1;
-            for term in entry.terms {
-                self.terms.remove(&(term, seq));
+            for term in entry.terms() {
+                self.terms.remove(&(head(term, 0), seq));
             }
         }
     }
 
     /// Creation position of a user.
     pub fn seq_of(&self, id: &str) -> Option<Position> {
-        self.seq_of.get(id).copied()
+        let by_seq = &self.by_seq;
+        self.seq_of
+            .find(self.hash(id), |s| by_seq.get(s).is_some_and(|e| &*e.id == id))
+            .copied()
     }
 
     /// The entry at a creation position.
@@ -117,6 +159,11 @@ impl OrgCatalog {
     /// The entry of a user.
     pub fn user(&self, id: &str) -> Option<&Entry> {
         self.seq_of(id).and_then(|seq| self.entry(seq))
+    }
+
+    /// The role of an entry.
+    pub fn role(&self, entry: &Entry) -> &str {
+        self.roles.get(entry.role as usize).map_or("", |r| r)
     }
 
     /// Number of users.
@@ -142,12 +189,18 @@ impl OrgCatalog {
     pub fn search(&self, search: &str) -> BTreeSet<Position> {
         let mut result: Option<BTreeSet<Position>> = None;
         for word in search.to_lowercase().split_whitespace() {
-            let start = (Box::<str>::from(word), 0);
+            let (lo, hi) = (head(word, 0), head(word, u8::MAX));
             let matches: BTreeSet<Position> = self
                 .terms
-                .range(start..)
-                .take_while(|(term, _)| term.starts_with(word))
+                .range((lo, 0)..=(hi, Position::MAX))
                 .map(|(_, seq)| *seq)
+                .filter(|seq| {
+                    // Eight bytes decide for short words; longer ones are checked whole.
+                    word.len() <= 8
+                        || self
+                            .entry(*seq)
+                            .is_some_and(|e| e.terms().any(|t| t.starts_with(word)))
+                })
                 .collect();
             result = Some(match result {
                 None => matches,
@@ -201,32 +254,39 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roster_domain::user::{PersonalProfile, PublicProfile, UserPersonal, UserPublic};
+    use roster_domain::{OrgId, UserId};
 
     fn user(id: &str, username: &str, name: &str) -> User {
         let t = chrono::Utc::now();
         User {
-            id: id.into(),
-            organization_id: "default".into(),
-            key_id: None,
-            profile: roster_domain::Profile {
-                username: Some(username.into()),
-                name: Some(name.into()),
-                ..Default::default()
+            public: UserPublic {
+                id: UserId::parse(id).unwrap(),
+                organization_id: OrgId::default_org(),
+                key_id: None,
+                profile: PublicProfile::default(),
+                email_verified: false,
+                phone_verified: false,
+                blocked: false,
+                wallet: Default::default(),
+                created_at: t,
+                updated_at: t,
+                deactivated_at: None,
+                deactivated_by: None,
+                deleted_at: None,
+                deletion: None,
+                erased: false,
+                sessions_valid_from: 1,
+                version: 1,
             },
-            email_verified: false,
-            phone_verified: false,
-            blocked: false,
-            wallet: Default::default(),
-            password_hash: None,
-            created_at: t,
-            updated_at: t,
-            deactivated_at: None,
-            deactivated_by: None,
-            deleted_at: None,
-            deletion: None,
-            erased: false,
-            sessions_valid_from: 1,
-            version: 1,
+            personal: UserPersonal {
+                profile: PersonalProfile {
+                    username: Some(username.into()),
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                password_hash: None,
+            },
         }
     }
 
@@ -246,6 +306,21 @@ mod tests {
         c.remove("u2");
         assert_eq!(c.search("al"), BTreeSet::from([3]));
         assert_eq!(c.len(), 2);
+        assert_eq!(c.seq_of("al-3"), Some(3));
+        assert_eq!(c.seq_of("u2"), None);
+    }
+
+    #[test]
+    fn words_longer_than_the_indexed_head_are_checked_whole() {
+        let mut c = OrgCatalog::default();
+        c.upsert(1, &user("u1", "christopher", "Christopher Robin"));
+        c.upsert(2, &user("u2", "christophine", "Christophine"));
+        assert_eq!(c.search("christop"), BTreeSet::from([1, 2]));
+        assert_eq!(c.search("christoph"), BTreeSet::from([1, 2]));
+        assert_eq!(c.search("christophe"), BTreeSet::from([1]));
+        assert_eq!(c.search("christophi"), BTreeSet::from([2]));
+        assert_eq!(c.search("chr"), BTreeSet::from([1, 2]));
+        assert_eq!(c.search("ch robi"), BTreeSet::from([1]));
     }
 
     #[test]
@@ -254,12 +329,12 @@ mod tests {
         c.upsert(1, &user("u1", "alice", "Alice"));
         c.upsert(2, &user("u2", "bob", "Bob"));
         let mut deleted = user("u3", "carol", "Carol");
-        deleted.deleted_at = Some(deleted.created_at);
+        deleted.public.deleted_at = Some(deleted.public.created_at);
         c.upsert(3, &deleted);
         assert_eq!(c.count_with_status(None), 2, "deleted users are left out");
         assert_eq!(c.count_with_status(Some(Status::Deleted)), 1);
         let mut blocked = user("u1", "alice", "Alice");
-        blocked.blocked = true;
+        blocked.public.blocked = true;
         c.upsert(1, &blocked);
         assert_eq!(c.count_with_status(Some(Status::Active)), 1);
         assert_eq!(c.count_with_status(Some(Status::Blocked)), 1);
@@ -268,5 +343,22 @@ mod tests {
         assert_eq!(c.count_with_status(None), 1);
         assert_eq!(c.count_with_status(Some(Status::Deleted)), 0);
         assert_eq!(c.count_with_status(Some(Status::Blocked)), 0);
+    }
+
+    #[test]
+    fn many_ids_stay_findable_as_the_table_grows() {
+        let mut c = OrgCatalog::default();
+        for i in 0..5000u64 {
+            c.upsert(i + 1, &user(&format!("user-{i}"), &format!("n{i}"), "N"));
+        }
+        for i in (0..5000u64).step_by(7) {
+            assert_eq!(c.seq_of(&format!("user-{i}")), Some(i + 1));
+        }
+        for i in (0..5000u64).step_by(2) {
+            c.remove(&format!("user-{i}"));
+        }
+        assert_eq!(c.len(), 2500);
+        assert_eq!(c.seq_of("user-3"), Some(4));
+        assert_eq!(c.seq_of("user-4"), None);
     }
 }

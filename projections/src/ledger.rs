@@ -1,103 +1,87 @@
-//! The wallet ledger read model (API.md §3 `GET /v1/users/{id}/wallet/ledger`): one item per
-//! `WalletAdjusted` with `update_ledger`, newest first. Item metadata is personal, sealed under
-//! the user's key like everything else.
+//! The wallet ledger (API.md §3 `GET /v1/users/{id}/wallet/ledger`): one item per
+//! `WalletAdjusted` with `update_ledger`, keyed by the event's position. The caller's metadata
+//! is personal: sealed under the user's key, so erasing the user erases it.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use roster_domain::KeyId;
+use roster_domain::user::JsonObject;
 use roster_eventlog::Position;
-use roster_vault::KeyId;
+use roster_vault::DataKey;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::codec::{Codec, CodecError, seal_object};
-use crate::projector::to_object;
-use crate::rows::user_key;
+use crate::codec::{Codec, CodecError, Layout, open_parts, seal_parts};
+use crate::layout::{Table, ledger_key, prefix_end};
 use crate::store::{ReadModels, StoreError};
 
-/// One ledger item.
+/// One ledger item, as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LedgerItem {
-    /// The id of the event that changed the wallet.
+    /// The id of the event that made the change.
     pub id: String,
-    /// The change per currency.
+    /// Change per currency.
     pub changeset: BTreeMap<String, i64>,
-    /// The caller's metadata (`{}` once erased).
+    /// Caller metadata.
     #[serde(default)]
     pub metadata: Map<String, Value>,
-    /// When the change was made.
+    /// When the change happened.
     pub create_time: DateTime<Utc>,
 }
 
-/// `org NUL id NUL` — every ledger item of one user; the position follows, big-endian.
-pub fn ledger_prefix(org: &str, id: &str) -> Vec<u8> {
-    let mut key = user_key(org, id);
-    key.push(0);
-    key
-}
+/// The public part of a stored item: event id, changeset, time (microseconds).
+type Public = (String, BTreeMap<String, i64>, i64);
 
-/// Key of one ledger item.
-pub fn ledger_key(org: &str, id: &str, position: Position) -> Vec<u8> {
-    let mut key = ledger_prefix(org, id);
-    key.extend_from_slice(&position.to_be_bytes());
-    key
-}
-
-fn aad(org: &str, id: &str, position: Position) -> Vec<u8> {
-    let mut aad = b"ledger/".to_vec();
-    aad.extend_from_slice(&ledger_key(org, id, position));
+fn aad(key: &[u8]) -> Vec<u8> {
+    let mut aad = b"ledger2/".to_vec();
+    aad.extend_from_slice(key);
     aad
 }
 
 impl LedgerItem {
-    /// Serializes the item, sealing its metadata under the key `kid` (dropped if the key is gone).
-    pub async fn seal(
-        &self,
-        codec: &Codec,
-        org: &str,
-        id: &str,
-        position: Position,
-        kid: Option<&str>,
-    ) -> Result<Vec<u8>, CodecError> {
-        let kid = kid.and_then(|k| k.parse::<KeyId>().ok());
-        let key = match kid {
-            Some(kid) => codec.keys().get(kid).await?.map(|k| (kid, k)),
-            None => None,
-        };
-        let object = seal_object(
-            to_object(self),
-            key.as_ref().map(|(i, k)| (*i, k)),
-            &aad(org, id, position),
+    /// The stored bytes under `key`, the metadata sealed under the user's key (dropped if
+    /// the user has none any more).
+    pub fn seal(&self, key: &[u8], data_key: Option<(KeyId, &DataKey)>) -> Vec<u8> {
+        let public: Public = (
+            self.id.clone(),
+            self.changeset.clone(),
+            self.create_time.timestamp_micros(),
         );
-        Ok(serde_json::to_vec(&object).expect("JSON values serialize"))
+        seal_parts(
+            &public,
+            &self.metadata,
+            self.metadata.is_empty(),
+            data_key,
+            &aad(key),
+            Layout::Positional,
+        )
     }
 
-    async fn open(
-        bytes: &[u8],
-        codec: &Codec,
-        org: &str,
-        id: &str,
-        position: Position,
-    ) -> Result<Self, CodecError> {
-        let object: Map<String, Value> =
-            serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))?;
-        let (object, _) = codec.open_object(object, &aad(org, id, position)).await?;
-        serde_json::from_value(Value::Object(object)).map_err(|e| CodecError::Json(e.to_string()))
+    async fn open(bytes: &[u8], key: &[u8], codec: &Codec) -> Result<Self, CodecError> {
+        let ((id, changeset, micros), metadata, _erased): (Public, JsonObject, bool) =
+            open_parts(codec, bytes, |_: &Public| aad(key), "ledger item").await?;
+        Ok(Self {
+            id,
+            changeset,
+            metadata,
+            create_time: crate::projector::event_time(micros),
+        })
     }
 }
 
 /// A page of ledger items, newest first.
 #[derive(Clone, Debug)]
 pub struct LedgerPage {
-    /// Items.
+    /// The items.
     pub items: Vec<LedgerItem>,
-    /// Position to pass as the cursor for the next (older) page.
+    /// Position to pass as `before` for the next (older) page.
     pub next_cursor: Option<Position>,
 }
 
 impl ReadModels {
-    /// Ledger items of a user older than `before` (all if `None`), newest first.
+    /// A user's ledger, newest first, before position `before` if given.
     pub async fn ledger(
         &self,
         org: &str,
@@ -105,12 +89,15 @@ impl ReadModels {
         limit: usize,
         before: Option<Position>,
     ) -> Result<LedgerPage, StoreError> {
-        let prefix = ledger_prefix(org, id);
-        let end = ledger_key(org, id, before.unwrap_or(Position::MAX));
-        let mut items = Vec::with_capacity(limit);
+        let prefix = Table::Ledger.prefix(&[org.as_bytes(), id.as_bytes()]);
+        let end = match before {
+            Some(p) => ledger_key(org, id, p),
+            None => prefix_end(&prefix),
+        };
+        let mut items = Vec::with_capacity(limit.min(128));
         let mut last = None;
         let mut more = false;
-        for entry in self.wallet_ledger.range(prefix.clone()..end).rev() {
+        for entry in self.tree.range(prefix.clone()..end).rev() {
             let (key, bytes) = entry?;
             if items.len() == limit {
                 more = true;
@@ -118,7 +105,7 @@ impl ReadModels {
             }
             let position =
                 Position::from_be_bytes(key[prefix.len()..].try_into().unwrap_or([0; 8]));
-            items.push(LedgerItem::open(&bytes, &self.codec, org, id, position).await?);
+            items.push(LedgerItem::open(&bytes, &key, &self.codec).await?);
             last = Some(position);
         }
         Ok(LedgerPage {

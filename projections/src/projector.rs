@@ -1,100 +1,116 @@
 //! Applies log events to the read models, in log order, a batch at a time. Each batch's
-//! changes and the new checkpoint are one sled transaction; the in-memory catalog follows
-//! after the commit. Applying is idempotent per position: events at or below the checkpoint
-//! are skipped, so replaying a batch after a crash changes nothing.
+//! changes and the checkpoint past it are one atomic sled batch on the one tree
+//! ([`crate::layout`]); the in-memory catalog follows after the commit. Applying is
+//! idempotent per position: events at or below the checkpoint are skipped, so replaying a
+//! batch after a crash changes nothing. The live projector and rebuilds share every line of
+//! this: a rebuild only takes bigger batches.
 //!
 //! Erasure is a consequence of the events: when a batch holds a pruning or hard deletion, the
-//! user's data key is destroyed *before* the batch's checkpoint is committed, so a crash at any
-//! point leaves either the key destroyed or the deletion still to be applied (and the key
-//! destroyed then). The command handler destroys the key right after its append too; doing it
-//! twice is harmless.
+//! user's data key is destroyed *before* the batch is committed, so a crash at any point leaves
+//! either the key destroyed or the deletion still to be applied (and the key destroyed then).
+//! The command that deleted destroys the key right after its append too; twice is harmless.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use roster_domain::event::Event;
-use roster_domain::session::SESSION_STREAM_PREFIX;
-use roster_domain::settings::{SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged};
-use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent};
+use roster_domain::session::{SessionEvent, SESSION_STREAM_PREFIX};
+use roster_domain::settings::{OrgSettings, SETTINGS_STREAM, SettingsEvent};
+use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent, TaskFailure};
+use roster_domain::time::from_micros;
+use roster_domain::user::{DeleteMode, UserDeleted, UserEvent};
 use roster_domain::values::{normalize_email, normalize_username};
-use roster_domain::{DeleteMode, User, apply};
+use roster_domain::{Aggregate, EventSet, KeyId, Recorded, User};
 use roster_eventlog::{EventLog, Position, RecordedEvent};
-use roster_vault::KeyId;
-use serde_json::{Map, Value};
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
 
-use crate::codec::{Codec, CodecError, DecodedEvent};
+use crate::codec::{CodecError, DecodedEvent};
 use crate::keys::{email_hash, username_hash};
-use crate::ledger::{LedgerItem, ledger_key, ledger_prefix};
-use crate::rows::{Indexed, Row, user_key};
-use crate::store::{ReadModels, StoreError, index_prefix};
-use crate::tasks::{failure_key, task_key};
+use crate::layout::{Table, failure_key, index_key, ledger_key, settings_key, task_key, user_key};
+use crate::ledger::LedgerItem;
+use crate::rows::{Indexed, Row};
+use crate::sessions::SessionChanges;
+use crate::store::{ReadModels, StoreError};
 
-/// Largest number of events applied in one transaction.
+/// Largest number of events the live projector applies in one batch.
 pub const MAX_BATCH: usize = 1024;
 
-/// A user touched by a batch: its row before the batch and after each event so far.
-pub(crate) struct Touched {
-    pub(crate) org: String,
-    pub(crate) id: String,
-    pub(crate) before: Option<Row>,
-    pub(crate) after: Option<Row>,
-    /// Ledger items written by this batch, with the key id to seal them under.
-    ledger: Vec<(Position, LedgerItem, Option<String>)>,
-    /// The user was hard-deleted in this batch: its ledger entries from before go.
-    purge_ledger: bool,
-}
-
-/// A touched user's sealed row (`None`: the row goes) and its new ledger items.
-pub(crate) struct SealedUser {
-    row: Option<Vec<u8>>,
-    ledger: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Seals what a batch changed of one user: its row and its new ledger items.
-pub(crate) async fn seal_user(codec: &Codec, t: &Touched) -> Result<SealedUser, CodecError> {
-    let row = match &t.after {
-        Some(row) => Some(row.seal(codec).await?),
-        None => None,
-    };
-    let mut ledger = Vec::with_capacity(t.ledger.len());
-    for (position, item, kid) in &t.ledger {
-        let bytes = item
-            .seal(codec, &t.org, &t.id, *position, kid.as_deref())
-            .await?;
-        ledger.push((ledger_key(&t.org, &t.id, *position), bytes));
-    }
-    Ok(SealedUser { row, ledger })
-}
-
-/// Tree operations: key and value, or key to remove.
-pub(crate) type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-
-/// What a batch writes, tree by tree (index entries: key and insert-or-remove).
-#[derive(Default)]
-pub(crate) struct Writes {
-    pub(crate) rows: Ops,
-    pub(crate) usernames: Vec<(Vec<u8>, bool)>,
-    pub(crate) emails: Vec<(Vec<u8>, bool)>,
-    pub(crate) ledger: Ops,
-    pub(crate) sessions: Ops,
-    pub(crate) tasks: Ops,
-    pub(crate) failures: Ops,
-    pub(crate) settings: Ops,
-}
-
 /// The time of a recorded event.
-pub fn event_time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+pub fn event_time(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    from_micros(micros)
 }
 
 /// The user id of a user stream name (`user-<id>`).
 pub fn user_of_stream(name: &str) -> Option<&str> {
-    name.strip_prefix("user-")
+    name.strip_prefix(User::STREAM_PREFIX)
+}
+
+/// An event decoded as the aggregate its stream belongs to.
+#[derive(Clone, Debug)]
+pub enum AnyEvent {
+    /// A user's.
+    User(DecodedEvent<UserEvent>),
+    /// A session's.
+    Session(DecodedEvent<SessionEvent>),
+    /// A task's.
+    Task(DecodedEvent<TaskEvent>),
+    /// An organization's settings'.
+    Settings(DecodedEvent<SettingsEvent>),
+}
+
+impl AnyEvent {
+    /// Decodes a record by its stream's kind (`None` for streams of no known aggregate).
+    pub async fn decode(
+        codec: &crate::Codec,
+        record: &RecordedEvent,
+    ) -> Result<Option<AnyEvent>, CodecError> {
+        let name = record.stream.name.as_str();
+        Ok(Some(if name.starts_with(User::STREAM_PREFIX) {
+            AnyEvent::User(codec.decode(record).await?)
+        } else if name.starts_with(SESSION_STREAM_PREFIX) {
+            AnyEvent::Session(codec.decode(record).await?)
+        } else if name.starts_with(TASK_STREAM_PREFIX) {
+            AnyEvent::Task(codec.decode(record).await?)
+        } else if name == SETTINGS_STREAM {
+            AnyEvent::Settings(codec.decode(record).await?)
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    /// The event as analysts see it.
+    pub fn view(&self) -> crate::codec::EventView {
+        match self {
+            AnyEvent::User(e) => e.view(),
+            AnyEvent::Session(e) => e.view(),
+            AnyEvent::Task(e) => e.view(),
+            AnyEvent::Settings(e) => e.view(),
+        }
+    }
+
+    /// Its metadata.
+    pub fn meta(&self) -> &crate::codec::EventMeta {
+        match self {
+            AnyEvent::User(e) => &e.meta,
+            AnyEvent::Session(e) => &e.meta,
+            AnyEvent::Task(e) => &e.meta,
+            AnyEvent::Settings(e) => &e.meta,
+        }
+    }
+}
+
+/// A user touched by a batch.
+pub(crate) struct Touched {
+    org: String,
+    id: String,
+    /// Its index entries before the batch.
+    indexed_before: Indexed,
+    /// Its row after the events so far (`None`: no row).
+    pub(crate) after: Option<Row>,
+    /// Ledger items written by this batch.
+    ledger: Vec<(Position, LedgerItem)>,
+    /// The user was hard-deleted in this batch: its ledger entries from before go.
+    purge_ledger: bool,
 }
 
 /// Everything one batch changes.
@@ -102,82 +118,75 @@ pub fn user_of_stream(name: &str) -> Option<&str> {
 pub(crate) struct Changes {
     pub(crate) touched: Vec<Touched>,
     slot: HashMap<Vec<u8>, usize>,
-    /// Rows of users not touched yet that the caller already knows (`None`: no row), by user
-    /// key; the others are read from the `users` tree. Only the bulk path fills it.
-    pub(crate) known: HashMap<Vec<u8>, Option<Row>>,
-    settings: Vec<(String, Vec<u8>)>,
+    settings: Vec<(String, OrgSettings)>,
     /// Data keys to destroy (pruning and hard deletion).
     erase: Vec<KeyId>,
     /// Tasks touched: key → state after the batch.
     tasks: Vec<(Vec<u8>, Task)>,
     /// Task failures to record.
-    task_failures: Vec<(Vec<u8>, Vec<u8>)>,
+    task_failures: Vec<(Vec<u8>, TaskFailure)>,
     /// Session rows.
-    pub(crate) sessions: crate::sessions::SessionChanges,
+    pub(crate) sessions: SessionChanges,
 }
 
 impl ReadModels {
-    /// Applies a batch of events (in position order) and advances the checkpoint past them.
+    /// Applies a batch of events (in position order) and advances the checkpoint past them,
+    /// in one atomic write.
     pub async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
-        let checkpoint = self.stored_checkpoint()?;
+        let checkpoint = self.checkpoint();
         let events: Vec<&RecordedEvent> =
             events.iter().filter(|e| e.position > checkpoint).collect();
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(());
         };
         let mut changes = Changes::default();
-        self.collect(&mut changes, &events, Vec::new()).await?;
-        let mut sealed = Vec::with_capacity(changes.touched.len());
-        for t in &changes.touched {
-            sealed.push(seal_user(&self.codec, t).await?);
+        for record in &events {
+            let Some(decoded) = AnyEvent::decode(&self.codec, record).await? else {
+                continue;
+            };
+            self.collect(&mut changes, record, decoded).await?;
         }
-        let writes = self.writes(&changes, sealed).await?;
-        self.commit(&writes, last)?;
-        self.after_commit(&changes);
-        self.applied.send_replace(last);
+        // Keys go before the checkpoint moves past their deletion (see the module docs).
+        self.codec
+            .keys()
+            .destroy(&changes.erase)
+            .await
+            .map_err(CodecError::from)?;
+        let mut batch = self.writes(&changes).await?;
+        batch.insert(Self::CHECKPOINT_KEY.to_vec(), &last.to_be_bytes()[..]);
+        self.tree.apply_batch(batch)?;
+        self.after_commit(changes, last);
         Ok(())
     }
 
-    /// Folds `events` into `changes`. `decoded[i]`, where present, is user event `i` already
-    /// decoded (the bulk path decodes ahead, in parallel); the others are decoded here.
-    pub(crate) async fn collect(
+    /// Folds one decoded event into the batch's changes.
+    async fn collect(
         &self,
         changes: &mut Changes,
-        events: &[&RecordedEvent],
-        decoded: Vec<Option<DecodedEvent>>,
+        record: &RecordedEvent,
+        decoded: AnyEvent,
     ) -> Result<(), StoreError> {
-        let mut decoded = decoded.into_iter();
-        for event in events {
-            let ahead = decoded.next().flatten();
-            let org = &event.stream.org;
-            if let Some(id) = user_of_stream(&event.stream.name) {
-                self.apply_user_event(changes, org, id, event, ahead)
-                    .await?;
-            } else if let Some(id) = event.stream.name.strip_prefix(TASK_STREAM_PREFIX) {
-                self.apply_task_event(changes, org, id, event)?;
-            } else if let Some(id) = event.stream.name.strip_prefix(SESSION_STREAM_PREFIX) {
-                self.apply_session_event(&mut changes.sessions, org, id, event)
-                    .await?;
-            } else if event.stream.name == SETTINGS_STREAM
-                && event.event_type == SETTINGS_CHANGED
-                && let Ok(change) = serde_json::from_slice::<SettingsChanged>(&event.data)
-            {
-                let bytes = serde_json::to_vec(&change.settings).expect("settings serialize");
-                changes.settings.push((org.clone(), bytes));
+        let org = record.stream.org.as_str();
+        let name = record.stream.name.as_str();
+        match decoded {
+            AnyEvent::User(e) => {
+                let id = &name[User::STREAM_PREFIX.len()..];
+                self.apply_user_event(changes, org, id, record, e).await
             }
-        }
-        Ok(())
-    }
-
-    /// After a batch's writes: the in-memory state follows (revoked sessions, the catalog).
-    pub(crate) fn after_commit(&self, changes: &Changes) {
-        self.note_revoked(&changes.sessions);
-        let mut catalog = self.catalog.write();
-        for t in &changes.touched {
-            let org = catalog.org_mut(&t.org);
-            match &t.after {
-                Some(row) => org.upsert(row.seq, &row.user),
-                None => org.remove(&t.id),
+            AnyEvent::Session(e) => {
+                let id = &name[SESSION_STREAM_PREFIX.len()..];
+                self.apply_session_event(&mut changes.sessions, org, id, record, e)
+                    .await
+            }
+            AnyEvent::Task(e) => {
+                let id = &name[TASK_STREAM_PREFIX.len()..];
+                self.apply_task_event(changes, org, id, record, &e.event)
+            }
+            AnyEvent::Settings(e) => {
+                let SettingsEvent::SettingsChanged(change) = e.event;
+                changes.settings.retain(|(o, _)| o != org);
+                changes.settings.push((org.to_owned(), change.settings));
+                Ok(())
             }
         }
     }
@@ -187,33 +196,24 @@ impl ReadModels {
         changes: &mut Changes,
         org: &str,
         id: &str,
-        event: &RecordedEvent,
+        record: &RecordedEvent,
+        event: &TaskEvent,
     ) -> Result<(), StoreError> {
-        let Ok(task_event) = TaskEvent::from_data(&event.event_type, &event.data) else {
-            tracing::warn!(event_type = %event.event_type, position = event.position, "skipping an unreadable task event");
-            return Ok(());
-        };
         let key = task_key(org, id);
         let current = match changes.tasks.iter().position(|(k, _)| *k == key) {
             Some(i) => Some(changes.tasks.remove(i).1),
             None => self.task(org, id)?,
         };
-        if let TaskEvent::TaskProgressed(p) = &task_event {
+        if let TaskEvent::TaskProgressed(p) = event {
             let first = p.failed - p.failures.len() as u64;
             for (i, failure) in p.failures.iter().enumerate() {
-                let bytes = serde_json::to_vec(failure).expect("failures serialize");
                 changes
                     .task_failures
-                    .push((failure_key(org, id, first + i as u64), bytes));
+                    .push((failure_key(org, id, first + i as u64), failure.clone()));
             }
         }
-        if let Some(task) = Task::apply(
-            current,
-            &task_event,
-            (org, id),
-            event_time(event.time),
-            event.version,
-        ) {
+        let at = recorded(org, id, record);
+        if let Some(task) = Task::apply(current, event, at) {
             changes.tasks.push((key, task));
         }
         Ok(())
@@ -224,22 +224,24 @@ impl ReadModels {
         changes: &mut Changes,
         org: &str,
         id: &str,
-        event: &RecordedEvent,
-        decoded: Option<DecodedEvent>,
+        record: &RecordedEvent,
+        decoded: DecodedEvent<UserEvent>,
     ) -> Result<(), StoreError> {
         let key = user_key(org, id);
         let index = match changes.slot.get(&key) {
             Some(i) => *i,
             None => {
-                let before = match changes.known.remove(&key) {
-                    Some(row) => row,
-                    None => self.get(org, id).await?,
+                // A creation never has a row before it: `decide` creates only users that do
+                // not exist, and a hard deletion removes the row.
+                let before = match &decoded.event {
+                    UserEvent::UserCreated(_) => None,
+                    _ => self.row(&key).await?,
                 };
                 changes.touched.push(Touched {
                     org: org.to_owned(),
                     id: id.to_owned(),
-                    after: before.clone(),
-                    before,
+                    indexed_before: before.as_ref().map(|r| r.indexed.clone()).unwrap_or_default(),
+                    after: before,
                     ledger: Vec::new(),
                     purge_ledger: false,
                 });
@@ -247,183 +249,132 @@ impl ReadModels {
                 changes.touched.len() - 1
             }
         };
-        let decoded = match decoded {
-            Some(d) => d,
-            None => self.codec.decode(event).await?,
-        };
+        let event = &decoded.event;
         let entry = &mut changes.touched[index];
         let current = entry.after.take();
-        let seq = match (&current, &decoded.event) {
-            (_, Event::UserCreated(_)) => event.position,
+        let seq = match (&current, event) {
+            (_, UserEvent::UserCreated(_)) => record.position,
             (Some(row), _) => row.seq,
             (None, _) => 0,
         };
-        let key_before = current.as_ref().and_then(|r| r.user.key_id.clone());
-        match &decoded.event {
-            Event::UserDeleted(d) if matches!(d.mode, DeleteMode::Pruning | DeleteMode::Hard) => {
-                changes
-                    .erase
-                    .extend(key_before.as_deref().and_then(|k| k.parse::<KeyId>().ok()));
-                if d.mode == DeleteMode::Hard {
-                    entry.ledger.clear();
-                    entry.purge_ledger = true;
-                    changes.sessions.purge_user(org, id);
-                }
+        let key_before = current.as_ref().and_then(Row::key_id);
+        if event.erases_key() {
+            changes.erase.extend(key_before);
+        }
+        match event {
+            UserEvent::UserDeleted(UserDeleted {
+                mode: DeleteMode::Hard,
+            }) => {
+                entry.ledger.clear();
+                entry.purge_ledger = true;
+                changes.sessions.purge_user(org, id);
             }
-            Event::WalletAdjusted(w) if w.update_ledger => {
-                let item = LedgerItem {
-                    id: event.id.to_string(),
-                    changeset: w.changeset.clone(),
-                    metadata: w.metadata.clone(),
-                    create_time: event_time(event.time),
-                };
-                entry.ledger.push((event.position, item, key_before));
+            UserEvent::WalletAdjusted(w) if w.public.update_ledger => {
+                entry.ledger.push((
+                    record.position,
+                    LedgerItem {
+                        id: record.id.to_string(),
+                        changeset: w.public.changeset.clone(),
+                        metadata: w.personal.metadata.clone(),
+                        create_time: event_time(record.time),
+                    },
+                ));
             }
             _ => {}
         }
-        let user = apply(
-            current.map(|r| r.user),
-            &decoded.event,
-            event_time(event.time),
-            event.version,
-        );
+        let reindex = changes_identity(event);
+        let (indexed, user) = match current {
+            Some(row) => (row.indexed, Some(row.user)),
+            None => (Indexed::default(), None),
+        };
+        let user = User::apply(user, event, recorded(org, id, record));
         entry.after = user.map(|user| {
-            let indexed = self.indexed(org, &user);
+            let indexed = match reindex {
+                true => self.indexed(org, &user),
+                false => indexed,
+            };
             Row { seq, user, indexed }
         });
         Ok(())
     }
 
-    /// What a batch writes: its sealed users (one per touched user, in order), the index
-    /// entries that change, ledger purges, sessions, tasks and settings. Destroys the data keys
-    /// the batch erases (after the rows and ledger items are sealed, before the session rows).
-    pub(crate) async fn writes(
-        &self,
-        changes: &Changes,
-        sealed: Vec<SealedUser>,
-    ) -> Result<Writes, StoreError> {
-        let mut w = Writes {
-            rows: Vec::with_capacity(changes.touched.len()),
-            ..Writes::default()
-        };
-        for (t, sealed) in changes.touched.iter().zip(sealed) {
-            w.rows.push((user_key(&t.org, &t.id), sealed.row));
+    /// What a batch writes: sealed rows, the index entries that change, ledger items and
+    /// purges, sessions, tasks and settings.
+    async fn writes(&self, changes: &Changes) -> Result<sled::Batch, StoreError> {
+        let mut batch = sled::Batch::default();
+        for t in &changes.touched {
+            let key = user_key(&t.org, &t.id);
+            let data_key = self.codec.key(t.after.as_ref().and_then(Row::key_id)).await?;
+            match &t.after {
+                Some(row) => batch.insert(key, row.seal(data_key.as_ref().map(|(_, k)| k))),
+                None => batch.remove(key),
+            }
             // Old entries come from the stored hashes: the old values may be unreadable now.
-            let before = t.before.as_ref().map(|r| &r.indexed);
             let after = t.after.as_ref().map(|r| &r.indexed);
-            index_diff(
-                &mut w.usernames,
-                &t.org,
-                &t.id,
-                before.and_then(|i| i.username.as_deref()),
-                after.and_then(|i| i.username.as_deref()),
-            );
-            index_diff(
-                &mut w.emails,
-                &t.org,
-                &t.id,
-                before.and_then(|i| i.email.as_deref()),
-                after.and_then(|i| i.email.as_deref()),
-            );
-            if t.purge_ledger {
-                for item in self.wallet_ledger.scan_prefix(ledger_prefix(&t.org, &t.id)) {
-                    w.ledger.push((item?.0.to_vec(), None));
+            for (table, before, after) in [
+                (
+                    Table::Usernames,
+                    t.indexed_before.username.as_deref(),
+                    after.and_then(|i| i.username.as_deref()),
+                ),
+                (
+                    Table::Emails,
+                    t.indexed_before.email.as_deref(),
+                    after.and_then(|i| i.email.as_deref()),
+                ),
+            ] {
+                if before != after {
+                    if let Some(old) = before {
+                        batch.remove(index_key(table, &t.org, old, &t.id));
+                    }
+                    if let Some(new) = after {
+                        batch.insert(index_key(table, &t.org, new, &t.id), &[][..]);
+                    }
                 }
             }
-            w.ledger
-                .extend(sealed.ledger.into_iter().map(|(k, v)| (k, Some(v))));
+            if t.purge_ledger {
+                let prefix = Table::Ledger.prefix(&[t.org.as_bytes(), t.id.as_bytes()]);
+                for item in self.tree.scan_prefix(&prefix).keys() {
+                    batch.remove(item?);
+                }
+            }
+            for (position, item) in &t.ledger {
+                let key = ledger_key(&t.org, &t.id, *position);
+                let sealed = item.seal(&key, data_key.as_ref().map(|(id, k)| (*id, k)));
+                batch.insert(key, sealed);
+            }
         }
-        // Keys go before the checkpoint moves past their deletion (see the module docs).
-        self.codec
-            .keys()
-            .destroy(&changes.erase)
-            .await
-            .map_err(crate::CodecError::from)?;
-        w.sessions = self.session_ops(&changes.sessions).await?;
-        w.tasks = changes
-            .tasks
-            .iter()
-            .map(|(k, t)| {
-                (
-                    k.clone(),
-                    Some(serde_json::to_vec(t).expect("tasks serialize")),
-                )
-            })
-            .collect();
-        w.failures = changes
-            .task_failures
-            .iter()
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
-            .collect();
-        w.settings = changes
-            .settings
-            .iter()
-            .map(|(org, bytes)| (org.as_bytes().to_vec(), Some(bytes.clone())))
-            .collect();
-        Ok(w)
+        self.session_writes(&changes.sessions, &mut batch).await?;
+        for (key, task) in &changes.tasks {
+            batch.insert(key.clone(), crate::tasks::encode_task(task));
+        }
+        for (key, failure) in &changes.task_failures {
+            batch.insert(key.clone(), crate::tasks::encode_failure(failure));
+        }
+        for (org, settings) in &changes.settings {
+            batch.insert(settings_key(org), crate::tasks::encode_settings(settings));
+        }
+        Ok(batch)
     }
 
-    /// Writes a batch and the checkpoint `last` in one sled transaction (the live path).
-    fn commit(&self, w: &Writes, last: u64) -> Result<(), StoreError> {
-        let checkpoint = Self::checkpoint_bytes(last);
-        (
-            &self.users,
-            &self.usernames,
-            &self.emails,
-            &self.settings,
-            &self.wallet_ledger,
-            &self.tasks,
-            &self.task_failures,
-            &self.session_rows,
-            &self.meta,
-        )
-            .transaction(
-                |(
-                    users,
-                    usernames,
-                    emails,
-                    settings_tree,
-                    ledger,
-                    tasks_tree,
-                    failures_tree,
-                    sessions_tree,
-                    meta,
-                )| {
-                    for (tree, ops) in [
-                        (users, &w.rows),
-                        (ledger, &w.ledger),
-                        (tasks_tree, &w.tasks),
-                        (failures_tree, &w.failures),
-                        (sessions_tree, &w.sessions),
-                        (settings_tree, &w.settings),
-                    ] {
-                        for (key, value) in ops {
-                            match value {
-                                Some(bytes) => tree.insert(key.as_slice(), bytes.as_slice())?,
-                                None => tree.remove(key.as_slice())?,
-                            };
-                        }
-                    }
-                    for (tree, ops) in [(usernames, &w.usernames), (emails, &w.emails)] {
-                        for (key, insert) in ops {
-                            if *insert {
-                                tree.insert(key.as_slice(), &[][..])?;
-                            } else {
-                                tree.remove(key.as_slice())?;
-                            }
-                        }
-                    }
-                    meta.insert(Self::CHECKPOINT_KEY, &checkpoint[..])?;
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            )
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
+    /// After a batch's commit: the in-memory state follows (revoked sessions, the catalog,
+    /// the row cache), then waiters see the new checkpoint.
+    fn after_commit(&self, changes: Changes, last: Position) {
+        self.note_revoked(&changes.sessions);
+        {
+            let mut catalog = self.catalog.write();
+            for t in &changes.touched {
+                let org = catalog.org_mut(&t.org);
+                match &t.after {
+                    Some(row) => org.upsert(row.seq, &row.user),
+                    None => org.remove(&t.id),
                 }
-            })?;
-        Ok(())
+            }
+        }
+        for t in changes.touched {
+            self.rows.remember(user_key(&t.org, &t.id), t.after);
+        }
+        self.applied.send_replace(last);
     }
 
     /// Follows the log from the checkpoint until the log closes, applying events in batches.
@@ -455,49 +406,37 @@ impl ReadModels {
     }
 
     /// The index entries a user should have.
-    fn indexed(&self, org: &str, user: &User) -> Indexed {
-        let p = &user.profile;
+    pub(crate) fn indexed(&self, org: &str, user: &User) -> Indexed {
         Indexed {
-            username: p
-                .username
-                .as_deref()
+            username: user
+                .username()
                 .map(|n| username_hash(&self.blind, org, &normalize_username(n))),
-            email: p
-                .email
-                .as_deref()
+            email: user
+                .email()
                 .map(|e| email_hash(&self.blind, org, &normalize_email(e))),
         }
     }
 }
 
-/// Adds the index operations that take a user from the `before` hash to the `after` hash.
-fn index_diff(
-    ops: &mut Vec<(Vec<u8>, bool)>,
-    org: &str,
-    id: &str,
-    before: Option<&str>,
-    after: Option<&str>,
-) {
-    if before == after {
-        return;
-    }
-    let entry = |hash: &str| {
-        let mut key = index_prefix(org, hash);
-        key.extend_from_slice(id.as_bytes());
-        key
-    };
-    if let Some(old) = before {
-        ops.push((entry(old), false));
-    }
-    if let Some(new) = after {
-        ops.push((entry(new), true));
-    }
+/// Whether an event may change the username or email a user is indexed under.
+fn changes_identity(event: &UserEvent) -> bool {
+    matches!(
+        event,
+        UserEvent::UserCreated(_)
+            | UserEvent::UserReplaced(_)
+            | UserEvent::UserPartiallyUpdated(_)
+            | UserEvent::EmailChanged(_)
+            | UserEvent::UserDeleted(_)
+            | UserEvent::UserRestored(_)
+    )
 }
 
-/// JSON object of a serializable value.
-pub(crate) fn to_object<T: serde::Serialize>(value: &T) -> Map<String, Value> {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
+/// Where a record sits, as `apply` sees it.
+pub(crate) fn recorded<'a>(org: &'a str, id: &'a str, record: &RecordedEvent) -> Recorded<'a> {
+    Recorded {
+        id,
+        org,
+        at: event_time(record.time),
+        version: record.version,
     }
 }

@@ -1,4 +1,5 @@
-//! Building read models from position 0, beside the live ones.
+//! Building read models from position 0, beside the live ones: the projector's own batches,
+//! only bigger, with the next chunk read from the log while the current one is applied.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,19 +8,11 @@ use std::time::{Duration, Instant};
 use roster_eventlog::{EventLog, Position};
 use roster_vault::BlindIndex;
 
-use crate::bulk::BulkOptions;
 use crate::codec::Codec;
 use crate::store::{DEFAULT_CACHE_BYTES, ReadModels, StoreError};
 
-/// Events per batch when the models were not fresh (one sled transaction each).
-const BATCH: usize = 4096;
-
-/// Rows of recently touched users a bulk rebuild keeps in memory (about 1 KB each), so the
-/// users a chunk updates are mostly found there rather than read back from sled and opened.
-pub const ROW_CACHE: usize = 65_536;
-
-/// Events a bulk rebuild folds, seals and writes at a time.
-pub const CHUNK: usize = 16_384;
+/// Events a rebuild applies at a time (one atomic write each).
+pub const CHUNK: usize = 8192;
 
 /// What a rebuild did.
 #[derive(Clone, Copy, Debug)]
@@ -42,9 +35,7 @@ impl RebuildStats {
 pub struct RebuildOptions {
     /// sled's cache for the new models, in bytes (they keep it if they go live).
     pub cache_bytes: u64,
-    /// Rows of recently touched users kept in memory while bulk loading.
-    pub row_cache: usize,
-    /// Events per chunk while bulk loading.
+    /// Events per chunk.
     pub chunk: usize,
 }
 
@@ -52,20 +43,15 @@ impl Default for RebuildOptions {
     fn default() -> Self {
         Self {
             cache_bytes: DEFAULT_CACHE_BYTES,
-            row_cache: ROW_CACHE,
             chunk: CHUNK,
         }
     }
 }
 
-/// Opens fresh read models in `dir` (which must not hold older ones) and applies the log to
-/// them from position 0 up to `until` (or the head at the start when `None`), calling
-/// `progress` with each position reached.
-///
-/// Fresh models are filled by the bulk path (`crate::bulk`: no per-batch transaction, decoding
-/// and sealing on every core); when it returns they hold the checkpoint `until` and are
-/// flushed, so the live path (`ReadModels::apply_batch`, `ReadModels::run`) can carry on
-/// from there. Models that already hold something are brought up to `until` by the live path.
+/// Opens read models in `dir` and applies the log to them from their checkpoint (0 for fresh
+/// ones) up to `until` (or the head at the start when `None`), calling `progress` with each
+/// position reached. When it returns they hold the checkpoint `until` and are flushed, so the
+/// projector ([`ReadModels::run`]) can carry on from there.
 pub async fn rebuild(
     dir: &Path,
     codec: Codec,
@@ -97,17 +83,11 @@ pub async fn rebuild_with(
     mut progress: impl FnMut(Position),
 ) -> Result<(Arc<ReadModels>, RebuildStats), StoreError> {
     let models = ReadModels::open_with_cache(dir, codec, blind, options.cache_bytes).await?;
-    let bulk = BulkOptions {
-        catalog: true,
-        row_cache: options.row_cache,
-        chunk: options.chunk,
-    };
-    let stats = apply_log(&models, log, until, bulk, &mut progress).await?;
+    let stats = apply_log(&models, log, until, options.chunk, &mut progress).await?;
     Ok((models, stats))
 }
 
-/// A rebuild for models that are closed as soon as it ends (`roster replay`): the same
-/// trees as [`rebuild`], without keeping the in-memory catalog (the next open builds it).
+/// A rebuild for models that are closed as soon as it ends (`roster replay`).
 pub async fn rebuild_offline(
     dir: &Path,
     codec: Codec,
@@ -118,33 +98,33 @@ pub async fn rebuild_offline(
     mut progress: impl FnMut(Position),
 ) -> Result<RebuildStats, StoreError> {
     let models = ReadModels::open_with_cache(dir, codec, blind, options.cache_bytes).await?;
-    let bulk = BulkOptions {
-        catalog: false,
-        row_cache: options.row_cache,
-        chunk: options.chunk,
-    };
-    // Models without their catalog must not be used: they are closed here.
-    apply_log(&models, log, until, bulk, &mut progress).await
+    apply_log(&models, log, until, options.chunk, &mut progress).await
 }
 
 async fn apply_log(
     models: &ReadModels,
     log: &Arc<dyn EventLog>,
     until: Option<Position>,
-    bulk: BulkOptions,
+    chunk: usize,
     progress: &mut impl FnMut(Position),
 ) -> Result<RebuildStats, StoreError> {
     let until = until.unwrap_or_else(|| log.head());
     let started = Instant::now();
     let mut events = 0;
-    if models.is_fresh()? {
-        events = models.bulk_load(log, until, bulk, progress).await?;
-    }
-    while models.checkpoint() < until {
-        let want = BATCH.min((until - models.checkpoint()) as usize);
-        let batch = log.read_all(models.checkpoint(), want).await?;
-        if batch.is_empty() {
+    let read = |after: Position| {
+        let log = log.clone();
+        let want = chunk.min(until.saturating_sub(after) as usize);
+        tokio::spawn(async move { log.read_all(after, want).await })
+    };
+    let mut next = (models.checkpoint() < until).then(|| read(models.checkpoint()));
+    while let Some(pending) = next.take() {
+        let batch = pending.await.map_err(|_| StoreError::Interrupted)??;
+        let Some(last) = batch.last().map(|e| e.position) else {
             break;
+        };
+        // The next chunk is read while this one is applied.
+        if last < until {
+            next = Some(read(last));
         }
         events += batch.len() as u64;
         models.apply_batch(&batch).await?;

@@ -1,7 +1,7 @@
-//! The sessions read model (API.md §3 `GET /v1/users/{id}/sessions`, §5): one row per session
-//! in the `sessions` tree, keyed `org NUL user NUL session` (session ids are ULIDs, so a user's
-//! sessions sort by start). The ip and user agent of the sign-in are personal: sealed under the
-//! user's data key like every row, so erasing the user erases them.
+//! The sessions read model (API.md §3 `GET /v1/users/{id}/sessions`, §5): one row per session,
+//! keyed org, user, session (session ids are ULIDs, so a user's sessions sort by start). The
+//! ip and user agent of the sign-in are personal: sealed under the user's data key like every
+//! personal part, so erasing the user erases them.
 //!
 //! Beside it, in memory, the set of revoked sessions whose tokens could still be unexpired:
 //! the per-request token check looks a session up there (with the catalog's user status and
@@ -10,16 +10,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use roster_domain::session::{Session, SessionEvent, SessionMethod};
+use roster_domain::KeyId;
+use roster_domain::session::{SessionEvent, SessionMethod};
 use roster_eventlog::RecordedEvent;
-use roster_vault::KeyId;
-use schemars::JsonSchema;
+use roster_vault::DataKey;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-use crate::codec::{Codec, CodecError, seal_object};
-use crate::projector::{event_time, to_object};
-use crate::rows::user_key;
+use crate::codec::{Codec, CodecError, DecodedEvent, Layout, open_parts, seal_parts};
+use crate::layout::{Table, org_of, prefix_end, session_key};
+use crate::projector::event_time;
 use crate::store::{ReadModels, StoreError};
 
 /// How long after its refresh token's expiry a revoked session stays in the in-memory set: an
@@ -27,9 +26,18 @@ use crate::store::{ReadModels, StoreError};
 /// lifetime (15 minutes); an hour leaves room.
 const REVOKED_MARGIN_MICROS: i64 = 3600 * 1_000_000;
 
-/// One session as `GET /v1/users/{id}/sessions` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One session: what is public and where it signed in from.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SessionRow {
+    /// Ids, method, times, revocation.
+    pub info: SessionInfo,
+    /// The sign-in's address and user agent (personal).
+    pub from: SignedInFrom,
+}
+
+/// The public part of a session row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
     /// Session id.
     pub id: String,
     /// The user.
@@ -39,82 +47,62 @@ pub struct SessionRow {
     /// The user version the sign-in was checked against.
     pub user_version: u64,
     /// When the session started.
+    #[serde(with = "roster_domain::time::micros")]
     pub created_at: DateTime<Utc>,
     /// When its refresh token was last exchanged.
+    #[serde(with = "roster_domain::time::micros_option")]
     pub refreshed_at: Option<DateTime<Utc>>,
     /// When its current refresh token expires.
+    #[serde(with = "roster_domain::time::micros")]
     pub expires_at: DateTime<Utc>,
     /// When it was revoked (by itself; a user-wide revocation shows through `revoked` in the API).
+    #[serde(with = "roster_domain::time::micros_option")]
     pub revoked_at: Option<DateTime<Utc>>,
     /// Why it was revoked.
     pub revoked_reason: Option<String>,
-    /// The address it signed in from (`null` once erased).
-    #[serde(default)]
+    /// The data key sealing the personal part.
+    pub key_id: Option<KeyId>,
+}
+
+/// The personal part of a session row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignedInFrom {
+    /// The address it signed in from (`None` once erased).
     pub ip: Option<String>,
-    /// The user agent it signed in with (`null` once erased).
-    #[serde(default)]
+    /// The user agent it signed in with (`None` once erased).
     pub user_agent: Option<String>,
-    /// The data key sealing `ip` and `user_agent`.
-    #[serde(default)]
-    pub key_id: Option<String>,
-}
-
-/// Key of a session row.
-pub fn session_key(org: &str, user_id: &str, session_id: &str) -> Vec<u8> {
-    let mut key = session_prefix(org, user_id);
-    key.extend_from_slice(session_id.as_bytes());
-    key
-}
-
-/// `org NUL user NUL`: every session of one user.
-pub fn session_prefix(org: &str, user_id: &str) -> Vec<u8> {
-    let mut key = user_key(org, user_id);
-    key.push(0);
-    key
 }
 
 fn aad(key: &[u8]) -> Vec<u8> {
-    let mut aad = b"session/".to_vec();
+    let mut aad = b"session2/".to_vec();
     aad.extend_from_slice(key);
     aad
 }
 
-fn revoked_key(org: &str, session_id: &str) -> String {
-    format!("{org}\0{session_id}")
-}
-
 impl SessionRow {
-    /// Serializes the row, sealing ip and user agent under its key (dropped if the key is gone).
-    pub async fn seal(&self, codec: &Codec, key: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let kid = self.key_id.as_deref().and_then(|k| k.parse::<KeyId>().ok());
-        let data_key = match kid {
-            Some(kid) => codec.keys().get(kid).await?.map(|k| (kid, k)),
-            None => None,
-        };
-        let object = seal_object(
-            to_object(self),
-            data_key.as_ref().map(|(i, k)| (*i, k)),
+    /// The stored bytes under `key`, ip and user agent sealed under `data_key` (dropped if
+    /// the user's key is gone).
+    pub fn seal(&self, key: &[u8], data_key: Option<&DataKey>) -> Vec<u8> {
+        seal_parts(
+            &self.info,
+            &self.from,
+            self.from == SignedInFrom::default(),
+            self.info.key_id.zip(data_key),
             &aad(key),
-        );
-        Ok(serde_json::to_vec(&object).expect("JSON values serialize"))
+            Layout::Positional,
+        )
     }
 
     /// Reads a stored row, opening ip and user agent if the key still exists.
     pub async fn open(bytes: &[u8], codec: &Codec, key: &[u8]) -> Result<Self, CodecError> {
-        let object: Map<String, Value> =
-            serde_json::from_slice(bytes).map_err(|e| CodecError::Json(e.to_string()))?;
-        let (object, _) = codec.open_object(object, &aad(key)).await?;
-        serde_json::from_value(Value::Object(object)).map_err(|e| CodecError::Json(e.to_string()))
+        let (info, from, _erased) =
+            open_parts(codec, bytes, |_: &SessionInfo| aad(key), "session row").await?;
+        Ok(Self { info, from })
     }
 
-    /// The public part of a stored row, without opening anything (for start-up).
-    fn public(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
-
-    fn revoked_until(&self) -> Option<i64> {
-        self.revoked_at?;
-        Some(self.expires_at.timestamp_micros() + REVOKED_MARGIN_MICROS)
+    fn revoked_until(info: &SessionInfo) -> Option<i64> {
+        info.revoked_at?;
+        Some(info.expires_at.timestamp_micros() + REVOKED_MARGIN_MICROS)
     }
 }
 
@@ -125,6 +113,10 @@ pub struct RevokedSessions {
     map: HashMap<String, i64>,
     /// Size at the last pruning: prune again once the set has doubled.
     pruned_at_len: usize,
+}
+
+fn revoked_key(org: &str, session_id: &str) -> String {
+    format!("{org}\0{session_id}")
 }
 
 impl RevokedSessions {
@@ -147,15 +139,15 @@ impl RevokedSessions {
 #[derive(Default)]
 pub(crate) struct SessionChanges {
     /// Row key → row after the batch.
-    pub rows: Vec<(Vec<u8>, SessionRow)>,
+    rows: Vec<(Vec<u8>, SessionRow)>,
     /// Users hard-deleted in the batch: every session row of theirs goes.
-    pub purge: Vec<Vec<u8>>,
+    purge: Vec<Vec<u8>>,
 }
 
 impl SessionChanges {
     /// Drops rows of a user the batch hard-deletes (the purge removes the stored ones).
     pub fn purge_user(&mut self, org: &str, user_id: &str) {
-        let prefix = session_prefix(org, user_id);
+        let prefix = Table::Sessions.prefix(&[org.as_bytes(), user_id.as_bytes()]);
         self.rows.retain(|(k, _)| !k.starts_with(&prefix));
         self.purge.push(prefix);
     }
@@ -168,28 +160,24 @@ impl ReadModels {
         changes: &mut SessionChanges,
         org: &str,
         session_id: &str,
-        event: &RecordedEvent,
+        record: &RecordedEvent,
+        decoded: DecodedEvent<SessionEvent>,
     ) -> Result<(), StoreError> {
-        let Ok(session_event) = SessionEvent::from_data(&event.event_type, &event.data) else {
-            tracing::warn!(event_type = %event.event_type, position = event.position, "skipping an unreadable session event");
-            return Ok(());
-        };
-        let key = session_key(org, session_event.user_id(), session_id);
+        let event = &decoded.event;
+        let key = session_key(org, event.user_id(), session_id);
         let current = match changes.rows.iter().position(|(k, _)| *k == key) {
             Some(i) => Some(changes.rows.remove(i).1),
-            None => match self.session_rows.get(&key)? {
+            None => match self.tree.get(&key)? {
                 Some(bytes) => Some(SessionRow::open(&bytes, &self.codec, &key).await?),
                 None => None,
             },
         };
-        let at = event_time(event.time);
-        let row = match (current, &session_event) {
-            (None, SessionEvent::SessionStarted(s)) => {
-                let (_, meta, _) = self.codec.open_json(event).await?;
-                let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_owned);
-                SessionRow {
+        let at = event_time(record.time);
+        let row = match (current, event) {
+            (None, SessionEvent::SessionStarted(s)) => SessionRow {
+                info: SessionInfo {
                     id: session_id.to_owned(),
-                    user_id: s.user_id.clone(),
+                    user_id: s.user_id.to_string(),
                     method: s.method,
                     user_version: s.user_version,
                     created_at: at,
@@ -197,23 +185,25 @@ impl ReadModels {
                     expires_at: s.expires_at,
                     revoked_at: None,
                     revoked_reason: None,
-                    ip: text("ip"),
-                    user_agent: text("user_agent"),
-                    key_id: s.key_id.clone(),
-                }
-            }
+                    key_id: s.key_id,
+                },
+                from: SignedInFrom {
+                    ip: decoded.meta.ip.clone(),
+                    user_agent: decoded.meta.user_agent.clone(),
+                },
+            },
             // A session of a user hard-deleted in the meantime, or a stray event: nothing to do.
             (None, _) => return Ok(()),
             (Some(row), SessionEvent::SessionStarted(_)) => row,
             (Some(mut row), SessionEvent::SessionRefreshed(r)) => {
-                row.refreshed_at = Some(at);
-                row.expires_at = r.expires_at;
+                row.info.refreshed_at = Some(at);
+                row.info.expires_at = r.expires_at;
                 row
             }
             (Some(mut row), SessionEvent::SessionRevoked(r)) => {
-                if row.revoked_at.is_none() {
-                    row.revoked_at = Some(at);
-                    row.revoked_reason = Some(r.reason.clone());
+                if row.info.revoked_at.is_none() {
+                    row.info.revoked_at = Some(at);
+                    row.info.revoked_reason = Some(r.reason.clone());
                 }
                 row
             }
@@ -222,45 +212,45 @@ impl ReadModels {
         Ok(())
     }
 
-    /// The tree operations of a batch's session changes.
-    pub(crate) async fn session_ops(
+    /// Adds a batch's session changes to its write.
+    pub(crate) async fn session_writes(
         &self,
         changes: &SessionChanges,
-    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StoreError> {
-        let mut ops = Vec::new();
+        batch: &mut sled::Batch,
+    ) -> Result<(), StoreError> {
         for prefix in &changes.purge {
-            for item in self.session_rows.scan_prefix(prefix) {
-                ops.push((item?.0.to_vec(), None));
+            for key in self.tree.scan_prefix(prefix).keys() {
+                batch.remove(key?);
             }
         }
         for (key, row) in &changes.rows {
-            ops.push((key.clone(), Some(row.seal(&self.codec, key).await?)));
+            let data_key = self.codec.key(row.info.key_id).await?;
+            batch.insert(key.clone(), row.seal(key, data_key.as_ref().map(|(_, k)| k)));
         }
-        Ok(ops)
+        Ok(())
     }
 
     /// After a batch's commit: remembers the sessions it revoked.
     pub(crate) fn note_revoked(&self, changes: &SessionChanges) {
         let mut revoked = self.revoked_sessions.write();
         for (key, row) in &changes.rows {
-            if let Some(until) = row.revoked_until() {
-                let org = key.split(|b| *b == 0).next().unwrap_or_default();
-                revoked.insert(&String::from_utf8_lossy(org), &row.id, until);
+            if let Some(until) = SessionRow::revoked_until(&row.info) {
+                revoked.insert(&org_of(key), &row.info.id, until);
             }
         }
     }
 
-    /// Rebuilds the in-memory set of revoked sessions from the rows (at start-up).
+    /// Rebuilds the in-memory set of revoked sessions from the rows (at start-up): only their
+    /// public parts are read.
     pub(crate) fn rebuild_revoked(&self) -> Result<(), StoreError> {
         let now = Utc::now().timestamp_micros();
         let mut revoked = RevokedSessions::default();
-        for item in self.session_rows.iter() {
+        for item in self.tree.scan_prefix([Table::Sessions as u8]) {
             let (key, bytes) = item?;
-            if let Some(row) = SessionRow::public(&bytes)
-                && let Some(until) = row.revoked_until().filter(|u| *u > now)
-            {
-                let org = key.split(|b| *b == 0).next().unwrap_or_default();
-                revoked.insert(&String::from_utf8_lossy(org), &row.id, until);
+            let stored = crate::codec::Stored::parse(&bytes)?;
+            let info: SessionInfo = crate::codec::from_msgpack(stored.public, "session row")?;
+            if let Some(until) = SessionRow::revoked_until(&info).filter(|u| *u > now) {
+                revoked.insert(&org_of(&key), &info.id, until);
             }
         }
         revoked.pruned_at_len = revoked.map.len();
@@ -289,18 +279,14 @@ impl ReadModels {
         limit: usize,
         before: Option<&str>,
     ) -> Result<(Vec<SessionRow>, bool), StoreError> {
-        let prefix = session_prefix(org, user_id);
+        let prefix = Table::Sessions.prefix(&[org.as_bytes(), user_id.as_bytes()]);
         let end = match before {
             Some(id) => session_key(org, user_id, id),
-            None => {
-                let mut end = prefix.clone();
-                end.push(0xff);
-                end
-            }
+            None => prefix_end(&prefix),
         };
         let mut rows = Vec::with_capacity(limit.min(128));
         let mut more = false;
-        for item in self.session_rows.range(prefix..end).rev() {
+        for item in self.tree.range(prefix..end).rev() {
             let (key, bytes) = item?;
             if rows.len() == limit {
                 more = true;
@@ -310,20 +296,4 @@ impl ReadModels {
         }
         Ok((rows, more))
     }
-}
-
-/// A session's state folded from its stream's records (`None` if it has none).
-pub fn fold_session(org: &str, session_id: &str, records: &[RecordedEvent]) -> Option<Session> {
-    records.iter().fold(None, |state, record| {
-        match SessionEvent::from_data(&record.event_type, &record.data) {
-            Ok(event) => Session::apply(
-                state,
-                &event,
-                (org, session_id),
-                event_time(record.time),
-                record.version,
-            ),
-            Err(_) => state,
-        }
-    })
 }

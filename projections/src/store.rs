@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use roster_domain::Status;
-use roster_domain::settings::OrgSettings;
 use roster_domain::values::{normalize_email, normalize_username};
 use roster_eventlog::Position;
 use roster_vault::BlindIndex;
@@ -17,9 +16,10 @@ use tokio::sync::watch;
 use crate::catalog::{Catalog, Entry, OrgCatalog};
 use crate::codec::{Codec, CodecError};
 use crate::keys::{email_hash, username_hash};
-use crate::rows::{Row, user_key};
+use crate::layout::{Table, suffix, user_key};
+use crate::rows::Row;
 
-const CHECKPOINT: &[u8] = b"checkpoint";
+const CHECKPOINT: &[u8] = b"mcheckpoint";
 
 /// Why a read-model operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ pub struct ListQuery {
 #[derive(Clone, Debug)]
 pub struct ListPage {
     /// The users, in the requested order.
-    pub users: Vec<Row>,
+    pub users: Vec<Arc<Row>>,
     /// Cursor for the page after this one, if there is one.
     pub next_cursor: Option<Position>,
     /// Cursor for the page before this one, if there is one.
@@ -89,15 +89,8 @@ pub struct ListPage {
 /// The read models and their checkpoint.
 pub struct ReadModels {
     pub(crate) db: sled::Db,
-    pub(crate) users: sled::Tree,
-    pub(crate) usernames: sled::Tree,
-    pub(crate) emails: sled::Tree,
-    pub(crate) settings: sled::Tree,
-    pub(crate) wallet_ledger: sled::Tree,
-    pub(crate) tasks: sled::Tree,
-    pub(crate) task_failures: sled::Tree,
-    pub(crate) session_rows: sled::Tree,
-    pub(crate) meta: sled::Tree,
+    /// Every read model, by table byte ([`crate::layout`]), and the checkpoint.
+    pub(crate) tree: sled::Tree,
     /// Why the projector's last batch failed, while it retries (for `/readyz`).
     pub(crate) failure: parking_lot::Mutex<Option<String>>,
     pub(crate) catalog: RwLock<Catalog>,
@@ -105,14 +98,69 @@ pub struct ReadModels {
     pub(crate) codec: Codec,
     pub(crate) blind: BlindIndex,
     pub(crate) applied: watch::Sender<Position>,
+    /// Recently read or written user rows, opened.
+    pub(crate) rows: RowCache,
 }
 
-/// Every key of every tree, by tree name ([`ReadModels::tree_keys`]).
+/// Every key of every table, by table name ([`ReadModels::tree_keys`]).
 #[doc(hidden)]
 pub type TreeKeys = Vec<(String, Vec<Vec<u8>>)>;
 
 /// sled's cache of the live read models, in bytes.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Opened user rows kept in memory, in bytes (an estimate of what they hold).
+pub const DEFAULT_ROW_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The read-model format this release writes. Read models of another format (the first
+/// release's JSON rows in per-model trees) are dropped at start-up and rebuilt from the log.
+const FORMAT: &[u8] = b"2";
+const FORMAT_KEY: &[u8] = b"mformat";
+const TREE: &str = "models";
+
+/// Opened user rows by key, weighed by an estimate of their size.
+pub(crate) struct RowCache(quick_cache::sync::Cache<Vec<u8>, Arc<Row>, RowWeight>);
+
+#[derive(Clone)]
+pub(crate) struct RowWeight;
+
+impl quick_cache::Weighter<Vec<u8>, Arc<Row>> for RowWeight {
+    fn weight(&self, key: &Vec<u8>, row: &Arc<Row>) -> u64 {
+        let p = &row.user.personal.profile;
+        let text: usize = [&p.username, &p.display_name, &p.name, &p.email, &p.phone, &p.avatar_url, &p.location]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum();
+        let objects = p.custom.len() + p.metadata.len() + p.prefs.len() + row.user.public.wallet.len();
+        (key.len() + 400 + text + 96 * objects) as u64
+    }
+}
+
+impl RowCache {
+    fn new(bytes: u64) -> Self {
+        let items = (bytes / 600).max(16) as usize;
+        Self(quick_cache::sync::Cache::with_weighter(items, bytes.max(1), RowWeight))
+    }
+
+    /// A cached row.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Row>> {
+        self.0.get(key)
+    }
+
+    /// Remembers a row as written (`None`: it is gone).
+    pub(crate) fn remember(&self, key: Vec<u8>, row: Option<Row>) {
+        match row {
+            Some(row) => self.0.insert(key, Arc::new(row)),
+            None => {
+                self.0.remove(&key);
+            }
+        }
+    }
+
+    /// (hits, misses) so far.
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (self.0.hits(), self.0.misses())
+    }
+}
 
 impl ReadModels {
     /// Opens (or creates) the read models in `dir` and rebuilds the in-memory catalog from them.
@@ -125,7 +173,7 @@ impl ReadModels {
     }
 
     /// [`ReadModels::open`] with sled's cache of `cache_bytes` (a bulk rebuild writes faster
-    /// with a cache that holds the trees' hot pages).
+    /// with a cache that holds the tree's hot pages).
     pub async fn open_with_cache(
         dir: &Path,
         codec: Codec,
@@ -137,16 +185,9 @@ impl ReadModels {
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()?;
+        let tree = open_current_format(&db)?;
         let models = Self {
-            users: db.open_tree("users")?,
-            usernames: db.open_tree("username_index")?,
-            emails: db.open_tree("email_index")?,
-            settings: db.open_tree("settings")?,
-            wallet_ledger: db.open_tree("wallet_ledger")?,
-            tasks: db.open_tree("tasks")?,
-            task_failures: db.open_tree("task_failures")?,
-            session_rows: db.open_tree("sessions")?,
-            meta: db.open_tree("meta")?,
+            tree,
             failure: parking_lot::Mutex::new(None),
             db,
             catalog: RwLock::new(Catalog::default()),
@@ -154,6 +195,7 @@ impl ReadModels {
             codec,
             blind,
             applied: watch::channel(0).0,
+            rows: RowCache::new(DEFAULT_ROW_CACHE_BYTES),
         };
         let checkpoint = models.stored_checkpoint()?;
         models.applied.send_replace(checkpoint);
@@ -164,11 +206,11 @@ impl ReadModels {
 
     async fn rebuild_catalog(&self) -> Result<(), StoreError> {
         let mut catalog = Catalog::default();
-        for item in self.users.iter() {
+        for item in self.tree.scan_prefix([Table::Users as u8]) {
             let (_, bytes) = item?;
             let row = Row::open(&bytes, &self.codec).await?;
             catalog
-                .org_mut(&row.user.organization_id)
+                .org_mut(row.user.public.organization_id.as_str())
                 .upsert(row.seq, &row.user);
         }
         *self.catalog.write() = catalog;
@@ -176,44 +218,38 @@ impl ReadModels {
     }
 
     pub(crate) fn stored_checkpoint(&self) -> Result<Position, StoreError> {
-        Ok(match self.meta.get(CHECKPOINT)? {
+        Ok(match self.tree.get(CHECKPOINT)? {
             Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])),
             None => 0,
         })
     }
 
-    pub(crate) fn checkpoint_bytes(position: Position) -> [u8; 8] {
-        position.to_be_bytes()
-    }
-
     pub(crate) const CHECKPOINT_KEY: &'static [u8] = CHECKPOINT;
 
-    /// Every tree holding read-model data (all but `meta`, the checkpoint's).
-    pub(crate) fn data_trees(&self) -> [&sled::Tree; 8] {
-        [
-            &self.users,
-            &self.usernames,
-            &self.emails,
-            &self.settings,
-            &self.wallet_ledger,
-            &self.tasks,
-            &self.task_failures,
-            &self.session_rows,
-        ]
+    /// Whether nothing has been applied yet.
+    pub fn is_fresh(&self) -> Result<bool, StoreError> {
+        Ok(self.stored_checkpoint()? == 0)
     }
 
-    /// Every key of every tree, by tree name (for tests and diagnostics: two copies of the read
-    /// models built from the same log must hold the same keys).
+    /// Hits and misses of the cache of opened rows.
+    pub fn row_cache_stats(&self) -> (u64, u64) {
+        self.rows.stats()
+    }
+
+    /// Every key of every table, by table name (for tests and diagnostics: two copies of the
+    /// read models built from the same log must hold the same keys).
     #[doc(hidden)]
     pub fn tree_keys(&self) -> Result<TreeKeys, StoreError> {
         let mut out = Vec::new();
-        for tree in self.data_trees().into_iter().chain([&self.meta]) {
-            let keys = tree
-                .iter()
+        for table in Table::DATA.into_iter().chain([Table::Meta]) {
+            let keys = self
+                .tree
+                .scan_prefix([table as u8])
                 .keys()
                 .map(|k| k.map(|k| k.to_vec()))
+                .filter(|k| k.as_ref().map_or(true, |k| k.as_slice() != FORMAT_KEY))
                 .collect::<Result<_, _>>()?;
-            out.push((String::from_utf8_lossy(&tree.name()).into_owned(), keys));
+            out.push((table.name().to_owned(), keys));
         }
         Ok(out)
     }
@@ -243,8 +279,27 @@ impl ReadModels {
     }
 
     /// The user with this id, including soft-deleted ones.
-    pub async fn get(&self, org: &str, id: &str) -> Result<Option<Row>, StoreError> {
-        match self.users.get(user_key(org, id))? {
+    pub async fn get(&self, org: &str, id: &str) -> Result<Option<Arc<Row>>, StoreError> {
+        let key = user_key(org, id);
+        if let Some(row) = self.rows.get(&key) {
+            return Ok(Some(row));
+        }
+        match self.tree.get(&key)? {
+            Some(bytes) => {
+                let row = Arc::new(Row::open(&bytes, &self.codec).await?);
+                self.rows.0.insert(key, row.clone());
+                Ok(Some(row))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The row stored under a user key, opened, as the projector changes it (a copy).
+    pub(crate) async fn row(&self, key: &[u8]) -> Result<Option<Row>, StoreError> {
+        if let Some(row) = self.rows.get(key) {
+            return Ok(Some((*row).clone()));
+        }
+        match self.tree.get(key)? {
             Some(bytes) => Ok(Some(Row::open(&bytes, &self.codec).await?)),
             None => Ok(None),
         }
@@ -253,21 +308,13 @@ impl ReadModels {
     /// Ids of users whose username normalizes like `username`.
     pub fn ids_by_username(&self, org: &str, username: &str) -> Result<Vec<String>, StoreError> {
         let hash = username_hash(&self.blind, org, &normalize_username(username));
-        index_lookup(&self.usernames, org, &hash)
+        self.index_lookup(Table::Usernames, org, &hash)
     }
 
     /// Ids of users with this email (case-insensitively).
     pub fn ids_by_email(&self, org: &str, email: &str) -> Result<Vec<String>, StoreError> {
         let hash = email_hash(&self.blind, org, &normalize_email(email));
-        index_lookup(&self.emails, org, &hash)
-    }
-
-    /// An organization's settings (defaults if never changed).
-    pub fn settings(&self, org: &str) -> Result<OrgSettings, StoreError> {
-        Ok(match self.settings.get(org.as_bytes())? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            None => OrgSettings::default(),
-        })
+        self.index_lookup(Table::Emails, org, &hash)
     }
 
     /// Number of users in an organization (all statuses).
@@ -349,32 +396,23 @@ impl ReadModels {
     }
 }
 
-fn index_lookup(tree: &sled::Tree, org: &str, hash: &str) -> Result<Vec<String>, StoreError> {
-    let prefix = index_prefix(org, hash);
-    let mut ids = Vec::new();
-    for item in tree.scan_prefix(&prefix) {
-        let (key, _) = item?;
-        ids.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+impl ReadModels {
+    fn index_lookup(&self, table: Table, org: &str, hash: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = table.prefix(&[org.as_bytes(), hash.as_bytes()]);
+        let mut ids = Vec::new();
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            ids.push(suffix(&key?, &prefix));
+        }
+        Ok(ids)
     }
-    Ok(ids)
 }
 
-/// `org NUL hash NUL` — the index entries of one value; the user id follows.
-pub(crate) fn index_prefix(org: &str, hash: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(org.len() + hash.len() + 2);
-    key.extend_from_slice(org.as_bytes());
-    key.push(0);
-    key.extend_from_slice(hash.as_bytes());
-    key.push(0);
-    key
-}
-
-fn matches(entry: &Entry, query: &ListQuery) -> bool {
+fn matches(catalog: &OrgCatalog, entry: &Entry, query: &ListQuery) -> bool {
     let status_ok = match query.status {
         Some(s) => entry.status == s,
         None => entry.status != Status::Deleted,
     };
-    status_ok && query.role.as_deref().is_none_or(|r| &*entry.role == r)
+    status_ok && query.role.as_deref().is_none_or(|r| catalog.role(entry) == r)
 }
 
 type Page = (
@@ -402,7 +440,7 @@ fn page(catalog: &OrgCatalog, candidates: Option<&BTreeSet<Position>>, query: &L
             ),
             None => Box::new(catalog.range(range)),
         };
-        let entries = entries.filter(|(_, e)| matches(e, query));
+        let entries = entries.filter(|(_, e)| matches(catalog, e, query));
         if forward {
             Box::new(entries)
         } else {
@@ -471,11 +509,26 @@ impl UserRows<'_> {
 impl ReadModels {
     /// Every user of an organization, in id order.
     pub fn users_of(&self, org: &str) -> UserRows<'_> {
-        let mut prefix = org.as_bytes().to_vec();
-        prefix.push(0);
         UserRows {
-            iter: self.users.scan_prefix(prefix),
+            iter: self.tree.scan_prefix(Table::Users.prefix(&[org.as_bytes()])),
             codec: &self.codec,
         }
     }
+}
+
+/// The tree of the current format, after dropping what older formats left.
+fn open_current_format(db: &sled::Db) -> Result<sled::Tree, StoreError> {
+    for name in db.tree_names() {
+        if name.as_ref() != TREE.as_bytes() && name.as_ref() != b"__sled__default" {
+            tracing::info!(tree = %String::from_utf8_lossy(&name), "dropping a read model of an older format; it is rebuilt from the log");
+            db.drop_tree(&name)?;
+        }
+    }
+    let tree = db.open_tree(TREE)?;
+    if tree.get(FORMAT_KEY)?.as_deref() != Some(FORMAT) {
+        tree.clear()?;
+        tree.insert(FORMAT_KEY, FORMAT)?;
+        tree.flush()?;
+    }
+    Ok(tree)
 }

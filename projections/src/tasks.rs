@@ -1,22 +1,41 @@
-//! The tasks read model: each task's state (`tasks`) and its failures (`task_failures`, one
-//! entry per failed item, so a task over 100 000 users never rewrites a growing list).
+//! The tasks read model (API.md §4): one row per task, its failures beside it, and the
+//! organizations' settings. Nothing here is personal: stored as MessagePack, format 2.
 
+use roster_domain::settings::OrgSettings;
 use roster_domain::task::{Task, TaskFailure, TaskKind, TaskStatus};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::rows::user_key;
+use crate::codec::{CodecError, FORMAT_2, Layout, from_msgpack, to_msgpack};
+use crate::layout::{Table, prefix_end, settings_key, task_key};
 use crate::store::{ReadModels, StoreError};
 
-/// Key of a task: organization, NUL, task id (a ULID, so keys sort by creation).
-pub fn task_key(org: &str, id: &str) -> Vec<u8> {
-    user_key(org, id)
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT_2];
+    to_msgpack(value, Layout::Named, &mut out);
+    out
 }
 
-/// Key of a task's failure number `index`.
-pub fn failure_key(org: &str, id: &str, index: u64) -> Vec<u8> {
-    let mut key = task_key(org, id);
-    key.push(0);
-    key.extend_from_slice(&index.to_be_bytes());
-    key
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        Some((&FORMAT_2, rest)) => from_msgpack(rest, what),
+        _ => Err(CodecError::Malformed(format!("{what}: not format 2"))),
+    }
+}
+
+/// A task row's bytes.
+pub(crate) fn encode_task(task: &Task) -> Vec<u8> {
+    encode(task)
+}
+
+/// A task failure's bytes.
+pub(crate) fn encode_failure(failure: &TaskFailure) -> Vec<u8> {
+    encode(failure)
+}
+
+/// An organization's settings' bytes.
+pub(crate) fn encode_settings(settings: &OrgSettings) -> Vec<u8> {
+    encode(settings)
 }
 
 /// A page of tasks, newest first.
@@ -24,17 +43,17 @@ pub fn failure_key(org: &str, id: &str, index: u64) -> Vec<u8> {
 pub struct TaskPage {
     /// The tasks.
     pub tasks: Vec<Task>,
-    /// The id to continue after, if there are more.
+    /// Id to pass as `cursor` for the next (older) page.
     pub next_cursor: Option<String>,
 }
 
 impl ReadModels {
-    /// One task.
+    /// A task.
     pub fn task(&self, org: &str, id: &str) -> Result<Option<Task>, StoreError> {
-        Ok(match self.tasks.get(task_key(org, id))? {
-            Some(bytes) => serde_json::from_slice(&bytes).ok(),
-            None => None,
-        })
+        match self.tree.get(task_key(org, id))? {
+            Some(bytes) => Ok(Some(decode(&bytes, "task")?)),
+            None => Ok(None),
+        }
     }
 
     /// A task's failures, in the order they happened.
@@ -43,16 +62,14 @@ impl ReadModels {
         org: &str,
         id: &str,
     ) -> impl Iterator<Item = Result<TaskFailure, StoreError>> + '_ {
-        let mut prefix = task_key(org, id);
-        prefix.push(0);
-        self.task_failures.scan_prefix(prefix).map(|item| {
+        let prefix = Table::TaskFailures.prefix(&[org.as_bytes(), id.as_bytes()]);
+        self.tree.scan_prefix(prefix).map(|item| {
             let (_, bytes) = item?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Codec(crate::CodecError::Json(e.to_string())))
+            Ok(decode(&bytes, "task failure")?)
         })
     }
 
-    /// Tasks of an organization, newest first, optionally filtered, after the cursor (a task id).
+    /// A page of an organization's tasks, newest first (task ids are ULIDs).
     pub fn tasks(
         &self,
         org: &str,
@@ -61,23 +78,16 @@ impl ReadModels {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<TaskPage, StoreError> {
-        let mut prefix = org.as_bytes().to_vec();
-        prefix.push(0);
+        let prefix = Table::Tasks.prefix(&[org.as_bytes()]);
         let end = match cursor {
             Some(c) => task_key(org, c),
-            None => {
-                let mut end = prefix.clone();
-                end.push(0xff);
-                end
-            }
+            None => prefix_end(&prefix),
         };
         let mut tasks = Vec::new();
         let mut more = false;
-        for item in self.tasks.range(prefix.clone()..end).rev() {
+        for item in self.tree.range(prefix..end).rev() {
             let (_, bytes) = item?;
-            let Ok(task) = serde_json::from_slice::<Task>(&bytes) else {
-                continue;
-            };
+            let task: Task = decode(&bytes, "task")?;
             if status.is_some_and(|s| s != task.status) || kind.is_some_and(|k| k != task.kind) {
                 continue;
             }
@@ -95,14 +105,18 @@ impl ReadModels {
         Ok(TaskPage { tasks, next_cursor })
     }
 
-    /// How many tasks there are of each status and kind, across organizations (for metrics).
+    fn all_tasks(&self) -> impl Iterator<Item = Result<Task, StoreError>> + '_ {
+        self.tree.scan_prefix([Table::Tasks as u8]).map(|item| {
+            let (_, bytes) = item?;
+            Ok(decode(&bytes, "task")?)
+        })
+    }
+
+    /// Number of tasks per status and kind (for `/metrics`).
     pub fn task_counts(&self) -> Result<Vec<(TaskStatus, TaskKind, u64)>, StoreError> {
         let mut counts: Vec<(TaskStatus, TaskKind, u64)> = Vec::new();
-        for item in self.tasks.iter() {
-            let (_, bytes) = item?;
-            let Ok(task) = serde_json::from_slice::<Task>(&bytes) else {
-                continue;
-            };
+        for task in self.all_tasks() {
+            let task = task?;
             match counts
                 .iter_mut()
                 .find(|(s, k, _)| *s == task.status && *k == task.kind)
@@ -114,18 +128,24 @@ impl ReadModels {
         Ok(counts)
     }
 
-    /// Tasks that have not ended (for the worker to take or resume), oldest first.
+    /// Every task that has not ended, oldest first.
     pub fn unfinished_tasks(&self) -> Result<Vec<Task>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tasks.iter() {
-            let (_, bytes) = item?;
-            if let Ok(task) = serde_json::from_slice::<Task>(&bytes)
-                && !task.status.is_final()
-            {
+        for task in self.all_tasks() {
+            let task = task?;
+            if !task.status.is_final() {
                 out.push(task);
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// An organization's settings (defaults if never changed).
+    pub fn settings(&self, org: &str) -> Result<OrgSettings, StoreError> {
+        match self.tree.get(settings_key(org))? {
+            Some(bytes) => Ok(decode(&bytes, "settings")?),
+            None => Ok(OrgSettings::default()),
+        }
     }
 }

@@ -1,379 +1,136 @@
-//! The User aggregate: `decide` (pure, may refuse) and `apply` (total, never refuses).
+//! The one aggregate model every aggregate follows (after disintegrate's `Decision` and
+//! zitadel's unique constraints).
+//!
+//! An aggregate is a state folded from its stream's events by a total [`Aggregate::apply`],
+//! and a pure [`Aggregate::decide`] that turns a command into a [`Decision`]: the events to
+//! record and the unique values they claim or release. The repository (services layer) does
+//! the rest for every aggregate alike: load, decide, seal, append with the expected version
+//! and the decision's reservations in one atomic transaction, retry on conflict.
 
 use chrono::{DateTime, Utc};
 
-use crate::command::{Command, CreateUser};
-use crate::error::{DomainError, FieldError};
-use crate::event::*;
-use crate::patch;
-use crate::user::{DeleteMode, User};
+use crate::error::DomainError;
+use crate::events::EventSet;
 
-/// Decides which events a command causes. An empty list means the command changes nothing.
-pub fn decide(state: Option<&User>, command: &Command) -> Result<Vec<Event>, DomainError> {
-    match command {
-        Command::Create(create) => match state {
-            None => Ok(vec![created(create)]),
-            Some(_) => Err(DomainError::IdTaken),
-        },
-        Command::Upsert(create) => match state {
-            None => Ok(vec![created(create)]),
-            Some(user) => {
-                live(user)?;
-                if user.profile == create.profile && create.password_hash.is_none() {
-                    return Ok(vec![]);
-                }
-                Ok(vec![Event::UserReplaced(UserReplaced {
-                    profile: create.profile.clone(),
-                    password_hash: create.password_hash.clone(),
-                })])
-            }
-        },
-        Command::Patch(p) => {
-            let user = existing_live(state)?;
-            let next = p
-                .apply_checked(&user.profile)
-                .map_err(DomainError::Invalid)?;
-            if next == user.profile {
-                return Ok(vec![]);
-            }
-            Ok(vec![Event::UserPartiallyUpdated(UserPartiallyUpdated {
-                set: p.set.clone(),
-                unset: p.unset.clone(),
-            })])
+/// A stream's position in its history as `apply` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded<'a> {
+    /// The stream's id within its organization (`alice` for `user-alice`).
+    pub id: &'a str,
+    /// The organization.
+    pub org: &'a str,
+    /// When the event was committed.
+    pub at: DateTime<Utc>,
+    /// The event's version in its stream (1-based).
+    pub version: u64,
+}
+
+/// An aggregate: state, events, commands, and the two functions that relate them.
+pub trait Aggregate: Clone + Send + Sync + Sized + 'static {
+    /// Its events.
+    type Event: EventSet;
+    /// Its commands (validated at the edge: `decide` does not re-validate what newtypes hold).
+    type Command;
+    /// Stream name prefix (`user-`, `session-`, `task-`); a singleton aggregate's whole name.
+    const STREAM_PREFIX: &'static str;
+
+    /// Folds one recorded event into the state. Never fails: events are facts. `None` in,
+    /// and a first event that does not create the aggregate, stays `None`.
+    fn apply(state: Option<Self>, event: &Self::Event, at: Recorded<'_>) -> Option<Self>;
+
+    /// What a command causes, given the state. Pure.
+    fn decide(
+        state: Option<&Self>,
+        command: &Self::Command,
+    ) -> Result<Decision<Self::Event>, DomainError>;
+}
+
+/// What a command decided: the events to append (none = it changes nothing) and the unique
+/// values they take or give back, applied in the same atomic append.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision<E> {
+    /// Events, in order.
+    pub events: Vec<E>,
+    /// Unique values claimed, shared or released by these events, for the aggregate's owner.
+    pub uniques: Vec<UniqueChange>,
+    /// The events need a fresh data key (a new user, a pruned user restored); the repository
+    /// allocates one and hands it to [`EventSet::assign_key`] before anything is sealed.
+    pub fresh_key: bool,
+}
+
+impl<E> Decision<E> {
+    /// A decision that records nothing (zitadel's "no changed event").
+    pub fn nothing() -> Self {
+        Self {
+            events: Vec::new(),
+            uniques: Vec::new(),
+            fresh_key: false,
         }
-        Command::ChangeEmail(email) => {
-            let user = existing_live(state)?;
-            let email = email.as_ref().map(|e| e.as_str().to_owned());
-            changed(user.profile.email != email, || {
-                Event::EmailChanged(EmailChanged { email })
-            })
+    }
+
+    /// A decision recording `event`.
+    pub fn event(event: E) -> Self {
+        Self {
+            events: vec![event],
+            ..Self::nothing()
         }
-        Command::ChangeName(name) => {
-            let user = existing_live(state)?;
-            if let Some(n) = name {
-                crate::input::check_scalar("name", n).map_err(|e| DomainError::Invalid(vec![e]))?;
-            }
-            changed(user.profile.name != *name, || {
-                Event::NameChanged(NameChanged { name: name.clone() })
-            })
+    }
+
+    /// `event` if `changed`, else nothing.
+    pub fn when(changed: bool, event: impl FnOnce() -> E) -> Self {
+        if changed {
+            Self::event(event())
+        } else {
+            Self::nothing()
         }
-        Command::ChangePhone(phone) => {
-            let user = existing_live(state)?;
-            let phone = phone.as_ref().map(|p| p.as_str().to_owned());
-            changed(user.profile.phone != phone, || {
-                Event::PhoneChanged(PhoneChanged { phone })
-            })
-        }
-        Command::ChangePassword(hash) => {
-            existing_live(state)?;
-            Ok(vec![Event::PasswordChanged(PasswordChanged {
-                password_hash: Some(hash.clone()),
-            })])
-        }
-        Command::ReplacePrefs(prefs) => {
-            let user = existing_live(state)?;
-            crate::input::check_object("prefs", prefs)
-                .map_err(|e| DomainError::Invalid(vec![e]))?;
-            changed(user.profile.prefs != *prefs, || {
-                Event::PrefsUpdated(PrefsUpdated {
-                    prefs: prefs.clone(),
-                })
-            })
-        }
-        Command::SetBlocked(blocked) => {
-            let user = existing_live(state)?;
-            changed(user.blocked != *blocked, || {
-                Event::StatusChanged(StatusChanged::new(*blocked))
-            })
-        }
-        Command::SetEmailVerified(v) => {
-            let user = existing_live(state)?;
-            changed(user.email_verified != *v, || {
-                Event::VerificationChanged(VerificationChanged {
-                    email_verified: Some(*v),
-                    phone_verified: None,
-                })
-            })
-        }
-        Command::SetPhoneVerified(v) => {
-            let user = existing_live(state)?;
-            changed(user.phone_verified != *v, || {
-                Event::VerificationChanged(VerificationChanged {
-                    email_verified: None,
-                    phone_verified: Some(*v),
-                })
-            })
-        }
-        Command::Deactivate { created_by_id } => {
-            let user = existing_live(state)?;
-            changed(user.deactivated_at.is_none(), || {
-                Event::UserDeactivated(UserDeactivated {
-                    created_by_id: created_by_id.clone(),
-                })
-            })
-        }
-        Command::Reactivate => {
-            let user = existing_live(state)?;
-            changed(user.deactivated_at.is_some(), || {
-                Event::UserReactivated(UserReactivated {})
-            })
-        }
-        Command::Delete(mode) => {
-            let user = state.ok_or(DomainError::NotFound)?;
-            // A deletion may only escalate: soft → pruning → hard.
-            let escalates = user.deletion.is_none_or(|current| *mode > current);
-            changed(escalates, || {
-                Event::UserDeleted(UserDeleted { mode: *mode })
-            })
-        }
-        Command::Restore { new_key_id } => {
-            let user = state.ok_or(DomainError::NotFound)?;
-            changed(user.is_deleted(), || {
-                Event::UserRestored(UserRestored {
-                    key_id: (user.deletion == Some(DeleteMode::Pruning))
-                        .then(|| new_key_id.clone()),
-                })
-            })
-        }
-        Command::RevokeSessions => {
-            // Always recorded: sessions may have started since the last revocation, and the
-            // aggregate does not know them.
-            existing_live(state)?;
-            Ok(vec![Event::SessionsRevoked(SessionsRevoked {})])
-        }
-        Command::AdjustWallet {
-            changeset,
-            metadata,
-            update_ledger,
-        } => {
-            let user = existing_live(state)?;
-            check_changeset(changeset)?;
-            crate::input::check_object("metadata", metadata)
-                .map_err(|e| DomainError::Invalid(vec![e]))?;
-            let mut next = user.wallet.clone();
-            adjust_wallet(&mut next, changeset)?;
-            let effective: std::collections::BTreeMap<String, i64> = changeset
-                .iter()
-                .filter(|(_, d)| **d != 0)
-                .map(|(c, d)| (c.clone(), *d))
-                .collect();
-            changed(!effective.is_empty(), || {
-                Event::WalletAdjusted(WalletAdjusted {
-                    changeset: effective.clone(),
-                    metadata: metadata.clone(),
-                    update_ledger: *update_ledger,
-                })
-            })
-        }
+    }
+
+    /// The same decision, also changing `uniques`.
+    pub fn with_uniques(mut self, uniques: impl IntoIterator<Item = UniqueChange>) -> Self {
+        self.uniques.extend(uniques);
+        self
+    }
+
+    /// The same decision, asking for a fresh data key.
+    pub fn with_fresh_key(mut self) -> Self {
+        self.fresh_key = true;
+        self
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
     }
 }
 
-fn created(create: &CreateUser) -> Event {
-    Event::UserCreated(UserCreated {
-        user_id: create.user_id.as_str().to_owned(),
-        organization_id: create.org.as_str().to_owned(),
-        key_id: Some(create.key_id.clone()),
-        profile: create.profile.clone(),
-        password_hash: create.password_hash.clone(),
-    })
+/// A value unique within its organization (or a narrower scope).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Unique {
+    /// A normalized username.
+    Username(String),
+    /// A normalized email.
+    Email(String),
+    /// A custom token's id (`jti`): single use.
+    CustomToken(String),
 }
 
-/// zitadel's habit: a command that changes nothing emits nothing.
-fn changed(is_change: bool, event: impl FnOnce() -> Event) -> Result<Vec<Event>, DomainError> {
-    Ok(if is_change { vec![event()] } else { vec![] })
+/// What a decision does to a unique value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UniqueChange {
+    /// Takes it exclusively: the append fails if another owner holds it.
+    Claim(Unique),
+    /// Holds it together with whoever does (usernames while duplicates are allowed); an
+    /// exclusive claim by someone else fails while any holder keeps it.
+    Share(Unique),
+    /// Gives it back.
+    Release(Unique),
 }
 
-fn live(user: &User) -> Result<&User, DomainError> {
-    if user.is_deleted() {
-        Err(DomainError::UserDeleted)
-    } else {
-        Ok(user)
-    }
-}
-
-fn existing_live(state: Option<&User>) -> Result<&User, DomainError> {
-    live(state.ok_or(DomainError::NotFound)?)
-}
-
-fn check_changeset(changeset: &std::collections::BTreeMap<String, i64>) -> Result<(), DomainError> {
-    let errors: Vec<FieldError> = changeset
-        .keys()
-        .filter(|c| {
-            c.is_empty()
-                || c.len() > 64
-                || c.chars().any(|ch| ch.is_control() || ch.is_whitespace())
-        })
-        .map(|c| {
-            FieldError::new(
-                format!("changeset.{c}"),
-                "currency names are 1 to 64 characters without spaces",
-            )
-        })
-        .collect();
-    if changeset.len() > 100 {
-        return Err(DomainError::invalid(
-            "changeset",
-            "at most 100 currencies per changeset",
-        ));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(DomainError::Invalid(errors))
-    }
-}
-
-/// Applies a changeset to balances, refusing the whole of it if any balance would go below
-/// zero or overflow.
-fn adjust_wallet(
-    wallet: &mut std::collections::BTreeMap<String, i64>,
-    changeset: &std::collections::BTreeMap<String, i64>,
-) -> Result<(), DomainError> {
-    for (currency, change) in changeset {
-        let balance = wallet.get(currency).copied().unwrap_or(0);
-        let next = balance
-            .checked_add(*change)
-            .ok_or_else(|| DomainError::WalletOverflow {
-                currency: currency.clone(),
-            })?;
-        if next < 0 {
-            return Err(DomainError::WalletNegative {
-                currency: currency.clone(),
-                balance,
-                change: *change,
-            });
+impl UniqueChange {
+    /// The value concerned.
+    pub fn unique(&self) -> &Unique {
+        match self {
+            UniqueChange::Claim(u) | UniqueChange::Share(u) | UniqueChange::Release(u) => u,
         }
-        wallet.insert(currency.clone(), next);
-    }
-    Ok(())
-}
-
-/// Folds one recorded event into the state. `at` is the event's commit time and `version` its
-/// stream version. `None` means the user does not exist (never created, or hard-deleted).
-pub fn apply(state: Option<User>, event: &Event, at: DateTime<Utc>, version: u64) -> Option<User> {
-    let mut user = match (state, event) {
-        (_, Event::UserCreated(e)) => User {
-            id: e.user_id.clone(),
-            organization_id: e.organization_id.clone(),
-            key_id: e.key_id.clone(),
-            profile: e.profile.clone(),
-            email_verified: false,
-            phone_verified: false,
-            blocked: false,
-            wallet: Default::default(),
-            password_hash: e.password_hash.clone(),
-            created_at: at,
-            updated_at: at,
-            deactivated_at: None,
-            deactivated_by: None,
-            deleted_at: None,
-            deletion: None,
-            erased: false,
-            // A session of an earlier incarnation of this id (before a hard delete) never
-            // works for this one.
-            sessions_valid_from: version,
-            version,
-        },
-        // Events other than creation on a missing user cannot be recorded by `decide`; if the
-        // log holds one anyway, the state stays missing rather than inventing a user.
-        (None, _) => return None,
-        (Some(mut user), event) => {
-            match event {
-                Event::UserCreated(_) => unreachable!("handled above"),
-                Event::UserReplaced(e) => {
-                    let before = user.profile.clone();
-                    user.profile = e.profile.clone();
-                    if e.password_hash.is_some() {
-                        user.password_hash = e.password_hash.clone();
-                    }
-                    clear_changed_verifications(&mut user, &before);
-                }
-                Event::UserPartiallyUpdated(e) => {
-                    let before = user.profile.clone();
-                    patch::apply(&mut user.profile, &e.set, &e.unset);
-                    clear_changed_verifications(&mut user, &before);
-                }
-                Event::EmailChanged(e) => {
-                    let before = user.profile.clone();
-                    user.profile.email = e.email.clone();
-                    clear_changed_verifications(&mut user, &before);
-                }
-                Event::NameChanged(e) => user.profile.name = e.name.clone(),
-                Event::PhoneChanged(e) => {
-                    let before = user.profile.clone();
-                    user.profile.phone = e.phone.clone();
-                    clear_changed_verifications(&mut user, &before);
-                }
-                Event::PasswordChanged(e) => user.password_hash = e.password_hash.clone(),
-                Event::PrefsUpdated(e) => user.profile.prefs = e.prefs.clone(),
-                Event::VerificationChanged(e) => {
-                    if let Some(v) = e.email_verified {
-                        user.email_verified = v;
-                    }
-                    if let Some(v) = e.phone_verified {
-                        user.phone_verified = v;
-                    }
-                }
-                Event::StatusChanged(e) => user.blocked = e.blocked(),
-                Event::WalletAdjusted(e) => {
-                    // Recorded changesets were checked by `decide`; saturate rather than
-                    // panic if history disagrees.
-                    for (currency, change) in &e.changeset {
-                        let balance = user.wallet.entry(currency.clone()).or_insert(0);
-                        *balance = balance.saturating_add(*change).max(0);
-                    }
-                }
-                Event::UserDeactivated(e) => {
-                    user.deactivated_at = Some(at);
-                    user.deactivated_by = e.created_by_id.clone();
-                }
-                Event::UserReactivated(_) => {
-                    user.deactivated_at = None;
-                    user.deactivated_by = None;
-                }
-                Event::UserDeleted(e) => match e.mode {
-                    DeleteMode::Hard => return None,
-                    DeleteMode::Soft => {
-                        user.deleted_at = Some(at);
-                        user.deletion = Some(DeleteMode::Soft);
-                    }
-                    DeleteMode::Pruning => {
-                        user.deleted_at = Some(at);
-                        user.deletion = Some(DeleteMode::Pruning);
-                        user.profile.erase_personal();
-                        user.password_hash = None;
-                        user.email_verified = false;
-                        user.phone_verified = false;
-                        user.erased = true;
-                    }
-                },
-                Event::UserRestored(e) => {
-                    user.deleted_at = None;
-                    user.deletion = None;
-                    if e.key_id.is_some() {
-                        user.key_id = e.key_id.clone();
-                    }
-                }
-                Event::SessionsRevoked(_) => {}
-            }
-            // Blocking, deactivation, deletion, a new password and an explicit revocation end
-            // every session signed in before; unblocking or restoring does not bring them back.
-            if event.ends_sessions() {
-                user.sessions_valid_from = version;
-            }
-            user
-        }
-    };
-    user.updated_at = at;
-    user.version = version;
-    Some(user)
-}
-
-fn clear_changed_verifications(user: &mut User, before: &crate::user::Profile) {
-    if user.profile.email != before.email {
-        user.email_verified = false;
-    }
-    if user.profile.phone != before.phone {
-        user.phone_verified = false;
     }
 }

@@ -56,6 +56,9 @@ pub enum DomainError {
         /// The requested change.
         change: i64,
     },
+    /// The command conflicts with the aggregate's state (it exists, or has ended).
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A wallet change would overflow a 64-bit balance.
     #[error("wallet balance of {currency} would overflow")]
     WalletOverflow {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::FieldError;
-use crate::user::{DEFAULT_ROLE, Profile};
+use crate::user::{DEFAULT_ROLE, PersonalProfile, Profile, PublicProfile};
 use crate::values::*;
 
 /// The user fields a server sends to create or replace a user (API.md §2). Unknown fields are
@@ -67,7 +67,7 @@ pub(crate) const TEXT_FIELDS: &[(&str, usize)] = &[
 ];
 
 /// Validates one top-level string field of the profile by name.
-pub(crate) fn check_scalar(field: &str, value: &str) -> Result<(), FieldError> {
+pub fn check_scalar(field: &str, value: &str) -> Result<(), FieldError> {
     let err = |m: String| FieldError::new(field, m);
     match field {
         "username" => Username::parse(value).map(|_| ()).map_err(err),
@@ -86,7 +86,7 @@ pub(crate) fn check_scalar(field: &str, value: &str) -> Result<(), FieldError> {
 }
 
 /// Validates one of the JSON object fields by name.
-pub(crate) fn check_object(field: &str, value: &Map<String, Value>) -> Result<(), FieldError> {
+pub fn check_object(field: &str, value: &Map<String, Value>) -> Result<(), FieldError> {
     match field {
         "custom" => {
             check_custom_keys("custom", &Value::Object(value.clone()))?;
@@ -121,25 +121,28 @@ impl UserInput {
                 }
             }
         };
-        let profile = Profile {
+        let personal = PersonalProfile {
             username: scalar("username", self.username),
             display_name: scalar("display_name", self.display_name),
             name: scalar("name", self.name),
             email: scalar("email", self.email),
             phone: scalar("phone", self.phone),
             avatar_url: scalar("avatar_url", self.avatar_url),
-            lang_tag: scalar("lang_tag", self.lang_tag),
             location: scalar("location", self.location),
-            timezone: scalar("timezone", self.timezone),
-            role: scalar("role", self.role).unwrap_or_else(|| DEFAULT_ROLE.to_owned()),
             custom: self.custom.unwrap_or_default(),
             metadata: self.metadata.unwrap_or_default(),
             prefs: self.prefs.unwrap_or_default(),
         };
+        let public = PublicProfile {
+            role: scalar("role", self.role).unwrap_or_else(|| DEFAULT_ROLE.to_owned()),
+            lang_tag: scalar("lang_tag", self.lang_tag),
+            timezone: scalar("timezone", self.timezone),
+        };
+        let profile = Profile { public, personal };
         for (field, map) in [
-            ("custom", &profile.custom),
-            ("metadata", &profile.metadata),
-            ("prefs", &profile.prefs),
+            ("custom", &profile.personal.custom),
+            ("metadata", &profile.personal.metadata),
+            ("prefs", &profile.personal.prefs),
         ] {
             if let Err(e) = check_object(field, map) {
                 errors.push(e);
@@ -202,7 +205,7 @@ mod tests {
     #[test]
     fn defaults_and_unknown_fields() {
         let v = input(json!({"username": "alice"})).validate().unwrap();
-        assert_eq!(v.profile.role, "user");
+        assert_eq!(v.profile.public.role, "user");
         assert!(v.id.is_none());
         assert!(serde_json::from_value::<UserInput>(json!({"wallet": {}})).is_err());
         assert!(serde_json::from_value::<UserInput>(json!({"name": 5})).is_err());

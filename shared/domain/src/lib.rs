@@ -1,31 +1,34 @@
 //! Roster's domain: pure, no IO, no async.
 //!
-//! - [`values`]: validated newtypes (`UserId`, `Username`, `Email`, …) parsed once at the edge.
-//! - [`input`] and [`patch`]: request shapes and their validation.
-//! - [`command`], [`event`], [`aggregate`]: the User aggregate — `decide(state, command)`
-//!   returns events or a [`DomainError`]; `apply(state, event)` folds them into [`User`].
-//! - [`session`]: client sessions, an aggregate of their own on `session-<id>` streams.
-//! - [`personal`]: which parts of a payload are personal data (sealed by the storage layer).
+//! - [`aggregate`]: the one aggregate model — `decide(state, command) -> Decision` (events and
+//!   the unique values they claim or release) and `apply(state, event) -> state`.
+//! - [`events`]: events as public and personal parts ([`events::Parts`]), one
+//!   [`events::EventSet`] per aggregate.
+//! - The aggregates: [`user`] (users), [`session`] (client sessions), [`task`] (bulk tasks),
+//!   [`settings`] (an organization's settings).
+//! - [`values`], [`input`], [`patch`]: validated newtypes and request shapes, parsed once at
+//!   the edge.
 
 pub mod aggregate;
-pub mod command;
 pub mod error;
-pub mod event;
+pub mod events;
 pub mod input;
+pub mod keys;
 pub mod patch;
-pub mod personal;
 pub mod session;
 pub mod settings;
 pub mod task;
-pub mod upcast;
+pub mod time;
 pub mod user;
 pub mod values;
 
-pub use aggregate::{apply, decide};
-pub use command::{Command, CreateUser};
+pub use aggregate::{Aggregate, Decision, Recorded, Unique, UniqueChange};
 pub use error::{DomainError, FieldError};
-pub use event::Event;
+pub use events::EventSet;
 pub use input::{UserInput, ValidUser};
+pub use keys::KeyId;
 pub use patch::{Patch, PatchInput};
-pub use user::{DeleteMode, Profile, Status, User};
+pub use user::{
+    CreateUser, DeleteMode, PasswordHash, Profile, Status, User, UserCommand, UserEvent,
+};
 pub use values::{Email, OrgId, Password, Phone, UserId, Username};

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::FieldError;
 use crate::input::{check_object, check_scalar};
-use crate::user::{DEFAULT_ROLE, Profile};
+use crate::user::{DEFAULT_ROLE, Profile, ProfileField};
 
 /// Top-level string fields a patch may set.
 const SCALAR_FIELDS: &[&str] = &[
@@ -197,9 +197,9 @@ impl Patch {
         apply(&mut next, &self.set, &self.unset);
         let mut errors = Vec::new();
         for (field, map) in [
-            ("custom", &next.custom),
-            ("metadata", &next.metadata),
-            ("prefs", &next.prefs),
+            ("custom", &next.personal.custom),
+            ("metadata", &next.personal.metadata),
+            ("prefs", &next.personal.prefs),
         ] {
             let touched = self
                 .set
@@ -229,44 +229,23 @@ pub fn apply(profile: &mut Profile, set: &Map<String, Value>, unset: &[String]) 
     }
 }
 
-fn scalar_slot<'p>(profile: &'p mut Profile, field: &str) -> Option<&'p mut Option<String>> {
-    Some(match field {
-        "username" => &mut profile.username,
-        "display_name" => &mut profile.display_name,
-        "name" => &mut profile.name,
-        "email" => &mut profile.email,
-        "phone" => &mut profile.phone,
-        "avatar_url" => &mut profile.avatar_url,
-        "lang_tag" => &mut profile.lang_tag,
-        "location" => &mut profile.location,
-        "timezone" => &mut profile.timezone,
-        _ => return None,
-    })
-}
-
-fn object_slot<'p>(profile: &'p mut Profile, field: &str) -> Option<&'p mut Map<String, Value>> {
-    Some(match field {
-        "custom" => &mut profile.custom,
-        "metadata" => &mut profile.metadata,
-        "prefs" => &mut profile.prefs,
-        _ => return None,
-    })
-}
-
 fn set_path(profile: &mut Profile, path: &str, value: Value) {
     let segments = split_path(path);
-    let (root, rest) = (segments[0], &segments[1..]);
-    if root == "role" {
-        profile.role = match value {
+    let rest = &segments[1..];
+    let Some(field) = ProfileField::parse(segments[0]) else {
+        return;
+    };
+    if field == ProfileField::Role {
+        profile.public.role = match value {
             Value::String(s) => s,
             _ => DEFAULT_ROLE.to_owned(),
         };
-    } else if let Some(slot) = scalar_slot(profile, root) {
+    } else if let Some(slot) = profile.scalar_mut(field) {
         *slot = match value {
             Value::String(s) => Some(s),
             _ => None,
         };
-    } else if let Some(map) = object_slot(profile, root) {
+    } else if let Some(map) = profile.object_mut(field) {
         let Some((leaf, parents)) = rest.split_last() else {
             *map = match value {
                 Value::Object(m) => m,
@@ -290,12 +269,15 @@ fn set_path(profile: &mut Profile, path: &str, value: Value) {
 
 fn unset_path(profile: &mut Profile, path: &str) {
     let segments = split_path(path);
-    let (root, rest) = (segments[0], &segments[1..]);
-    if root == "role" {
-        profile.role = DEFAULT_ROLE.to_owned();
-    } else if let Some(slot) = scalar_slot(profile, root) {
+    let rest = &segments[1..];
+    let Some(field) = ProfileField::parse(segments[0]) else {
+        return;
+    };
+    if field == ProfileField::Role {
+        profile.public.role = DEFAULT_ROLE.to_owned();
+    } else if let Some(slot) = profile.scalar_mut(field) {
         *slot = None;
-    } else if let Some(map) = object_slot(profile, root) {
+    } else if let Some(map) = profile.object_mut(field) {
         let Some((leaf, parents)) = rest.split_last() else {
             map.clear();
             return;
@@ -323,22 +305,22 @@ mod tests {
     #[test]
     fn nested_set_creates_intermediates_and_unset_removes() {
         let mut profile = Profile::default();
-        profile.custom.insert("keep".into(), json!(1));
+        profile.personal.custom.insert("keep".into(), json!(1));
         let p = patch(json!({"set": {"custom.a.b.c": 5, "name": "Al", "role": "admin"}, "unset": ["custom.keep"]})).unwrap();
         let next = p.apply_checked(&profile).unwrap();
         assert_eq!(
-            Value::Object(next.custom.clone()),
+            Value::Object(next.personal.custom.clone()),
             json!({"a": {"b": {"c": 5}}})
         );
-        assert_eq!(next.name.as_deref(), Some("Al"));
-        assert_eq!(next.role, "admin");
+        assert_eq!(next.personal.name.as_deref(), Some("Al"));
+        assert_eq!(next.public.role, "admin");
         let back = patch(json!({"unset": ["role", "name", "custom"]}))
             .unwrap()
             .apply_checked(&next)
             .unwrap();
-        assert_eq!(back.role, "user");
-        assert_eq!(back.name, None);
-        assert!(back.custom.is_empty());
+        assert_eq!(back.public.role, "user");
+        assert_eq!(back.personal.name, None);
+        assert!(back.personal.custom.is_empty());
     }
 
     #[test]
@@ -387,6 +369,7 @@ mod tests {
     fn size_limit_applies_to_the_result() {
         let mut profile = Profile::default();
         profile
+            .personal
             .metadata
             .insert("big".into(), json!("x".repeat(16_000)));
         let p = patch(json!({"set": {"metadata.more": "y".repeat(1000)}})).unwrap();

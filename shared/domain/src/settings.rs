@@ -35,3 +35,51 @@ pub struct SettingsChanged {
 
 /// Event type name of [`SettingsChanged`].
 pub const SETTINGS_CHANGED: &str = "SettingsChanged";
+
+crate::one_part!(public: SettingsChanged);
+crate::json_as_is!(SettingsChanged);
+
+crate::event_set! {
+    /// Every event of an organization's settings.
+    pub enum SettingsEvent {
+        /// See [`SettingsChanged`].
+        SettingsChanged(SettingsChanged) = 1,
+    }
+}
+
+impl crate::events::KeyedEvents for SettingsEvent {}
+
+/// An organization's settings as an aggregate on its `settings` stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings(pub OrgSettings);
+
+/// Replaces the settings (unchanged settings record nothing).
+#[derive(Clone, Debug)]
+pub struct ChangeSettings(pub OrgSettings);
+
+impl crate::aggregate::Aggregate for Settings {
+    type Event = SettingsEvent;
+    type Command = ChangeSettings;
+    const STREAM_PREFIX: &'static str = SETTINGS_STREAM;
+
+    fn apply(
+        _state: Option<Self>,
+        event: &SettingsEvent,
+        _at: crate::aggregate::Recorded<'_>,
+    ) -> Option<Self> {
+        let SettingsEvent::SettingsChanged(change) = event;
+        Some(Settings(change.settings.clone()))
+    }
+
+    fn decide(
+        state: Option<&Self>,
+        command: &ChangeSettings,
+    ) -> Result<crate::aggregate::Decision<SettingsEvent>, crate::DomainError> {
+        let current = state.map(|s| &s.0).cloned().unwrap_or_default();
+        Ok(crate::aggregate::Decision::when(current != command.0, || {
+            SettingsEvent::SettingsChanged(SettingsChanged {
+                settings: command.0.clone(),
+            })
+        }))
+    }
+}

@@ -6,7 +6,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::aggregate::{Aggregate, Decision, Recorded};
+use crate::error::DomainError;
 use crate::user::DeleteMode;
+use crate::values::OrgId;
+use crate::{event_set, json_as_is, one_part};
 
 /// Prefix of task stream names.
 pub const TASK_STREAM_PREFIX: &str = "task-";
@@ -132,57 +136,70 @@ pub struct TaskFailed {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskCanceled {}
 
-/// Every event of a task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", content = "data")]
-pub enum TaskEvent {
-    /// See [`TaskCreated`].
-    TaskCreated(TaskCreated),
-    /// See [`TaskStarted`].
-    TaskStarted(TaskStarted),
-    /// See [`TaskProgressed`].
-    TaskProgressed(TaskProgressed),
-    /// See [`TaskCompleted`].
-    TaskCompleted(TaskCompleted),
-    /// See [`TaskFailed`].
-    TaskFailed(TaskFailed),
-    /// See [`TaskCanceled`].
-    TaskCanceled(TaskCanceled),
+one_part!(public: TaskCreated, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed, TaskCanceled);
+json_as_is!(TaskCreated, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed, TaskCanceled);
+
+event_set! {
+    /// Every event of a task.
+    pub enum TaskEvent {
+        /// See [`TaskCreated`].
+        TaskCreated(TaskCreated) = 1,
+        /// See [`TaskStarted`].
+        TaskStarted(TaskStarted) = 1,
+        /// See [`TaskProgressed`].
+        TaskProgressed(TaskProgressed) = 1,
+        /// See [`TaskCompleted`].
+        TaskCompleted(TaskCompleted) = 1,
+        /// See [`TaskFailed`].
+        TaskFailed(TaskFailed) = 1,
+        /// See [`TaskCanceled`].
+        TaskCanceled(TaskCanceled) = 1,
+    }
 }
 
-impl TaskEvent {
-    /// Every task event type name.
-    pub const TYPES: &'static [&'static str] = &[
-        "TaskCreated",
-        "TaskStarted",
-        "TaskProgressed",
-        "TaskCompleted",
-        "TaskFailed",
-        "TaskCanceled",
-    ];
+impl crate::events::KeyedEvents for TaskEvent {}
 
-    /// The type name recorded in the log.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            TaskEvent::TaskCreated(_) => "TaskCreated",
-            TaskEvent::TaskStarted(_) => "TaskStarted",
-            TaskEvent::TaskProgressed(_) => "TaskProgressed",
-            TaskEvent::TaskCompleted(_) => "TaskCompleted",
-            TaskEvent::TaskFailed(_) => "TaskFailed",
-            TaskEvent::TaskCanceled(_) => "TaskCanceled",
-        }
+/// Commands to a task.
+#[derive(Clone, Debug)]
+pub enum TaskCommand {
+    /// Record a new task.
+    Create(TaskCreated),
+    /// A worker takes it (again).
+    Start(TaskStarted),
+    /// A chunk was handled (appended together with the chunk's own events).
+    Progress(TaskProgressed),
+    /// It ended normally.
+    Complete(TaskCompleted),
+    /// It stopped on an error.
+    Fail(TaskFailed),
+    /// Stop it before its next chunk.
+    Cancel,
+}
+
+impl Aggregate for Task {
+    type Event = TaskEvent;
+    type Command = TaskCommand;
+    const STREAM_PREFIX: &'static str = TASK_STREAM_PREFIX;
+
+    fn apply(state: Option<Self>, event: &TaskEvent, at: Recorded<'_>) -> Option<Self> {
+        Task::fold(state, event, at)
     }
 
-    /// The payload as JSON bytes.
-    pub fn to_data(&self) -> Vec<u8> {
-        let tagged = serde_json::to_value(self).expect("task events serialize");
-        serde_json::to_vec(&tagged["data"]).expect("JSON serializes")
-    }
-
-    /// Reads a recorded payload back.
-    pub fn from_data(event_type: &str, data: &[u8]) -> Result<Self, serde_json::Error> {
-        let data: Value = serde_json::from_slice(data)?;
-        serde_json::from_value(serde_json::json!({"type": event_type, "data": data}))
+    fn decide(state: Option<&Self>, command: &TaskCommand) -> Result<Decision<TaskEvent>, DomainError> {
+        let event = match (state, command) {
+            (None, TaskCommand::Create(c)) => TaskEvent::TaskCreated(c.clone()),
+            (Some(_), TaskCommand::Create(_)) => return Err(DomainError::Conflict("a task with this id exists")),
+            (None, _) => return Err(DomainError::NotFound),
+            (Some(t), _) if t.status.is_final() => {
+                return Err(DomainError::Conflict("the task has already ended"));
+            }
+            (Some(_), TaskCommand::Start(s)) => TaskEvent::TaskStarted(s.clone()),
+            (Some(_), TaskCommand::Progress(p)) => TaskEvent::TaskProgressed(p.clone()),
+            (Some(_), TaskCommand::Complete(c)) => TaskEvent::TaskCompleted(c.clone()),
+            (Some(_), TaskCommand::Fail(f)) => TaskEvent::TaskFailed(f.clone()),
+            (Some(_), TaskCommand::Cancel) => TaskEvent::TaskCanceled(TaskCanceled {}),
+        };
+        Ok(Decision::event(event))
     }
 }
 
@@ -203,7 +220,7 @@ pub struct Task {
     /// Task id.
     pub id: String,
     /// Organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// What it does.
     pub kind: TaskKind,
     /// Where it is.
@@ -232,17 +249,12 @@ pub struct Task {
 
 impl Task {
     /// Folds one event into the state; `None` before `TaskCreated`.
-    pub fn apply(
-        state: Option<Task>,
-        event: &TaskEvent,
-        ids: (&str, &str),
-        at: DateTime<Utc>,
-        version: u64,
-    ) -> Option<Task> {
+    fn fold(state: Option<Task>, event: &TaskEvent, recorded: Recorded<'_>) -> Option<Task> {
+        let (at, version) = (recorded.at, recorded.version);
         let mut task = match (state, event) {
             (None, TaskEvent::TaskCreated(c)) => Task {
-                id: ids.1.to_owned(),
-                organization_id: ids.0.to_owned(),
+                id: recorded.id.to_owned(),
+                organization_id: OrgId::parse(recorded.org).ok()?,
                 kind: c.kind,
                 status: TaskStatus::Pending,
                 progress: Progress {

@@ -401,3 +401,35 @@ mod tests {
         assert!(check_custom_keys("custom", &spaced).is_err());
     }
 }
+
+/// Ids in stored values: strings, checked by the id grammar (so a stored `unique()` is an
+/// error, never a fresh id).
+macro_rules! id_serde {
+    ($ty:ident) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                check_id(&s).map_err(serde::de::Error::custom)?;
+                Ok(Self(s))
+            }
+        }
+        impl schemars::JsonSchema for $ty {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                String::json_schema(generator)
+            }
+        }
+    };
+}
+id_serde!(UserId);
+id_serde!(OrgId);

@@ -1,42 +1,8 @@
 //! The key store contract: per-user data keys, durable before use, destroyable for erasure.
 
-use std::fmt;
-use std::str::FromStr;
-
-use ulid::Ulid;
-
 use crate::{DataKey, VaultError};
 
-/// Identifies one data key. A user gets a new key id each time it is created (a hard-deleted
-/// id that is taken again gets a fresh key), so events name the key they were sealed under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub Ulid);
-
-impl KeyId {
-    /// A new, unique key id.
-    pub fn new() -> Self {
-        Self(Ulid::new())
-    }
-}
-
-impl Default for KeyId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = ulid::DecodeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ulid::from_str(s).map(Self)
-    }
-}
+pub use roster_domain::KeyId;
 
 /// Where data keys live. Backends: [`crate::FileKeyStore`] (embedded) and
 /// [`crate::NatsKeyStore`] (a JetStream KV bucket, when scaled out).

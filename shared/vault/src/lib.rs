@@ -17,6 +17,7 @@ mod blind;
 mod file_keystore;
 mod keystore;
 mod nats_keystore;
+mod pool;
 mod secret;
 mod secret_store;
 
@@ -25,6 +26,7 @@ pub use blind::BlindIndex;
 pub use file_keystore::FileKeyStore;
 pub use keystore::{KeyId, KeyStore};
 pub use nats_keystore::{NatsKeyStore, NatsKeyStoreOptions};
+pub use pool::KeyPool;
 pub use secret::load_or_create_secret;
 pub use secret_store::{FileSecretStore, NatsSecretStore, NatsSecretStoreOptions, SecretStore};
 

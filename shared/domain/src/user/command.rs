@@ -1,47 +1,67 @@
-//! Commands to the User aggregate: imperative, already validated at the edge.
+//! Commands to the User aggregate: imperative, validated at the edge into typed values.
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
-
+use super::DeleteMode;
+use super::profile::{JsonObject, PasswordHash, Profile};
 use crate::patch::Patch;
-use crate::user::{DeleteMode, Profile};
+use crate::settings::UniqueUsernames;
 use crate::values::{Email, OrgId, Phone, UserId};
 
 /// Creates a user, or — as `POST /v1/users/upsert` does — replaces it whole if it exists.
 #[derive(Clone, Debug)]
 pub struct CreateUser {
     /// The user's id.
-    pub user_id: UserId,
+    pub id: UserId,
     /// Its organization.
     pub org: OrgId,
-    /// A fresh data key for its personal data (used only if the user is created).
-    pub key_id: String,
     /// Its fields.
     pub profile: Profile,
-    /// argon2id hash of the password, if one was given.
-    pub password_hash: Option<String>,
+    /// The password's hash, if one was given.
+    pub password_hash: Option<PasswordHash>,
+    /// Whether its username must be unique in the organization.
+    pub usernames: UniqueUsernames,
+}
+
+/// Sets and unsets paths.
+#[derive(Clone, Debug)]
+pub struct PatchUser {
+    /// The validated paths.
+    pub patch: Patch,
+    /// Whether a username it sets must be unique in the organization.
+    pub usernames: UniqueUsernames,
+}
+
+/// A wallet changeset, validated at the edge (currency names, at most 100 of them).
+#[derive(Clone, Debug)]
+pub struct WalletChange {
+    /// Change per currency.
+    pub changeset: BTreeMap<String, i64>,
+    /// Ledger metadata (size checked).
+    pub metadata: JsonObject,
+    /// Whether to write a ledger item.
+    pub update_ledger: bool,
 }
 
 /// A command to one user.
 #[derive(Clone, Debug)]
-pub enum Command {
+pub enum UserCommand {
     /// Create; `IdTaken` if the user exists.
     Create(CreateUser),
     /// Create if missing, else replace every field (fields left out are removed).
     Upsert(CreateUser),
     /// Set and unset paths.
-    Patch(Patch),
+    Patch(PatchUser),
     /// Replace the email (clears its verification).
     ChangeEmail(Option<Email>),
-    /// Replace the name.
+    /// Replace the name (checked at the edge).
     ChangeName(Option<String>),
     /// Replace the phone number (clears its verification).
     ChangePhone(Option<Phone>),
     /// Replace the password hash.
-    ChangePassword(String),
-    /// Replace the preferences.
-    ReplacePrefs(Map<String, Value>),
+    ChangePassword(PasswordHash),
+    /// Replace the preferences (size checked at the edge).
+    ReplacePrefs(JsonObject),
     /// Block (`true`) or unblock.
     SetBlocked(bool),
     /// Set the email verification flag.
@@ -58,19 +78,9 @@ pub enum Command {
     /// Delete in a mode.
     Delete(DeleteMode),
     /// Restore a soft- or pruning-deleted user.
-    Restore {
-        /// A fresh data key, used if the user was pruned.
-        new_key_id: String,
-    },
+    Restore,
     /// End every session the user has (`DELETE /v1/users/{id}/sessions`).
     RevokeSessions,
     /// Apply a wallet changeset atomically.
-    AdjustWallet {
-        /// Change per currency.
-        changeset: BTreeMap<String, i64>,
-        /// Ledger metadata.
-        metadata: Map<String, Value>,
-        /// Whether to write a ledger item.
-        update_ledger: bool,
-    },
+    AdjustWallet(WalletChange),
 }

@@ -1,0 +1,147 @@
+//! Where each read model lives in the one sled tree: a table byte, then the row's key.
+//! One tree, so a batch of events and the checkpoint past it are one atomic `apply_batch`.
+//!
+//! | table | key after the table byte | value |
+//! |---|---|---|
+//! | `u` users | org NUL id | the user row (sealed) |
+//! | `n` username index | org NUL blind hash NUL id | empty |
+//! | `e` email index | org NUL blind hash NUL id | empty |
+//! | `l` wallet ledger | org NUL id NUL position (u64 BE) | the ledger item (sealed) |
+//! | `s` sessions | org NUL user id NUL session id | the session row (sealed) |
+//! | `t` tasks | org NUL task id | the task |
+//! | `f` task failures | org NUL task id NUL index (u64 BE) | the failure |
+//! | `c` settings | org | the organization's settings |
+//! | `m` meta | `checkpoint`, `format` | position (u64 BE), read-model format |
+
+/// A read model's table byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Table {
+    /// Users by id.
+    Users = b'u',
+    /// Username index (blind hashes).
+    Usernames = b'n',
+    /// Email index (blind hashes).
+    Emails = b'e',
+    /// Wallet ledger items.
+    Ledger = b'l',
+    /// Client sessions.
+    Sessions = b's',
+    /// Bulk tasks.
+    Tasks = b't',
+    /// Failures of bulk tasks.
+    TaskFailures = b'f',
+    /// Organization settings.
+    Settings = b'c',
+    /// Checkpoint and format.
+    Meta = b'm',
+}
+
+impl Table {
+    /// Every table holding read-model data (all but [`Table::Meta`]).
+    pub const DATA: [Table; 8] = [
+        Table::Users,
+        Table::Usernames,
+        Table::Emails,
+        Table::Ledger,
+        Table::Sessions,
+        Table::Tasks,
+        Table::TaskFailures,
+        Table::Settings,
+    ];
+
+    /// A key of this table built from NUL-separated parts.
+    pub fn key(self, parts: &[&[u8]]) -> Vec<u8> {
+        let len = 1 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut key = Vec::with_capacity(len);
+        key.push(self as u8);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(0);
+            }
+            key.extend_from_slice(part);
+        }
+        key
+    }
+
+    /// The prefix of every key of this table whose parts start with `parts` (each followed by
+    /// its NUL).
+    pub fn prefix(self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut key = self.key(parts);
+        key.push(0);
+        key
+    }
+
+    /// The table's name (for diagnostics).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Usernames => "username_index",
+            Table::Emails => "email_index",
+            Table::Ledger => "wallet_ledger",
+            Table::Sessions => "sessions",
+            Table::Tasks => "tasks",
+            Table::TaskFailures => "task_failures",
+            Table::Settings => "settings",
+            Table::Meta => "meta",
+        }
+    }
+}
+
+/// Key of a user row.
+pub fn user_key(org: &str, id: &str) -> Vec<u8> {
+    Table::Users.key(&[org.as_bytes(), id.as_bytes()])
+}
+
+/// Key of an index entry (username or email) of a user.
+pub fn index_key(table: Table, org: &str, hash: &str, id: &str) -> Vec<u8> {
+    table.key(&[org.as_bytes(), hash.as_bytes(), id.as_bytes()])
+}
+
+/// Key of a ledger item.
+pub fn ledger_key(org: &str, id: &str, position: u64) -> Vec<u8> {
+    Table::Ledger.key(&[org.as_bytes(), id.as_bytes(), &position.to_be_bytes()])
+}
+
+/// Key of a session row.
+pub fn session_key(org: &str, user_id: &str, session_id: &str) -> Vec<u8> {
+    Table::Sessions.key(&[org.as_bytes(), user_id.as_bytes(), session_id.as_bytes()])
+}
+
+/// Key of a task row.
+pub fn task_key(org: &str, id: &str) -> Vec<u8> {
+    Table::Tasks.key(&[org.as_bytes(), id.as_bytes()])
+}
+
+/// Key of a task's failure.
+pub fn failure_key(org: &str, id: &str, index: u64) -> Vec<u8> {
+    Table::TaskFailures.key(&[org.as_bytes(), id.as_bytes(), &index.to_be_bytes()])
+}
+
+/// Key of an organization's settings.
+pub fn settings_key(org: &str) -> Vec<u8> {
+    Table::Settings.key(&[org.as_bytes()])
+}
+
+/// The part of `key` after `prefix`, as text.
+pub fn suffix(key: &[u8], prefix: &[u8]) -> String {
+    String::from_utf8_lossy(&key[prefix.len().min(key.len())..]).into_owned()
+}
+
+/// The organization of a key (its first part).
+pub fn org_of(key: &[u8]) -> String {
+    let rest = key.get(1..).unwrap_or_default();
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).into_owned()
+}
+
+/// The key just past every key starting with `prefix` (which ends with a NUL separator, as
+/// [`Table::prefix`] makes it).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    match end.last_mut() {
+        Some(last) if *last < u8::MAX => *last += 1,
+        _ => end.push(u8::MAX),
+    }
+    end
+}

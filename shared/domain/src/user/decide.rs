@@ -1,0 +1,466 @@
+//! The User aggregate's `decide` (pure, may refuse) and `apply` (total, never refuses).
+
+use std::collections::BTreeMap;
+
+use super::command::{CreateUser, PatchUser, UserCommand, WalletChange};
+use super::events::*;
+use super::profile::{Profile, UserPersonal};
+use super::{DeleteMode, User, UserPublic};
+use crate::aggregate::{Aggregate, Decision, Recorded, Unique, UniqueChange};
+use crate::error::DomainError;
+use crate::settings::UniqueUsernames;
+use crate::values::{normalize_email, normalize_username};
+
+impl Aggregate for User {
+    type Event = UserEvent;
+    type Command = UserCommand;
+    const STREAM_PREFIX: &'static str = "user-";
+
+    fn apply(state: Option<Self>, event: &UserEvent, at: Recorded<'_>) -> Option<Self> {
+        apply(state, event, at)
+    }
+
+    fn decide(
+        state: Option<&Self>,
+        command: &UserCommand,
+    ) -> Result<Decision<UserEvent>, DomainError> {
+        decide(state, command)
+    }
+}
+
+type Decided = Result<Decision<UserEvent>, DomainError>;
+
+fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
+    use UserCommand as C;
+    match command {
+        C::Create(create) => match state {
+            None => Ok(created(create)),
+            Some(_) => Err(DomainError::IdTaken),
+        },
+        C::Upsert(create) => match state {
+            None => Ok(created(create)),
+            Some(user) => replaced(live(user)?, create),
+        },
+        C::Patch(patch) => patched(existing_live(state)?, patch),
+        C::ChangeEmail(email) => {
+            let user = existing_live(state)?;
+            let email = email.as_ref().map(|e| e.as_str().to_owned());
+            let uniques = email_change(user.email(), email.as_deref());
+            Ok(Decision::when(user.email() != email.as_deref(), || {
+                UserEvent::EmailChanged(EmailChanged { email })
+            })
+            .with_uniques(uniques))
+        }
+        C::ChangeName(name) => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.personal.profile.name != *name, || {
+                UserEvent::NameChanged(NameChanged { name: name.clone() })
+            }))
+        }
+        C::ChangePhone(phone) => {
+            let user = existing_live(state)?;
+            let phone = phone.as_ref().map(|p| p.as_str().to_owned());
+            Ok(Decision::when(user.personal.profile.phone != phone, || {
+                UserEvent::PhoneChanged(PhoneChanged { phone })
+            }))
+        }
+        C::ChangePassword(hash) => {
+            existing_live(state)?;
+            Ok(Decision::event(UserEvent::PasswordChanged(PasswordChanged {
+                password_hash: Some(hash.clone()),
+            })))
+        }
+        C::ReplacePrefs(prefs) => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.personal.profile.prefs != *prefs, || {
+                UserEvent::PrefsUpdated(PrefsUpdated {
+                    prefs: prefs.clone(),
+                })
+            }))
+        }
+        C::SetBlocked(blocked) => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.public.blocked != *blocked, || {
+                UserEvent::StatusChanged(StatusChanged::new(*blocked))
+            }))
+        }
+        C::SetEmailVerified(v) => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.public.email_verified != *v, || {
+                UserEvent::VerificationChanged(VerificationChanged {
+                    email_verified: Some(*v),
+                    phone_verified: None,
+                })
+            }))
+        }
+        C::SetPhoneVerified(v) => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.public.phone_verified != *v, || {
+                UserEvent::VerificationChanged(VerificationChanged {
+                    email_verified: None,
+                    phone_verified: Some(*v),
+                })
+            }))
+        }
+        C::Deactivate { created_by_id } => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.public.deactivated_at.is_none(), || {
+                UserEvent::UserDeactivated(UserDeactivated {
+                    created_by_id: created_by_id.clone(),
+                })
+            }))
+        }
+        C::Reactivate => {
+            let user = existing_live(state)?;
+            Ok(Decision::when(user.public.deactivated_at.is_some(), || {
+                UserEvent::UserReactivated(UserReactivated {})
+            }))
+        }
+        C::Delete(mode) => deleted(state.ok_or(DomainError::NotFound)?, *mode),
+        C::Restore => {
+            let user = state.ok_or(DomainError::NotFound)?;
+            let decision = Decision::when(user.is_deleted(), || {
+                UserEvent::UserRestored(UserRestored { key_id: None })
+            });
+            // A pruned user's key was destroyed: what it holds from now on needs a new one.
+            Ok(match user.public.deletion == Some(DeleteMode::Pruning) {
+                true => decision.with_fresh_key(),
+                false => decision,
+            })
+        }
+        // Always recorded: sessions may have started since the last revocation, and the
+        // aggregate does not know them.
+        C::RevokeSessions => {
+            existing_live(state)?;
+            Ok(Decision::event(UserEvent::SessionsRevoked(SessionsRevoked {})))
+        }
+        C::AdjustWallet(change) => adjusted(existing_live(state)?, change),
+    }
+}
+
+fn created(create: &CreateUser) -> Decision<UserEvent> {
+    let profile = &create.profile;
+    let uniques = username_change(None, profile.personal.username.as_deref(), create.usernames)
+        .into_iter()
+        .chain(email_change(None, profile.personal.email.as_deref()));
+    Decision::event(UserEvent::UserCreated(UserCreated {
+        public: UserCreatedPublic {
+            user_id: create.id.clone(),
+            organization_id: create.org.clone(),
+            key_id: None,
+            profile: profile.public.clone(),
+        },
+        personal: UserPersonal {
+            profile: profile.personal.clone(),
+            password_hash: create.password_hash.clone(),
+        },
+    }))
+    .with_uniques(uniques)
+    .with_fresh_key()
+}
+
+fn replaced(user: &User, create: &CreateUser) -> Decided {
+    let new = &create.profile;
+    if user.public.profile == new.public
+        && user.personal.profile == new.personal
+        && create.password_hash.is_none()
+    {
+        return Ok(Decision::nothing());
+    }
+    let uniques = username_change(user.username(), new.personal.username.as_deref(), create.usernames)
+        .into_iter()
+        .chain(email_change(user.email(), new.personal.email.as_deref()));
+    Ok(Decision::event(UserEvent::UserReplaced(UserReplaced {
+        public: ProfilePart {
+            profile: new.public.clone(),
+        },
+        personal: UserPersonal {
+            profile: new.personal.clone(),
+            password_hash: create.password_hash.clone(),
+        },
+    }))
+    .with_uniques(uniques))
+}
+
+fn patched(user: &User, patch: &PatchUser) -> Decided {
+    let current = Profile {
+        public: user.public.profile.clone(),
+        personal: user.personal.profile.clone(),
+    };
+    let next = patch
+        .patch
+        .apply_checked(&current)
+        .map_err(DomainError::Invalid)?;
+    if next == current {
+        return Ok(Decision::nothing());
+    }
+    let uniques = username_change(
+        user.username(),
+        next.personal.username.as_deref(),
+        patch.usernames,
+    )
+    .into_iter()
+    .chain(email_change(user.email(), next.personal.email.as_deref()));
+    Ok(Decision::event(UserEvent::UserPartiallyUpdated(
+        UserPartiallyUpdated::from_paths(patch.patch.set.clone(), patch.patch.unset.clone()),
+    ))
+    .with_uniques(uniques))
+}
+
+fn deleted(user: &User, mode: DeleteMode) -> Decided {
+    // A deletion may only escalate: soft → pruning → hard.
+    if user.public.deletion.is_some_and(|current| mode <= current) {
+        return Ok(Decision::nothing());
+    }
+    let decision = Decision::event(UserEvent::UserDeleted(UserDeleted { mode }));
+    // Pruning erases the username and email, hard deletion the user: both give them back.
+    Ok(match mode {
+        DeleteMode::Soft => decision,
+        DeleteMode::Pruning | DeleteMode::Hard => decision.with_uniques(
+            username_change(user.username(), None, UniqueUsernames::App)
+                .into_iter()
+                .chain(email_change(user.email(), None)),
+        ),
+    })
+}
+
+fn adjusted(user: &User, change: &WalletChange) -> Decided {
+    let mut next = user.public.wallet.clone();
+    adjust_wallet(&mut next, &change.changeset)?;
+    let effective: BTreeMap<String, i64> = change
+        .changeset
+        .iter()
+        .filter(|(_, d)| **d != 0)
+        .map(|(c, d)| (c.clone(), *d))
+        .collect();
+    Ok(Decision::when(!effective.is_empty(), || {
+        UserEvent::WalletAdjusted(WalletAdjusted {
+            public: WalletChangePart {
+                changeset: effective,
+                update_ledger: change.update_ledger,
+            },
+            personal: LedgerNote {
+                metadata: change.metadata.clone(),
+            },
+        })
+    }))
+}
+
+/// The unique-value changes of a username going from `before` to `after` (compared by
+/// normalized form): a shared hold where duplicates are allowed, an exclusive claim else.
+fn username_change(
+    before: Option<&str>,
+    after: Option<&str>,
+    usernames: UniqueUsernames,
+) -> Vec<UniqueChange> {
+    value_change(
+        before.map(normalize_username),
+        after.map(normalize_username),
+        usernames == UniqueUsernames::App,
+        Unique::Username,
+    )
+}
+
+/// The unique-value changes of an email going from `before` to `after`.
+fn email_change(before: Option<&str>, after: Option<&str>) -> Vec<UniqueChange> {
+    value_change(
+        before.map(normalize_email),
+        after.map(normalize_email),
+        true,
+        Unique::Email,
+    )
+}
+
+fn value_change(
+    before: Option<String>,
+    after: Option<String>,
+    exclusive: bool,
+    unique: fn(String) -> Unique,
+) -> Vec<UniqueChange> {
+    if before == after {
+        return Vec::new();
+    }
+    let released = before.map(|v| UniqueChange::Release(unique(v)));
+    let taken = after.map(|v| match exclusive {
+        true => UniqueChange::Claim(unique(v)),
+        false => UniqueChange::Share(unique(v)),
+    });
+    released.into_iter().chain(taken).collect()
+}
+
+fn live(user: &User) -> Result<&User, DomainError> {
+    if user.is_deleted() {
+        Err(DomainError::UserDeleted)
+    } else {
+        Ok(user)
+    }
+}
+
+fn existing_live(state: Option<&User>) -> Result<&User, DomainError> {
+    live(state.ok_or(DomainError::NotFound)?)
+}
+
+/// Applies a changeset to balances, refusing the whole of it if any balance would go below
+/// zero or overflow.
+fn adjust_wallet(
+    wallet: &mut BTreeMap<String, i64>,
+    changeset: &BTreeMap<String, i64>,
+) -> Result<(), DomainError> {
+    for (currency, change) in changeset {
+        let balance = wallet.get(currency).copied().unwrap_or(0);
+        let next = balance
+            .checked_add(*change)
+            .ok_or_else(|| DomainError::WalletOverflow {
+                currency: currency.clone(),
+            })?;
+        if next < 0 {
+            return Err(DomainError::WalletNegative {
+                currency: currency.clone(),
+                balance,
+                change: *change,
+            });
+        }
+        wallet.insert(currency.clone(), next);
+    }
+    Ok(())
+}
+
+/// Folds one recorded event into the state. `None` means the user does not exist (never
+/// created, or hard-deleted).
+fn apply(state: Option<User>, event: &UserEvent, at: Recorded<'_>) -> Option<User> {
+    let (time, version) = (at.at, at.version);
+    let mut user = match (state, event) {
+        (_, UserEvent::UserCreated(e)) => User {
+            public: UserPublic {
+                id: e.public.user_id.clone(),
+                organization_id: e.public.organization_id.clone(),
+                key_id: e.public.key_id,
+                profile: e.public.profile.clone(),
+                email_verified: false,
+                phone_verified: false,
+                blocked: false,
+                wallet: BTreeMap::new(),
+                created_at: time,
+                updated_at: time,
+                deactivated_at: None,
+                deactivated_by: None,
+                deleted_at: None,
+                deletion: None,
+                erased: false,
+                // A session of an earlier incarnation of this id (before a hard delete) never
+                // works for this one.
+                sessions_valid_from: version,
+                version,
+            },
+            personal: e.personal.clone(),
+        },
+        // Events other than creation on a missing user cannot be recorded by `decide`; if the
+        // log holds one anyway, the state stays missing rather than inventing a user.
+        (None, _) => return None,
+        (Some(mut user), event) => {
+            if !apply_change(&mut user, event, time) {
+                return None;
+            }
+            // Blocking, deactivation, deletion, a new password and an explicit revocation end
+            // every session signed in before; unblocking or restoring does not bring them back.
+            if event.ends_sessions() {
+                user.public.sessions_valid_from = version;
+            }
+            user
+        }
+    };
+    user.public.updated_at = time;
+    user.public.version = version;
+    Some(user)
+}
+
+/// Applies an event other than creation; false if it ends the user (hard deletion).
+fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono::Utc>) -> bool {
+    // The events that may change the address or the number (pruning clears the flags itself).
+    let contact = matches!(
+        event,
+        UserEvent::UserReplaced(_)
+            | UserEvent::UserPartiallyUpdated(_)
+            | UserEvent::EmailChanged(_)
+            | UserEvent::PhoneChanged(_)
+    )
+    .then(|| (user.personal.profile.email.clone(), user.personal.profile.phone.clone()));
+    match event {
+        UserEvent::UserCreated(_) => unreachable!("creation is applied by `apply`"),
+        UserEvent::UserReplaced(e) => {
+            user.public.profile = e.public.profile.clone();
+            user.personal.profile = e.personal.profile.clone();
+            if e.personal.password_hash.is_some() {
+                user.personal.password_hash = e.personal.password_hash.clone();
+            }
+        }
+        UserEvent::UserPartiallyUpdated(e) => user.with_profile(|p| {
+            crate::patch::apply(p, &e.public.set, &e.public.unset);
+            crate::patch::apply(p, &e.personal.set, &e.personal.unset);
+        }),
+        UserEvent::EmailChanged(e) => user.personal.profile.email = e.email.clone(),
+        UserEvent::NameChanged(e) => user.personal.profile.name = e.name.clone(),
+        UserEvent::PhoneChanged(e) => user.personal.profile.phone = e.phone.clone(),
+        UserEvent::PasswordChanged(e) => user.personal.password_hash = e.password_hash.clone(),
+        UserEvent::PrefsUpdated(e) => user.personal.profile.prefs = e.prefs.clone(),
+        UserEvent::VerificationChanged(e) => {
+            if let Some(v) = e.email_verified {
+                user.public.email_verified = v;
+            }
+            if let Some(v) = e.phone_verified {
+                user.public.phone_verified = v;
+            }
+        }
+        UserEvent::StatusChanged(e) => user.public.blocked = e.blocked(),
+        UserEvent::WalletAdjusted(e) => {
+            // Recorded changesets were checked by `decide`; saturate rather than panic if
+            // history disagrees.
+            for (currency, change) in &e.public.changeset {
+                let balance = user.public.wallet.entry(currency.clone()).or_insert(0);
+                *balance = balance.saturating_add(*change).max(0);
+            }
+        }
+        UserEvent::UserDeactivated(e) => {
+            user.public.deactivated_at = Some(at);
+            user.public.deactivated_by = e.created_by_id.clone();
+        }
+        UserEvent::UserReactivated(_) => {
+            user.public.deactivated_at = None;
+            user.public.deactivated_by = None;
+        }
+        UserEvent::UserDeleted(e) => match e.mode {
+            DeleteMode::Hard => return false,
+            DeleteMode::Soft => {
+                user.public.deleted_at = Some(at);
+                user.public.deletion = Some(DeleteMode::Soft);
+            }
+            DeleteMode::Pruning => {
+                user.public.deleted_at = Some(at);
+                user.public.deletion = Some(DeleteMode::Pruning);
+                // What is left is role, language and time zone.
+                user.personal = UserPersonal::default();
+                user.public.email_verified = false;
+                user.public.phone_verified = false;
+                user.public.erased = true;
+            }
+        },
+        UserEvent::UserRestored(e) => {
+            user.public.deleted_at = None;
+            user.public.deletion = None;
+            if e.key_id.is_some() {
+                user.public.key_id = e.key_id;
+            }
+        }
+        UserEvent::SessionsRevoked(_) => {}
+    }
+    // A changed address or number is not verified any more.
+    if let Some((email, phone)) = contact {
+        if user.personal.profile.email != email {
+            user.public.email_verified = false;
+        }
+        if user.personal.profile.phone != phone {
+            user.public.phone_verified = false;
+        }
+    }
+    true
+}

@@ -1,0 +1,306 @@
+//! The User aggregate's events. Past tense, one type each, each a [`Parts`]: what is public
+//! and what is personal is decided here, by the types, and nowhere else.
+//!
+//! Events are facts: `apply` trusts them and never fails. Personal parts read as their
+//! `Default` once the user's data key is destroyed.
+//!
+//! Stored parts are positional in binary formats: a field may only ever be added at the end
+//! of a part, with `#[serde(default)]`; anything else is a new schema version.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::profile::{JsonObject, PasswordHash, PublicProfile, UserPersonal};
+use super::DeleteMode;
+use crate::events::KeyedEvents;
+use crate::keys::KeyId;
+use crate::values::{OrgId, UserId};
+use crate::{event_set, one_part, two_parts};
+
+/// A user was created.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserCreated {
+    /// Ids and the public fields.
+    pub public: UserCreatedPublic,
+    /// The personal fields and the password hash.
+    pub personal: UserPersonal,
+}
+
+/// The public part of [`UserCreated`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserCreatedPublic {
+    /// The new user's id.
+    pub user_id: UserId,
+    /// Its organization.
+    pub organization_id: OrgId,
+    /// The data key sealing its personal data (assigned by the repository).
+    pub key_id: Option<KeyId>,
+    /// Role, language, time zone.
+    pub profile: PublicProfile,
+}
+
+/// A user was replaced whole by an upsert: fields left out are removed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserReplaced {
+    /// The new public fields.
+    pub public: ProfilePart,
+    /// The new personal fields; a `None` password hash keeps the password.
+    pub personal: UserPersonal,
+}
+
+/// A public profile as an event part.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfilePart {
+    /// Role, language, time zone.
+    pub profile: PublicProfile,
+}
+
+/// Some fields were set or unset by path (public paths in `public`, personal in `personal`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserPartiallyUpdated {
+    /// Paths of public fields (`role`, `lang_tag`, `timezone`).
+    pub public: PathChanges,
+    /// Paths of personal fields.
+    pub personal: PathChanges,
+}
+
+/// Paths set to values and paths removed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathChanges {
+    /// Paths to values.
+    #[serde(default)]
+    pub set: JsonObject,
+    /// Paths removed.
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// The email changed (verification is cleared). All personal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EmailChanged {
+    /// The new email; `None` removes it.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// The name changed. All personal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NameChanged {
+    /// The new name; `None` removes it.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The phone number changed (verification is cleared). All personal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PhoneChanged {
+    /// The new number; `None` removes it.
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+/// The password changed. Only its hash is ever recorded. All personal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PasswordChanged {
+    /// The new hash.
+    #[serde(default)]
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// The preferences were replaced. All personal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PrefsUpdated {
+    /// The new preferences.
+    #[serde(default)]
+    pub prefs: JsonObject,
+}
+
+/// A verification flag changed. All public.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VerificationChanged {
+    /// New email verification, if it changed.
+    #[serde(default)]
+    pub email_verified: Option<bool>,
+    /// New phone verification, if it changed.
+    #[serde(default)]
+    pub phone_verified: Option<bool>,
+}
+
+/// The user was blocked or unblocked (`PATCH /v1/users/{id}/status`). Schema version 2;
+/// version 1 recorded `{"blocked": bool}` and is upcast when read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusChanged {
+    /// The status a server set: `active` (unblocked) or `blocked`.
+    pub status: BlockStatus,
+}
+
+impl StatusChanged {
+    /// The event for blocking (`true`) or unblocking a user.
+    pub fn new(blocked: bool) -> Self {
+        Self {
+            status: if blocked {
+                BlockStatus::Blocked
+            } else {
+                BlockStatus::Active
+            },
+        }
+    }
+
+    /// Whether the user is blocked after this event.
+    pub fn blocked(&self) -> bool {
+        self.status == BlockStatus::Blocked
+    }
+}
+
+/// What a server can set with `PATCH /v1/users/{id}/status`: a user is active or blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockStatus {
+    /// Not blocked (Appwrite's `status: true`).
+    Active,
+    /// Blocked: cannot sign in, and every session ends (Appwrite's `status: false`).
+    Blocked,
+}
+
+/// The wallet changed by a changeset; each balance stays ≥ 0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WalletAdjusted {
+    /// The change.
+    pub public: WalletChangePart,
+    /// The caller's note for the ledger.
+    pub personal: LedgerNote,
+}
+
+/// The public part of [`WalletAdjusted`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WalletChangePart {
+    /// Change per currency (no zero entries).
+    pub changeset: BTreeMap<String, i64>,
+    /// Whether a ledger item records this change.
+    pub update_ledger: bool,
+}
+
+/// The personal part of [`WalletAdjusted`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LedgerNote {
+    /// Caller metadata for the ledger item.
+    #[serde(default)]
+    pub metadata: JsonObject,
+}
+
+/// The user was deactivated. All public.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserDeactivated {
+    /// Who asked for it, if given.
+    #[serde(default)]
+    pub created_by_id: Option<String>,
+}
+
+/// The user was reactivated.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserReactivated {}
+
+/// The user was deleted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserDeleted {
+    /// How.
+    pub mode: DeleteMode,
+}
+
+/// A soft- or pruning-deleted user was restored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserRestored {
+    /// A fresh data key for a pruned user (its old key was destroyed; assigned by the
+    /// repository).
+    #[serde(default)]
+    pub key_id: Option<KeyId>,
+}
+
+/// Every session of the user was ended (sessions signed in before this event stop working).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionsRevoked {}
+
+two_parts! {
+    UserCreated => (UserCreatedPublic, UserPersonal),
+    UserReplaced => (ProfilePart, UserPersonal),
+    UserPartiallyUpdated => (PathChanges, PathChanges),
+    WalletAdjusted => (WalletChangePart, LedgerNote),
+}
+one_part!(personal: EmailChanged, NameChanged, PhoneChanged, PasswordChanged, PrefsUpdated);
+one_part!(public: VerificationChanged, StatusChanged, UserDeactivated, UserReactivated,
+    UserDeleted, UserRestored, SessionsRevoked);
+
+event_set! {
+    /// Every event of the User aggregate.
+    pub enum UserEvent {
+        /// See [`UserCreated`].
+        UserCreated(UserCreated) = 1,
+        /// See [`UserReplaced`].
+        UserReplaced(UserReplaced) = 1,
+        /// See [`UserPartiallyUpdated`].
+        UserPartiallyUpdated(UserPartiallyUpdated) = 1,
+        /// See [`EmailChanged`].
+        EmailChanged(EmailChanged) = 1,
+        /// See [`NameChanged`].
+        NameChanged(NameChanged) = 1,
+        /// See [`PhoneChanged`].
+        PhoneChanged(PhoneChanged) = 1,
+        /// See [`PasswordChanged`].
+        PasswordChanged(PasswordChanged) = 1,
+        /// See [`PrefsUpdated`].
+        PrefsUpdated(PrefsUpdated) = 1,
+        /// See [`VerificationChanged`].
+        VerificationChanged(VerificationChanged) = 1,
+        /// See [`StatusChanged`].
+        StatusChanged(StatusChanged) = 2,
+        /// See [`WalletAdjusted`].
+        WalletAdjusted(WalletAdjusted) = 1,
+        /// See [`UserDeactivated`].
+        UserDeactivated(UserDeactivated) = 1,
+        /// See [`UserReactivated`].
+        UserReactivated(UserReactivated) = 1,
+        /// See [`UserDeleted`].
+        UserDeleted(UserDeleted) = 1,
+        /// See [`UserRestored`].
+        UserRestored(UserRestored) = 1,
+        /// See [`SessionsRevoked`].
+        SessionsRevoked(SessionsRevoked) = 1,
+    }
+}
+
+impl KeyedEvents for UserEvent {
+    fn assign_key(&mut self, key: KeyId) {
+        match self {
+            UserEvent::UserCreated(e) => e.public.key_id = Some(key),
+            UserEvent::UserRestored(e) => e.key_id = Some(key),
+            _ => {}
+        }
+    }
+
+    fn erases_key(&self) -> bool {
+        matches!(
+            self,
+            UserEvent::UserDeleted(UserDeleted {
+                mode: DeleteMode::Pruning | DeleteMode::Hard
+            })
+        )
+    }
+}
+
+impl UserEvent {
+    /// Whether this event ends the user's sessions (so it must be visible to the per-request
+    /// token check before the command that caused it answers).
+    pub fn ends_sessions(&self) -> bool {
+        match self {
+            UserEvent::UserReplaced(e) => e.personal.password_hash.is_some(),
+            UserEvent::StatusChanged(e) => e.blocked(),
+            UserEvent::PasswordChanged(_)
+            | UserEvent::UserDeactivated(_)
+            | UserEvent::UserDeleted(_)
+            | UserEvent::SessionsRevoked(_) => true,
+            _ => false,
+        }
+    }
+}
