@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::DomainError;
 use crate::events::EventSet;
+use crate::keys::KeyId;
 
 /// A stream's position in its history as `apply` sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct Recorded<'a> {
 }
 
 /// An aggregate: state, events, commands, and the two functions that relate them.
-pub trait Aggregate: Clone + Send + Sync + Sized + 'static {
+pub trait Aggregate: Clone + std::fmt::Debug + Send + Sync + Sized + 'static {
     /// Its events.
     type Event: EventSet;
     /// Its commands (validated at the edge: `decide` does not re-validate what newtypes hold).
@@ -43,6 +44,17 @@ pub trait Aggregate: Clone + Send + Sync + Sized + 'static {
         state: Option<&Self>,
         command: &Self::Command,
     ) -> Result<Decision<Self::Event>, DomainError>;
+
+    /// The data key sealing this aggregate's personal data, if it has any (a user's own key;
+    /// a session's is its user's).
+    fn data_key(&self) -> Option<KeyId> {
+        None
+    }
+
+    /// About how many bytes the state holds (for caches sized in bytes).
+    fn size_hint(&self) -> usize {
+        256
+    }
 }
 
 /// What a command decided: the events to append (none = it changes nothing) and the unique

@@ -122,6 +122,10 @@ impl Aggregate for Session {
     type Command = SessionCommand;
     const STREAM_PREFIX: &'static str = SESSION_STREAM_PREFIX;
 
+    fn data_key(&self) -> Option<KeyId> {
+        self.key_id
+    }
+
     fn apply(state: Option<Self>, event: &SessionEvent, at: Recorded<'_>) -> Option<Self> {
         Session::fold(state, event, at)
     }

@@ -26,6 +26,20 @@ impl Aggregate for User {
     ) -> Result<Decision<UserEvent>, DomainError> {
         decide(state, command)
     }
+
+    fn data_key(&self) -> Option<crate::keys::KeyId> {
+        self.public.key_id
+    }
+
+    fn size_hint(&self) -> usize {
+        let p = &self.personal.profile;
+        let text: usize = [&p.username, &p.display_name, &p.name, &p.email, &p.phone, &p.avatar_url, &p.location]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum();
+        let objects = p.custom.len() + p.metadata.len() + p.prefs.len() + self.public.wallet.len();
+        512 + text + 96 * objects
+    }
 }
 
 type Decided = Result<Decision<UserEvent>, DomainError>;

@@ -1,5 +1,5 @@
 //! The read models this server answers from, and the projector that feeds them — swappable
-//! while the server runs. A rebuild ([`crate::tasks::rebuild`]) builds fresh read models in a
+//! while the server runs. A rebuild (the worker's `rebuild` task) builds fresh read models in a
 //! new directory beside these, while these keep serving; once the new ones have caught up,
 //! [`LiveReadModels::switch`] freezes the old projector, lets the new models reach the old
 //! ones' position, switches the pointer file (`<data>/readmodels.current`), then every request
@@ -61,11 +61,11 @@ pub struct LiveReadModels {
     /// Held by a switch and by shutdown, so neither sees the other half-done.
     switching: tokio::sync::Mutex<bool>,
     /// One rebuild at a time: held by the rebuild task for its whole run.
-    pub(crate) rebuild_slot: tokio::sync::Mutex<()>,
+    pub rebuild_slot: tokio::sync::Mutex<()>,
     /// Serializes rebuild requests (look for a running rebuild, then record one).
-    pub(crate) requests: tokio::sync::Mutex<()>,
+    pub requests: tokio::sync::Mutex<()>,
     /// Largest number of events per second a rebuild replays (`None`: as fast as it can).
-    pub(crate) rebuild_rate: Option<u32>,
+    pub rebuild_rate: Option<u32>,
 }
 
 impl LiveReadModels {
@@ -140,7 +140,7 @@ impl LiveReadModels {
     }
 
     /// Shows `progress` as this server's running rebuild until the guard is dropped.
-    pub(crate) fn show_rebuild(self: &Arc<Self>, progress: Arc<RebuildProgress>) -> ShownRebuild {
+    pub fn show_rebuild(self: &Arc<Self>, progress: Arc<RebuildProgress>) -> ShownRebuild {
         *self.rebuild.lock() = Some(progress.clone());
         ShownRebuild {
             live: self.clone(),
@@ -301,7 +301,7 @@ impl RebuildProgress {
         }
     }
 
-    pub(crate) fn set_phase(&self, phase: Phase) {
+    pub fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
     }
 
@@ -311,7 +311,7 @@ impl RebuildProgress {
     }
 
     /// A handle the replay's progress callback updates.
-    pub(crate) fn position_handle(&self) -> Arc<AtomicU64> {
+    pub fn position_handle(&self) -> Arc<AtomicU64> {
         self.position.clone()
     }
 
@@ -322,7 +322,7 @@ impl RebuildProgress {
 }
 
 /// Clears the shown rebuild when the rebuild ends, however it ends.
-pub(crate) struct ShownRebuild {
+pub struct ShownRebuild {
     live: Arc<LiveReadModels>,
     progress: Arc<RebuildProgress>,
 }

@@ -1,5 +1,6 @@
-//! One error type for every handler, rendered as RFC 9457 problem details (API.md §1).
-//! All stable codes live in the one table below, as meilisearch keeps its error codes.
+//! One error type for every command, query and task, rendered as RFC 9457 problem details
+//! (API.md §1) by the HTTP layer and recorded by code in task failures. All stable codes live
+//! in the one table below, as meilisearch keeps its error codes.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -58,7 +59,8 @@ error_codes! {
     Internal => INTERNAL_SERVER_ERROR, "internal", "Internal error";
 }
 
-/// An error a handler returns; becomes a problem+json response.
+/// An error a command, query or task returns; becomes a problem+json response, or a task
+/// failure's `code` and `detail`.
 #[derive(Debug)]
 pub struct ApiError {
     /// The stable code (decides the status).
@@ -170,6 +172,7 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Invalid(errors) => ApiError::invalid(errors),
+            DomainError::Conflict(what) => ApiError::new(Code::Conflict, what),
             DomainError::NotFound => ApiError::not_found("No user with this id."),
             DomainError::IdTaken => {
                 ApiError::new(Code::IdTaken, "A user with this id already exists.")

@@ -224,11 +224,12 @@ impl PasswordHasher {
     }
 
     /// The PHC string of an argon2id hash of `password`, with a random salt.
-    pub async fn hash(&self, password: Password) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: Password) -> Result<roster_domain::PasswordHash, HashError> {
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
             hash_with(password.expose().as_bytes(), &salt)
-                .map_err(|e| anyhow::anyhow!("argon2: {e}"))
+                .map(roster_domain::PasswordHash)
+                .map_err(|e| HashError::Failed(format!("argon2: {e}")))
         })
         .await?
     }
@@ -236,9 +237,13 @@ impl PasswordHasher {
     /// Whether `password` matches `hash`. Without a hash (unknown user, no password, a hash
     /// that does not parse) it verifies against the dummy hash and answers false: the same work
     /// either way. argon2's own comparison of the outputs is constant-time.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, HashError> {
+    pub async fn verify(
+        &self,
+        password: String,
+        hash: Option<roster_domain::PasswordHash>,
+    ) -> Result<bool, HashError> {
         self.run(move || {
-            let real = hash.as_deref().and_then(|h| PasswordHash::new(h).ok());
+            let real = hash.as_ref().and_then(|h| PasswordHash::new(h.as_str()).ok());
             let dummy = PasswordHash::new(dummy_hash()).expect("the dummy hash parses");
             let matches = verify_with(password.as_bytes(), real.as_ref().unwrap_or(&dummy));
             matches && real.is_some()
@@ -318,7 +323,7 @@ mod tests {
         assert!(!hasher.verify("anything".into(), None).await.unwrap());
         assert!(
             !hasher
-                .verify("anything".into(), Some("garbage".into()))
+                .verify("anything".into(), Some(roster_domain::PasswordHash("garbage".into())))
                 .await
                 .unwrap()
         );

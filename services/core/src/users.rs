@@ -1,0 +1,342 @@
+//! The user commands both front ends call: one user or a batch of them in one atomic
+//! transaction (every item is decided first; if any is refused nothing is appended and every
+//! refusal is reported by index), idempotent by `Idempotency-Key`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use roster_domain::settings::UniqueUsernames;
+use roster_domain::user::UserCommand;
+use roster_domain::{DomainError, FieldError, Unique, User, UserEvent, UserId};
+use roster_eventlog::Position;
+
+use crate::error::{ApiError, ApiResult, Code};
+use crate::idempotency::Seen;
+use crate::repository::{AsOf, CommitError, Loaded, Refusal, Staged, retrying};
+use crate::{Core, Request};
+
+/// How long a command that ends sessions waits for the read models (which the per-request
+/// token check reads) before it answers.
+pub const REVOCATION_WAIT: Duration = Duration::from_secs(5);
+
+/// One user's part of a command.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Target user.
+    pub user_id: UserId,
+    /// What to do.
+    pub command: UserCommand,
+    /// Prefix for field errors (`users[3]`), for batches.
+    pub field_prefix: Option<String>,
+}
+
+/// What a command did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Each target user afterwards (`None` if hard-deleted), in item order.
+    pub users: Vec<(String, Option<User>)>,
+    /// Log position of the command's last event, or of the users' last events if it changed
+    /// nothing.
+    pub position: Position,
+    /// Whether the command wrote an event that ends sessions (it has waited for the read
+    /// models to apply it).
+    pub ends_sessions: bool,
+}
+
+/// Gives a command the organization's username rule where it needs one.
+fn with_usernames(command: &UserCommand, usernames: UniqueUsernames) -> UserCommand {
+    let mut command = command.clone();
+    match &mut command {
+        UserCommand::Create(c) | UserCommand::Upsert(c) => c.usernames = usernames,
+        UserCommand::Patch(p) => p.usernames = usernames,
+        _ => {}
+    }
+    command
+}
+
+/// Runs a command over one or more users. Returns the outcome, or the first response again
+/// if the request's `Idempotency-Key` was seen with the same request before. A command that
+/// ends sessions answers only once the read models have applied it (at most 5 s), so the
+/// sessions' tokens fail from the moment the answer arrives.
+pub async fn execute(core: &Core, req: &Request, items: Vec<Item>) -> ApiResult<Outcome> {
+    let outcome = execute_inner(core, req, items).await?;
+    if outcome.ends_sessions && !core.wait_for(outcome.position, REVOCATION_WAIT).await {
+        tracing::warn!(
+            position = outcome.position,
+            "read models are slow to apply a revocation"
+        );
+    }
+    Ok(outcome)
+}
+
+async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResult<Outcome> {
+    if let Some(outcome) = replay_if_seen(core, req, &items).await? {
+        return Ok(outcome);
+    }
+    let mut seen = HashSet::new();
+    let duplicates: Vec<FieldError> = items
+        .iter()
+        .filter(|i| !seen.insert(i.user_id.clone()))
+        .map(|i| {
+            FieldError::new(
+                field(&i.field_prefix, "id"),
+                "the same user appears twice in this batch",
+            )
+        })
+        .collect();
+    if !duplicates.is_empty() {
+        return Err(ApiError::invalid(duplicates));
+    }
+    let _guards = core.lock_users(&req.org, items.iter().map(|i| &i.user_id)).await;
+    // A duplicate of a request for the same users may have committed while this one waited
+    // for the locks: answer as it did rather than acting (and failing) a second time.
+    if let Some(outcome) = replay_if_seen(core, req, &items).await? {
+        return Ok(outcome);
+    }
+    let usernames = core.models().settings(req.org.as_str())?.enforce_unique_usernames;
+    let result = retrying(async || attempt(core, req, &items, usernames).await).await;
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(CommitError::Taken {
+            key,
+            owner,
+            position,
+            unique,
+            claimants,
+        }) => match &req.idempotency {
+            Some(claim) if claim.key == key => {
+                let seen = crate::IdempotencyClaim::holder(&owner, position);
+                replay_seen(core, req, &items, &seen).await
+            }
+            _ => Err(taken(unique.as_ref(), &claimants, &items)),
+        },
+        Err(CommitError::Conflict { .. }) => Err(ApiError::new(
+            Code::Conflict,
+            "Too many concurrent changes to these users; retry.",
+        )),
+        Err(CommitError::Failed(e)) => Err(e),
+    }
+}
+
+/// One try: load, decide every item, append.
+async fn attempt(
+    core: &Core,
+    req: &Request,
+    items: &[Item],
+    usernames: UniqueUsernames,
+) -> Result<Outcome, CommitError> {
+    let repo = core.repo();
+    let states = futures::future::try_join_all(
+        items
+            .iter()
+            .map(|i| repo.load::<User>(&req.org, i.user_id.as_str())),
+    )
+    .await?;
+    if let (Some(expected), [only]) = (req.if_match, states.as_slice())
+        && only.version != expected
+    {
+        return Err(version_mismatch(expected, only.version).into());
+    }
+    let mut work = repo.work(&req.org, req.meta.clone());
+    let mut staged = Vec::with_capacity(items.len());
+    let mut refusals = Vec::new();
+    for (item, loaded) in items.iter().zip(&states) {
+        let command = with_usernames(&item.command, usernames);
+        match work.decide(item.user_id.as_str(), loaded, &command).await {
+            Ok(s) => staged.push(s),
+            Err(Refusal::Domain(e)) if item.field_prefix.is_none() => {
+                return Err(ApiError::from(e).into());
+            }
+            Err(Refusal::Domain(e)) => refusals.push((item, e)),
+            Err(Refusal::Failed(e)) => return Err(e.into()),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(batch_refused(refusals).into());
+    }
+    if let Some(claim) = &req.idempotency {
+        work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
+    }
+    let ends_sessions = staged
+        .iter()
+        .flat_map(|s: &Staged<User>| &s.events)
+        .any(UserEvent::ends_sessions);
+    let committed = match work.commit().await {
+        // A request that named the version it expects is not retried: it is stale.
+        Err(CommitError::Conflict { actual, .. }) if req.if_match.is_some() => {
+            let expected = req.if_match.unwrap_or_default();
+            return Err(version_mismatch(expected, actual.unwrap_or(0)).into());
+        }
+        result => result?,
+    };
+    let users = items
+        .iter()
+        .zip(&staged)
+        .map(|(item, s)| (item.user_id.to_string(), s.after(&req.org, committed.as_ref()).state))
+        .collect();
+    let position = match &committed {
+        Some(c) => c.last_position,
+        // Nothing changes: answer with the users as they are.
+        None => states.iter().map(|s| s.last_position).max().unwrap_or(0),
+    };
+    Ok(Outcome {
+        users,
+        position,
+        ends_sessions: committed.is_some() && ends_sessions,
+    })
+}
+
+/// The refusal of a batch: every item's problems; a batch naming only users that do not
+/// exist is a 404 like the single command, one refused only because users are deleted a 409.
+fn batch_refused(refusals: Vec<(&Item, DomainError)>) -> ApiError {
+    let only_missing = refusals.iter().all(|(_, e)| *e == DomainError::NotFound);
+    let only_deleted = refusals.iter().all(|(_, e)| *e == DomainError::UserDeleted);
+    let errors: Vec<FieldError> = refusals
+        .into_iter()
+        .flat_map(|(item, e)| batch_errors(item, e))
+        .collect();
+    if only_missing {
+        ApiError::not_found("No user with these ids.").with_errors(errors)
+    } else if only_deleted {
+        ApiError::new(
+            Code::Conflict,
+            "These users are deleted; restore them before changing them.",
+        )
+        .with_errors(errors)
+    } else {
+        ApiError::invalid(errors)
+    }
+}
+
+/// 409 for a username or email another user holds (or 401 for a used custom token), naming
+/// the items that claimed it.
+fn taken(unique: Option<&Unique>, claimants: &[String], items: &[Item]) -> ApiError {
+    let (code, what) = match unique {
+        Some(Unique::Email(_)) => (Code::EmailTaken, "email"),
+        Some(Unique::CustomToken(_)) => {
+            return ApiError::new(Code::Unauthorized, "This token has already been used.");
+        }
+        _ => (Code::UsernameTaken, "username"),
+    };
+    let errors = items
+        .iter()
+        .filter(|i| claimants.iter().any(|c| c == i.user_id.as_str()))
+        .map(|i| FieldError::new(field(&i.field_prefix, what), format!("this {what} is taken")))
+        .collect();
+    ApiError::new(code, format!("This {what} is already taken in the organization."))
+        .with_errors(errors)
+}
+
+/// The first response again, if this request's `Idempotency-Key` was used before.
+async fn replay_if_seen(core: &Core, req: &Request, items: &[Item]) -> ApiResult<Option<Outcome>> {
+    let Some(claim) = &req.idempotency else {
+        return Ok(None);
+    };
+    match claim.seen(core.log().as_ref()).await? {
+        Some(seen) => replay_seen(core, req, items, &seen).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Answers a repeated idempotent request with what the first one did: each of its users as
+/// of the version that request wrote, or, for a user it left unchanged, as it was then.
+async fn replay_seen(core: &Core, req: &Request, items: &[Item], seen: &Seen) -> ApiResult<Outcome> {
+    let same = req.idempotency.as_ref().is_some_and(|c| seen.same_as(c));
+    if !same {
+        return Err(ApiError::new(
+            Code::IdempotencyMismatch,
+            "This Idempotency-Key was used with a different request.",
+        ));
+    }
+    // The first request may still be committing in the same write group as this one (its
+    // claim refused ours before its events became readable): wait until they are.
+    let mut head = core.log().watch_head();
+    let _ = tokio::time::timeout(
+        crate::repository::CONTENTION_DEADLINE,
+        head.wait_for(|h| *h >= seen.position),
+    )
+    .await;
+    let records = core
+        .log()
+        .read_all(seen.position.saturating_sub(1), 1000)
+        .await?;
+    let mut touched: Vec<(UserId, u64)> = Vec::new();
+    let mut last = seen.position;
+    for record in records {
+        let Some(decoded) = roster_projections::AnyEvent::decode(core.codec(), &record).await? else {
+            continue;
+        };
+        if decoded.meta().correlation_id.as_deref() != Some(seen.request.correlation.as_str()) {
+            break;
+        }
+        last = record.position;
+        let Some(id) = roster_projections::projector::user_of_stream(&record.stream.name)
+            .and_then(|id| UserId::parse(id).ok())
+        else {
+            continue;
+        };
+        match touched.iter_mut().find(|(u, _)| *u == id) {
+            Some(entry) => entry.1 = record.version,
+            None => touched.push((id, record.version)),
+        }
+    }
+    // Users the first request wrote but this one cannot name: those it created under
+    // generated ids (a repeat generates other ids). They come in item order.
+    let mut generated = touched
+        .iter()
+        .filter(|(id, _)| !items.iter().any(|i| i.user_id == *id));
+    let mut users = Vec::with_capacity(items.len());
+    for item in items {
+        let (mut id, limit) = match touched.iter().find(|(id, _)| *id == item.user_id) {
+            Some((id, version)) => (id, AsOf::Version(*version)),
+            None => (&item.user_id, AsOf::Position(last)),
+        };
+        let mut loaded: Loaded<User> = core.repo().load_as_of(&req.org, id.as_str(), limit).await?;
+        if loaded.version == 0 {
+            // No such user then: this item created one under a generated id.
+            if let Some((generated_id, version)) = generated.next() {
+                loaded = core
+                    .repo()
+                    .load_as_of(&req.org, generated_id.as_str(), AsOf::Version(*version))
+                    .await?;
+                id = generated_id;
+            }
+        }
+        users.push((id.to_string(), loaded.state));
+    }
+    Ok(Outcome {
+        users,
+        position: last,
+        ends_sessions: false,
+    })
+}
+
+fn field(prefix: &Option<String>, name: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}.{name}"),
+        None => name.to_owned(),
+    }
+}
+
+fn batch_errors(item: &Item, e: DomainError) -> Vec<FieldError> {
+    let prefix = item.field_prefix.clone().unwrap_or_default();
+    match e {
+        DomainError::Invalid(errors) => errors.into_iter().map(|f| f.prefixed(&prefix)).collect(),
+        DomainError::NotFound => {
+            vec![FieldError::new(
+                field(&item.field_prefix, "id"),
+                "no user with this id",
+            )]
+        }
+        other => vec![FieldError::new(prefix, other.to_string())],
+    }
+}
+
+/// 412 for a stale `If-Match`.
+pub fn version_mismatch(expected: u64, actual: u64) -> ApiError {
+    ApiError::new(
+        Code::VersionMismatch,
+        format!("If-Match expected version {expected}, but the user is at version {actual}."),
+    )
+}
