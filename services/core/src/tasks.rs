@@ -69,8 +69,9 @@ pub async fn load(core: &Core, org: &OrgId, id: &str) -> ApiResult<LoadedTask> {
     Ok(task)
 }
 
-/// Appends what `command` decides for a task at the state `loaded`. A conflict means the
-/// task moved (a chunk recorded, canceled, taken over).
+/// Appends what `command` decides for a task at the state `loaded`; returns where it landed
+/// and the task after it. A conflict means the task moved (a chunk recorded, canceled, taken
+/// over).
 pub async fn append(
     core: &Core,
     org: &OrgId,
@@ -78,11 +79,14 @@ pub async fn append(
     loaded: &Loaded<Task>,
     command: &TaskCommand,
     meta: EventMeta,
-) -> Result<Committed, CommitError> {
+) -> Result<(Committed, Loaded<Task>), CommitError> {
     let mut work = core.repo().work(org, meta);
-    work.decide(id, loaded, command).await.map_err(ApiError::from)?;
+    let staged = work.decide(id, loaded, command).await.map_err(ApiError::from)?;
     match work.commit().await? {
-        Some(committed) => Ok(committed),
+        Some(committed) => {
+            let after = staged.after(org, Some(&committed));
+            Ok((committed, after))
+        }
         None => Err(ApiError::internal("a task command recorded nothing").into()),
     }
 }

@@ -19,17 +19,15 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use roster_domain::task::{TaskCreated, TaskEvent, TaskProgressed};
-use roster_eventlog::ExpectedVersion;
-use roster_projections::EventMeta;
-use roster_vault::KeyId;
+use roster_core::Core;
+use roster_core::resource::UserResource;
+use roster_core::tasks::LoadedTask;
+use roster_domain::KeyId;
+use roster_domain::task::{TaskCommand, TaskCreated, TaskFailure, TaskProgressed};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 
-use super::LoadedTask;
-use super::runner::Worker;
-use crate::resource::UserResource;
-use crate::state::AppState;
+use crate::{Running, Stop, Worker};
 
 /// How long an export file is kept after its task ends.
 pub const RETENTION: chrono::Duration = chrono::Duration::hours(24);
@@ -96,7 +94,7 @@ impl ExportStore {
     }
 
     /// Publishes the complete file at `part` as the export of task `task_id`.
-    async fn publish(&self, part: &Path, org: &str, task_id: &str) -> std::io::Result<()> {
+    pub(crate) async fn publish(&self, part: &Path, org: &str, task_id: &str) -> std::io::Result<()> {
         match self {
             Self::Local(dir) => {
                 let path = local_path(dir, org, task_id);
@@ -215,9 +213,8 @@ fn object_name(org: &str, task_id: &str) -> String {
 }
 
 /// Where a task's export file is written before it is published (the local data directory).
-fn part_path(app: &AppState, org: &str, task_id: &str) -> PathBuf {
-    app.0
-        .data_dir
+fn part_path(core: &Core, org: &str, task_id: &str) -> PathBuf {
+    core.data_dir()
         .join("exports")
         .join(org)
         .join(format!("{task_id}.ndjson.part"))
@@ -228,27 +225,24 @@ fn aad(task_id: &str, user_id: &str) -> Vec<u8> {
 }
 
 /// Runs an export task from the start (an interrupted export is simply redone).
-pub(super) async fn run(
+pub(crate) async fn run(
     worker: &Worker,
-    org: &str,
-    task_id: &str,
+    task: &LoadedTask,
     created: &TaskCreated,
-    loaded: &LoadedTask,
-    version: &mut u64,
-    meta: &EventMeta,
-) -> Result<Value, super::runner::Stop> {
-    use super::runner::Stop;
-    let app = &worker.app;
+    running: &mut Running,
+) -> Result<Value, Stop> {
+    let core = &worker.core;
+    let (org, task_id) = (running.org.to_string(), running.id.clone());
     // The export reads the read models: let them catch up with the request first.
-    if !app
-        .wait_for(loaded.created_position, Duration::from_secs(60))
+    if !core
+        .wait_for(task.created_position, Duration::from_secs(60))
         .await
     {
         return Err(Stop::Failed(
             "read models did not catch up within 60 s".into(),
         ));
     }
-    let part = part_path(app, org, task_id);
+    let part = part_path(core, &org, &task_id);
     let dir = part.parent().map(PathBuf::from).unwrap_or_default();
     let io = |e: std::io::Error| Stop::Failed(format!("export file: {e}"));
     tokio::fs::create_dir_all(&dir).await.map_err(io)?;
@@ -258,71 +252,51 @@ pub(super) async fn run(
     let mut failures = Vec::new();
     if created.user_ids.is_empty() {
         // One copy of the read models for the whole export, even if a rebuild switches them.
-        let models = app.models();
-        let mut rows = models.users_of(org);
+        let models = core.models();
+        let mut rows = models.users_of(&org);
         while let Some(row) = rows.next().await.map_err(|e| Stop::Failed(e.to_string()))? {
-            bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
+            bytes += write_user(core, &task_id, row.user, &mut out).await.map_err(io)?;
             lines += 1;
             if lines % PROGRESS_EVERY == 0 {
-                progress(
-                    app,
-                    org,
-                    task_id,
-                    meta,
-                    (lines, failed),
-                    std::mem::take(&mut failures),
-                    *version,
-                )
-                .await?;
-                *version += 1;
+                progress(core, running, (lines, failed), std::mem::take(&mut failures)).await?;
             }
         }
     } else {
         for user_id in &created.user_ids {
-            match app
+            let row = core
                 .models()
-                .get(org, user_id)
+                .get(&org, user_id)
                 .await
-                .map_err(|e| Stop::Failed(e.to_string()))?
-            {
+                .map_err(|e| Stop::Failed(e.to_string()))?;
+            match row {
                 Some(row) => {
-                    bytes += write_user(app, task_id, row, &mut out).await.map_err(io)?;
+                    let user = (*row).user.clone();
+                    bytes += write_user(core, &task_id, user, &mut out).await.map_err(io)?;
                     lines += 1;
                 }
                 None => {
                     failed += 1;
-                    failures.push(roster_domain::task::TaskFailure {
+                    failures.push(TaskFailure {
                         user_id: user_id.clone(),
-                        code: "not_found".into(),
+                        code: roster_core::Code::NotFound.as_str().into(),
                         detail: "no user with this id".into(),
                     });
                 }
             }
             if (lines + failed) % PROGRESS_EVERY == 0 {
-                progress(
-                    app,
-                    org,
-                    task_id,
-                    meta,
-                    (lines, failed),
-                    std::mem::take(&mut failures),
-                    *version,
-                )
-                .await?;
-                *version += 1;
+                progress(core, running, (lines, failed), std::mem::take(&mut failures)).await?;
             }
         }
     }
     out.flush().await.map_err(io)?;
     out.get_ref().sync_all().await.map_err(io)?;
     drop(out);
-    app.0
+    worker
         .exports
-        .publish(&part, org, task_id)
+        .publish(&part, &org, &task_id)
         .await
         .map_err(io)?;
-    progress(app, org, task_id, meta, (lines, failed), failures, *version).await?;
-    *version += 1;
+    progress(core, running, (lines, failed), failures).await?;
     Ok(json!({
         "format": "ndjson",
         "lines": lines,
@@ -333,30 +307,14 @@ pub(super) async fn run(
 
 /// Writes one user's line, sealed under the user's key. Returns the bytes written.
 async fn write_user(
-    app: &AppState,
+    core: &Core,
     task_id: &str,
-    row: roster_projections::rows::Row,
+    user: roster_domain::User,
     out: &mut tokio::io::BufWriter<tokio::fs::File>,
 ) -> std::io::Result<u64> {
-    let user_id = row.user.id.clone();
-    let kid = row
-        .user
-        .key_id
-        .as_deref()
-        .and_then(|k| k.parse::<KeyId>().ok());
-    let resource = serde_json::to_vec(&UserResource::new(row.user, None)).expect("users serialize");
-    let key = match kid {
-        Some(k) => app
-            .0
-            .codec
-            .keys()
-            .get(k)
-            .await
-            .ok()
-            .flatten()
-            .map(|d| (k, d)),
-        None => None,
-    };
+    let user_id = user.public.id.to_string();
+    let key = core.codec().key(user.public.key_id).await.ok().flatten();
+    let resource = serde_json::to_vec(&UserResource::new(user, None)).expect("users serialize");
     let line = match key {
         Some((kid, key)) => {
             let ct = roster_vault::seal(&key, &aad(task_id, &user_id), &resource);
@@ -373,35 +331,29 @@ async fn write_user(
 
 /// Records the export's progress; a moved task stream means it was canceled or taken over.
 async fn progress(
-    app: &AppState,
-    org: &str,
-    task_id: &str,
-    meta: &EventMeta,
+    core: &Core,
+    running: &mut Running,
     (lines, failed): (u64, u64),
-    failures: Vec<roster_domain::task::TaskFailure>,
-    version: u64,
-) -> Result<(), super::runner::Stop> {
-    use super::runner::Stop;
-    let event = TaskEvent::TaskProgressed(TaskProgressed {
+    failures: Vec<TaskFailure>,
+) -> Result<(), Stop> {
+    let command = TaskCommand::Progress(TaskProgressed {
         next_index: lines + failed,
         done: lines,
         failed,
         failures,
     });
-    match app
-        .append_task_event(org, task_id, ExpectedVersion::Exact(version), &event, meta)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(roster_eventlog::AppendError::WrongExpectedVersion { .. }) => Err(Stop::Yielded),
-        Err(e) => Err(Stop::Failed(format!("recording progress: {e}"))),
-    }
+    running.record(core, command).await.map(|_| ())
 }
 
 /// The export file of a task, streamed back with each line opened; `None` if it is gone.
-pub async fn stream_result(app: &AppState, org: &str, task_id: &str) -> Option<axum::body::Body> {
-    let lines = app.0.exports.open(org, task_id).await?;
-    let app = app.clone();
+pub async fn stream_result(
+    core: &Core,
+    exports: &ExportStore,
+    org: &str,
+    task_id: &str,
+) -> Option<impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+    let lines = exports.open(org, task_id).await?;
+    let app = core.clone();
     let task_id = task_id.to_owned();
     let stream = futures::stream::unfold(
         (lines, app, task_id),
@@ -419,10 +371,10 @@ pub async fn stream_result(app: &AppState, org: &str, task_id: &str) -> Option<a
             ))
         },
     );
-    Some(axum::body::Body::from_stream(stream))
+    Some(stream)
 }
 
-async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
+async fn open_line(core: &Core, task_id: &str, line: &str) -> Vec<u8> {
     let sealed: Value = serde_json::from_str(line).unwrap_or_default();
     let id = sealed.get("id").and_then(Value::as_str).unwrap_or_default();
     let kid = sealed
@@ -434,7 +386,7 @@ async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
         .and_then(Value::as_str)
         .and_then(|c| B64.decode(c).ok());
     if let (Some(kid), Some(ct)) = (kid, ct)
-        && let Ok(Some(key)) = app.0.codec.keys().get(kid).await
+        && let Ok(Some(key)) = core.codec().keys().get(kid).await
         && let Ok(plain) = roster_vault::open(&key, &aad(task_id, id), &ct)
     {
         return plain;
@@ -443,13 +395,13 @@ async fn open_line(app: &AppState, task_id: &str, line: &str) -> Vec<u8> {
 }
 
 /// Deletes export files of tasks that ended more than [`RETENTION`] ago.
-pub async fn remove_expired(app: &AppState) {
-    for (org, task_id) in app.0.exports.list().await {
-        let expired = match app.models().task(&org, &task_id) {
+pub async fn remove_expired(core: &Core, exports: &ExportStore) {
+    for (org, task_id) in exports.list().await {
+        let expired = match core.models().task(&org, &task_id) {
             Ok(Some(task)) => task.finished_at.is_some_and(|f| Utc::now() - f > RETENTION),
             _ => false,
         };
-        if expired && app.0.exports.remove(&org, &task_id).await {
+        if expired && exports.remove(&org, &task_id).await {
             tracing::info!(task = %task_id, "export file expired and was deleted");
         }
     }

@@ -1,13 +1,14 @@
 //! Rebuild tasks (`POST /v1/projections/{name}/rebuild`): fresh read models built beside the
-//! live ones while those keep answering every query, then switched to ([`crate::live`]).
+//! live ones while those keep answering every query, then switched to
+//! ([`roster_core::live`]).
 //!
 //! 1. **Replaying**: `roster_projections::rebuild::rebuild` applies the log from position 0
 //!    to its head at the start (the task's `total`) into a new directory
-//!    (`<data>/readmodels-<ulid>`), optionally paced ([`crate::Config::rebuild_rate`]).
+//!    (`<data>/readmodels-<ulid>`), optionally paced (`roster serve --rebuild-rate`).
 //! 2. **Catching up**: a projector follows the log on the new models until they reach the head
 //!    as it was when this phase began (writes go on meanwhile).
 //! 3. **Switching**: the task's last progress record is the point of no return (a cancel
-//!    before it wins); then [`crate::live::LiveReadModels::switch`] moves the server over.
+//!    before it wins); then [`roster_core::live::LiveReadModels::switch`] moves the server over.
 //!
 //! Progress (`done` = events replayed of `total`) is recorded every second; each record is
 //! optimistic on the task's stream, so a cancel is noticed within a second, and the new
@@ -21,18 +22,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
-use roster_domain::task::{TaskCreated, TaskEvent, TaskProgressed};
+use roster_core::Core;
+use roster_core::live::{PROJECTION, Phase, RebuildProgress};
+use roster_domain::task::{TaskCommand, TaskCreated, TaskProgressed};
 use roster_eventlog::{
-    AppendError, Committed, EventLog, ExpectedVersion, LogError, Position, RecordedEvent,
-    ReservationInfo, StreamId, Transaction, Version,
+    AppendError, Committed, EventLog, LogError, Position, RecordedEvent, ReservationInfo,
+    StreamId, Transaction, Version,
 };
-use roster_projections::{EventMeta, ReadModels, location};
+use roster_projections::{ReadModels, location};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use super::runner::{Stop, Worker};
-use crate::live::{PROJECTION, Phase, RebuildProgress};
-use crate::state::AppState;
+use crate::{Running, Stop, Worker};
 
 /// How often progress is recorded (and a cancel looked for).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -40,16 +41,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const STALL: Duration = Duration::from_secs(60);
 
 /// Runs a rebuild task from the start (an interrupted rebuild starts over).
-pub(super) async fn run(
+pub(crate) async fn run(
     worker: &Worker,
-    org: &str,
-    task_id: &str,
     created: &TaskCreated,
     total: u64,
-    version: &mut u64,
-    meta: &EventMeta,
+    running: &mut Running,
 ) -> Result<Value, Stop> {
-    let app = &worker.app;
+    let app = &worker.core;
+    let (org, task_id) = (running.org.to_string(), running.id.clone());
+    let (org, task_id) = (org.as_str(), task_id.as_str());
     if created.projection.as_deref() != Some(PROJECTION) {
         return Err(Stop::Failed(format!(
             "unknown projection {:?}",
@@ -66,11 +66,8 @@ pub(super) async fn run(
         projector: None,
     };
     let mut recorder = Recorder {
-        app,
-        org,
-        task_id,
-        meta,
-        version,
+        core: app,
+        running,
     };
     tracing::info!(task = task_id, total, dir = %building.dir.display(), "rebuilding the read models");
     let replayed = match replay(app, &progress, &mut building, total, &mut recorder).await {
@@ -130,7 +127,7 @@ pub(super) async fn run(
 /// Phase 1: the log from 0 to `total` into the new directory. Returns the events applied;
 /// the new models are left in `building`.
 async fn replay(
-    app: &AppState,
+    app: &Core,
     progress: &RebuildProgress,
     building: &mut Building,
     total: Position,
@@ -146,8 +143,8 @@ async fn replay(
     let position = progress.position_handle();
     let mut replay = Box::pin(roster_projections::rebuild::rebuild(
         &building.dir,
-        app.0.codec.clone(),
-        app.0.blind.clone(),
+        app.codec().clone(),
+        app.blind().clone(),
         &log,
         Some(total),
         move |p| position.store(p, Ordering::Relaxed),
@@ -178,7 +175,7 @@ async fn replay(
 /// Phase 2: a projector on the new models, followed until they reach the log's head as it is
 /// when this phase begins.
 async fn catch_up(
-    app: &AppState,
+    app: &Core,
     progress: &RebuildProgress,
     building: &mut Building,
     recorder: &mut Recorder<'_>,
@@ -261,50 +258,34 @@ impl Drop for Building {
 /// Records the task's progress, optimistic on its stream: a cancel (or anything else that
 /// moved the stream) stops the rebuild.
 struct Recorder<'a> {
-    app: &'a AppState,
-    org: &'a str,
-    task_id: &'a str,
-    meta: &'a EventMeta,
-    version: &'a mut u64,
+    core: &'a Core,
+    running: &'a mut Running,
 }
 
 impl Recorder<'_> {
     /// `must`: the record is the point of no return, so an unavailable log fails the
     /// rebuild; otherwise progress is best effort.
     async fn record(&mut self, done: u64, must: bool) -> Result<(), Stop> {
-        let event = TaskEvent::TaskProgressed(TaskProgressed {
+        let command = TaskCommand::Progress(TaskProgressed {
             next_index: done,
             done,
             failed: 0,
             failures: Vec::new(),
         });
-        match self
-            .app
-            .append_task_event(
-                self.org,
-                self.task_id,
-                ExpectedVersion::Exact(*self.version),
-                &event,
-                self.meta,
-            )
-            .await
-        {
-            Ok(_) => {
-                *self.version += 1;
-                Ok(())
-            }
-            Err(AppendError::WrongExpectedVersion { .. }) => {
+        match self.running.record(self.core, command).await {
+            Ok(_) => Ok(()),
+            Err(Stop::Yielded) => {
                 tracing::info!(
-                    task = self.task_id,
+                    task = %self.running.id,
                     "rebuild canceled; the new read models are removed"
                 );
                 Err(Stop::Yielded)
             }
-            Err(e) if !must => {
-                tracing::warn!(task = self.task_id, error = %e, "could not record the rebuild's progress");
+            Err(Stop::Failed(e)) if !must => {
+                tracing::warn!(task = %self.running.id, error = %e, "could not record the rebuild's progress");
                 Ok(())
             }
-            Err(e) => Err(Stop::Failed(format!("recording progress: {e}"))),
+            Err(stop) => Err(stop),
         }
     }
 }
