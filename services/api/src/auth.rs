@@ -72,7 +72,7 @@ impl Caller {
                 key_id: hex::encode(&digest[..4]),
             }));
         }
-        let Some(claims) = state.0.tokens.verify_access(presented) else {
+        let Some(claims) = state.tokens().verify_access(presented) else {
             return Err(ApiError::new(
                 Code::Unauthorized,
                 "The credentials are not valid.",

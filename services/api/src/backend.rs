@@ -24,7 +24,7 @@ use roster_vault::{
     NatsSecretStoreOptions, SecretStore,
 };
 
-use crate::tasks::export::ExportStore;
+use roster_worker::ExportStore;
 
 /// Where the event log, the data keys and the shared server secrets live.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,9 @@
 //! Events as analysts see them (API.md §6): personal parts opened, or `null` with
 //! `"erased": true` once the user's key is destroyed; older schema versions upcast.
 
-use roster_domain::upcast::upcast;
 use roster_eventlog::RecordedEvent;
-use roster_projections::Codec;
 use roster_projections::projector::event_time;
+use roster_projections::{AnyEvent, Codec};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -40,12 +39,13 @@ pub struct EventResource {
 
 /// Renders a recorded event.
 pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventResource> {
-    let (data, metadata, _erased) = codec.open_json(record).await?;
-    let current = roster_domain::event::current_schema_version(&record.event_type);
-    let data = if record.schema_version < current {
-        upcast(&record.event_type, record.schema_version, data).unwrap_or_default()
-    } else {
-        data
+    let (data, metadata, schema_version) = match AnyEvent::decode(codec, record).await? {
+        Some(event) => {
+            let view = event.view();
+            (view.data, view.metadata, view.schema_version)
+        }
+        // A stream of no aggregate this server knows: shown as recorded, without its data.
+        None => (Map::new(), Map::new(), record.schema_version),
     };
     Ok(EventResource {
         position: record.position,
@@ -53,7 +53,7 @@ pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventRes
         stream: record.stream.name.clone(),
         version: record.version,
         event_type: record.event_type.clone(),
-        schema_version: record.schema_version.max(current),
+        schema_version,
         time: event_time(record.time),
         organization_id: record.stream.org.clone(),
         data,

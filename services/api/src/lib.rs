@@ -5,22 +5,19 @@
 
 pub mod auth;
 pub mod backend;
-pub mod commands;
-pub mod error;
 pub mod events;
 pub mod extract;
-pub mod live;
 pub mod metrics;
 mod middleware;
-pub mod password;
 pub mod ratelimit;
 pub mod resource;
 pub mod routes;
 pub mod schemas;
 pub mod sessions;
 pub mod state;
-pub mod tasks;
 pub mod tokens;
+
+pub use roster_core::{error, live, password};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +29,7 @@ use anyhow::Context;
 use axum::Router;
 use base64::Engine;
 use rand::RngCore;
+use roster_core::Core;
 use roster_eventlog::EventLog;
 use roster_projections::{Codec, ReadModels};
 use roster_vault::{BlindIndex, KeyStore};
@@ -82,7 +80,7 @@ impl Config {
             api_keys: Vec::new(),
             body_limit: 16 * 1024 * 1024,
             nats: NatsSettings::default(),
-            task_lease: tasks::runner::LEASE,
+            task_lease: roster_worker::LEASE,
             rebuild_rate: None,
         }
     }
@@ -95,6 +93,7 @@ pub struct Application {
     log: Arc<dyn EventLog>,
     keys: Arc<dyn KeyStore>,
     state: AppState,
+    codec: Codec,
     worker: tokio::task::JoinHandle<()>,
     /// The API key created on this start, if none existed (to print once).
     pub generated_api_key: Option<String>,
@@ -128,17 +127,18 @@ impl Application {
             .load_or_create("token")
             .await
             .context("loading the token secret")?;
-        let log = backend.log.clone();
+        let metrics = Arc::new(metrics::Metrics::new());
+        // Every append, the API's and the worker's, is counted.
+        let log: Arc<dyn EventLog> =
+            Arc::new(metrics::MeteredLog::new(backend.log.clone(), metrics.clone()));
+        // One codec, so one pool of fresh data keys.
+        let codec = Codec::new(backend.keys.clone());
         // A rebuild (`roster replay`, `POST /v1/projections/read_models/rebuild`) may have
         // switched the read models to a new directory, or left a half-built one behind (a
         // crash before its switch): only the pointer file's directory is kept.
         roster_projections::location::remove_stale(dir);
-        let models = open_read_models(
-            &roster_projections::location::current_dir(dir),
-            &backend,
-            &blind,
-        )
-        .await?;
+        let models_dir = roster_projections::location::current_dir(dir);
+        let models = open_read_models(&models_dir, &backend, &codec, &blind).await?;
         let (api_keys, generated_api_key) =
             match (&backend.api_key_file, config.api_keys.is_empty()) {
                 (Some(path), true) => {
@@ -147,19 +147,24 @@ impl Application {
                 }
                 _ => (config.api_keys.clone(), None),
             };
-        let state = AppState::new(
+        let core = Core::new(
             log.clone(),
-            backend.keys.clone(),
-            models.clone(),
+            codec.clone(),
+            models,
+            models_dir,
             blind,
-            &api_keys,
             dir.clone(),
-        )
-        .with_exports(backend.exports.clone())
-        .with_token_secret(token_secret)
-        .with_rebuild_rate(config.rebuild_rate);
-        state.live().start_projector(log.clone());
-        let worker = tasks::runner::Worker::new(state.clone(), backend.exclusive)
+            config.rebuild_rate,
+        );
+        core.live().start_projector(log.clone());
+        let state = AppState::new(
+            core.clone(),
+            &api_keys,
+            token_secret,
+            backend.exports.clone(),
+            metrics,
+        );
+        let worker = roster_worker::Worker::new(core, backend.exports.clone(), backend.exclusive)
             .with_lease(config.task_lease)
             .spawn();
         let router = middleware::wrap(routes::router(), state.clone(), config.body_limit);
@@ -172,6 +177,7 @@ impl Application {
             log,
             keys: backend.keys,
             state,
+            codec,
             worker,
             generated_api_key,
             api_keys,
@@ -201,10 +207,15 @@ impl Application {
         let _ = self.worker.await;
         self.log.close().await.context("closing the event log")?;
         self.state
+            .core()
             .live()
             .shutdown()
             .await
             .context("flushing the read models")?;
+        // Keys made ahead of need and never used are destroyed, not left behind.
+        if let Err(e) = self.codec.key_pool().close().await {
+            tracing::warn!(error = %e, "could not destroy the unused data keys");
+        }
         self.keys.close();
         Ok(())
     }
@@ -216,11 +227,11 @@ impl Application {
 async fn open_read_models(
     path: &Path,
     backend: &backend::Backend,
+    codec: &Codec,
     blind: &BlindIndex,
 ) -> anyhow::Result<Arc<ReadModels>> {
     let open = || async {
-        let codec = Codec::new(backend.keys.clone());
-        ReadModels::open(path, codec, blind.clone())
+        ReadModels::open(path, codec.clone(), blind.clone())
             .await
             .context("opening the read models")
     };

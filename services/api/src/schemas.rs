@@ -13,13 +13,20 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use roster_domain::event::*;
+use roster_domain::EventSet;
 use roster_domain::session::{SessionRefreshed, SessionRevoked, SessionStarted};
-use roster_domain::settings::{SETTINGS_CHANGED, SettingsChanged};
+use roster_domain::settings::SettingsChanged;
 use roster_domain::task::{
     TaskCanceled, TaskCompleted, TaskCreated, TaskFailed, TaskProgressed, TaskStarted,
 };
-use roster_domain::upcast::StatusChangedV1;
+use roster_domain::user::json::{
+    PasswordChangedJson, StatusChangedV1, UserCreatedJson, UserPartiallyUpdatedJson,
+    UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
+};
+use roster_domain::user::{
+    EmailChanged, NameChanged, PhoneChanged, PrefsUpdated, SessionsRevoked, StatusChanged,
+    UserDeactivated, UserDeleted, UserReactivated, VerificationChanged,
+};
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::Value;
@@ -103,42 +110,53 @@ impl SchemaSet {
     }
 }
 
-/// Every event type with its payload schema: user, session, task and settings events.
+/// The current schema version of an event type of any aggregate.
+fn current_schema_version(event_type: &str) -> u32 {
+    use roster_domain::{session::SessionEvent, settings::SettingsEvent, task::TaskEvent};
+    roster_domain::UserEvent::version_of(event_type)
+        .or_else(|| SessionEvent::version_of(event_type))
+        .or_else(|| TaskEvent::version_of(event_type))
+        .or_else(|| SettingsEvent::version_of(event_type))
+        .unwrap_or(1)
+}
+
+/// Every event type with the schema of its `data` as the API shows it: user, session, task
+/// and settings events.
 fn events() -> SchemaSet {
     let mut set = SchemaSet::new("events", SchemaSettings::draft2020_12());
     macro_rules! current {
-        ($($t:ident),* $(,)?) => {
-            $( set.add_event::<$t>(stringify!($t), current_schema_version(stringify!($t))); )*
+        ($($name:ident: $t:ty),* $(,)?) => {
+            $( set.add_event::<$t>(stringify!($name), current_schema_version(stringify!($name))); )*
         };
     }
     current!(
-        UserCreated,
-        UserReplaced,
-        UserPartiallyUpdated,
-        EmailChanged,
-        NameChanged,
-        PhoneChanged,
-        PasswordChanged,
-        PrefsUpdated,
-        VerificationChanged,
-        StatusChanged,
-        WalletAdjusted,
-        UserDeactivated,
-        UserReactivated,
-        UserDeleted,
-        UserRestored,
-        SessionsRevoked,
-        SessionStarted,
-        SessionRefreshed,
-        SessionRevoked,
-        TaskCreated,
-        TaskStarted,
-        TaskProgressed,
-        TaskCompleted,
-        TaskFailed,
-        TaskCanceled,
+        UserCreated: UserCreatedJson,
+        UserReplaced: UserReplacedJson,
+        UserPartiallyUpdated: UserPartiallyUpdatedJson,
+        EmailChanged: EmailChanged,
+        NameChanged: NameChanged,
+        PhoneChanged: PhoneChanged,
+        PasswordChanged: PasswordChangedJson,
+        PrefsUpdated: PrefsUpdated,
+        VerificationChanged: VerificationChanged,
+        StatusChanged: StatusChanged,
+        WalletAdjusted: WalletAdjustedJson,
+        UserDeactivated: UserDeactivated,
+        UserReactivated: UserReactivated,
+        UserDeleted: UserDeleted,
+        UserRestored: UserRestoredJson,
+        SessionsRevoked: SessionsRevoked,
+        SessionStarted: SessionStarted,
+        SessionRefreshed: SessionRefreshed,
+        SessionRevoked: SessionRevoked,
+        TaskCreated: TaskCreated,
+        TaskStarted: TaskStarted,
+        TaskProgressed: TaskProgressed,
+        TaskCompleted: TaskCompleted,
+        TaskFailed: TaskFailed,
+        TaskCanceled: TaskCanceled,
+        SettingsChanged: SettingsChanged,
     );
-    set.add_event::<SettingsChanged>(SETTINGS_CHANGED, 1);
     set.add_event::<StatusChangedV1>("StatusChanged", 1);
     set
 }

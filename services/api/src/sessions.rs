@@ -1,30 +1,23 @@
-//! Sessions (API.md §5): starting one, minting its tokens, loading and revoking it. Each
-//! session is an aggregate on its own stream `session-<id>` (see `roster_domain::session`).
+//! Sessions (API.md §5): starting one, minting its tokens, revoking it. Each session is an
+//! aggregate of its own on its stream `session-<id>` (see `roster_domain::session`), loaded
+//! and appended through the repository like every other.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use roster_domain::session::{
-    SESSION_STREAM_PREFIX, Session, SessionEvent, SessionMethod, SessionRevoked, SessionStarted,
-};
-use roster_domain::{OrgId, User, UserId};
-use roster_eventlog::{
-    AppendError, ExpectedVersion, NewEvent, Position, Reservation, StreamAppend, StreamId,
-};
+use roster_core::repository::{CommitError, Loaded, retrying};
+use roster_core::users::REVOCATION_WAIT;
+use roster_core::{IdempotencyClaim, Request};
+use roster_domain::session::{Session, SessionCommand, SessionMethod, SessionStarted};
+use roster_domain::{OrgId, User, UserId, Unique};
+use roster_eventlog::Position;
 use roster_projections::EventMeta;
-use roster_projections::sessions::fold_session;
-use roster_vault::{DataKey, KeyId};
+use roster_projections::sessions::SessionRow;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::commands::{IDEMPOTENCY_TTL_MICROS, REVOCATION_WAIT, idempotency_reservation_in};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Ctx;
 use crate::state::AppState;
 use crate::tokens::{ACCESS_TTL_SECS, AccessClaims, REFRESH_TTL_SECS, new_refresh_token};
-
-/// The stream of a session.
-pub fn session_stream(org: &str, session_id: &str) -> StreamId {
-    StreamId::new(org, format!("{SESSION_STREAM_PREFIX}{session_id}"))
-}
 
 /// What a sign-in or a refresh answers (API.md §5).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -76,6 +69,22 @@ impl NewSession {
             method,
         }
     }
+
+    /// The command that starts it for `user`, checked against `user_version`; `token` is a
+    /// custom token's id and expiry, used up by this sign-in.
+    pub fn start(&self, user: &User, user_version: u64, token: Option<(String, i64)>) -> SessionCommand {
+        SessionCommand::Start {
+            started: SessionStarted {
+                user_id: user.id().clone(),
+                user_version,
+                refresh_hash: self.refresh_hash.clone(),
+                expires_at: self.refresh_expires_at,
+                method: self.method,
+                key_id: user.public.key_id,
+            },
+            token,
+        }
+    }
 }
 
 /// The metadata of a session event: the request's, acting as the user.
@@ -87,43 +96,6 @@ pub fn session_meta(ctx: &Ctx, user_id: &UserId) -> EventMeta {
 }
 
 impl AppState {
-    /// A session event's record; ip and user agent in `meta` sealed under the user's key.
-    pub(crate) fn session_record(
-        &self,
-        event: &SessionEvent,
-        meta: &EventMeta,
-        key: Option<(KeyId, &DataKey)>,
-    ) -> NewEvent {
-        self.0
-            .codec
-            .encode_data(event.event_type(), 1, event.to_data(), meta, key)
-    }
-
-    /// The append that starts `session` for `user`, checked against `user_version`.
-    pub(crate) fn start_session(
-        &self,
-        org: &OrgId,
-        user: &User,
-        user_version: u64,
-        session: &NewSession,
-        meta: &EventMeta,
-        key: Option<(KeyId, &DataKey)>,
-    ) -> StreamAppend {
-        let event = SessionEvent::SessionStarted(SessionStarted {
-            user_id: user.id.clone(),
-            user_version,
-            refresh_hash: session.refresh_hash.clone(),
-            expires_at: session.refresh_expires_at,
-            method: session.method,
-            key_id: user.key_id.clone(),
-        });
-        StreamAppend {
-            stream: session_stream(org.as_str(), &session.id),
-            expected: ExpectedVersion::NoStream,
-            events: vec![self.session_record(&event, meta, key)],
-        }
-    }
-
     /// The tokens of a session: a new access token next to the given refresh token.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn session_tokens(
@@ -139,7 +111,7 @@ impl AppState {
     ) -> SessionTokens {
         let now = Utc::now();
         let exp = now.timestamp() + ACCESS_TTL_SECS;
-        let access_token = self.0.tokens.sign_access(AccessClaims {
+        let access_token = self.tokens().sign_access(AccessClaims {
             sub: user_id.to_owned(),
             sid: session_id.to_owned(),
             org: org.to_string(),
@@ -161,39 +133,14 @@ impl AppState {
         }
     }
 
-    /// A session's state and the position it started at (`None` if there is no such session).
-    pub(crate) async fn load_session(
-        &self,
-        org: &OrgId,
-        session_id: &str,
-    ) -> ApiResult<Option<(Session, Position)>> {
-        let records = self
-            .0
-            .log
-            .read_stream(&session_stream(org.as_str(), session_id), 1, usize::MAX)
-            .await?;
-        let started = records.first().map(|r| r.position).unwrap_or(0);
-        Ok(fold_session(org.as_str(), session_id, &records).map(|s| (s, started)))
-    }
-
-    /// The data key of a user (for sealing a session event's ip and user agent).
-    pub(crate) async fn user_data_key(
-        &self,
-        org: &OrgId,
-        user_id: &str,
-    ) -> ApiResult<Option<(KeyId, DataKey)>> {
-        let Ok(id) = UserId::parse(user_id) else {
-            return Ok(None);
-        };
-        match self.load(org, &id).await?.user {
-            Some(user) => self.data_key(&user, &[]).await,
-            None => Ok(None),
-        }
+    /// A session's state (`None` if there is no such session).
+    pub(crate) async fn load_session(&self, org: &OrgId, session_id: &str) -> ApiResult<Loaded<Session>> {
+        self.core().repo().load::<Session>(org, session_id).await
     }
 
     /// Revokes a session (no-op if it already is) and answers once the read models show it,
     /// so its tokens fail from then on. Returns the position of the revocation (or of the
-    /// session's last event).
+    /// log's head if it already was).
     pub(crate) async fn revoke_session(
         &self,
         org: &OrgId,
@@ -201,53 +148,34 @@ impl AppState {
         reason: &str,
         meta: &EventMeta,
     ) -> ApiResult<Position> {
-        for _ in 0..20 {
-            let Some((session, _)) = self.load_session(org, session_id).await? else {
-                return Err(ApiError::not_found("No session with this id."));
-            };
-            if session.is_revoked() {
-                return Ok(self.0.log.head());
+        let repo = self.core().repo();
+        let command = SessionCommand::Revoke {
+            reason: reason.to_owned(),
+        };
+        let command = &command;
+        let revoked = retrying(move || async move {
+            let loaded = self.load_session(org, session_id).await?;
+            if loaded.state.is_none() {
+                return Err(ApiError::not_found("No session with this id.").into());
             }
-            let key = self.user_data_key(org, &session.user_id).await?;
-            let event = SessionEvent::SessionRevoked(SessionRevoked {
-                user_id: session.user_id.clone(),
-                reason: reason.to_owned(),
-            });
-            let append = StreamAppend {
-                stream: session_stream(org.as_str(), session_id),
-                expected: ExpectedVersion::Exact(session.version),
-                events: vec![self.session_record(&event, meta, key.as_ref().map(|(i, k)| (*i, k)))],
-            };
-            match self
-                .0
-                .log
-                .append(roster_eventlog::Transaction {
-                    appends: vec![append],
-                    reservations: vec![],
-                })
+            let mut work = repo.work(org, meta.clone());
+            work.decide(session_id, &loaded, &command)
                 .await
-            {
-                Ok(committed) => {
-                    if !self
-                        .wait_for(committed.last_position, REVOCATION_WAIT)
-                        .await
-                    {
-                        tracing::warn!(
-                            position = committed.last_position,
-                            "read models are slow to apply a revocation"
-                        );
-                    }
-                    return Ok(committed.last_position);
-                }
-                // A refresh or another revocation got there first: look again.
-                Err(AppendError::WrongExpectedVersion { .. }) => continue,
-                Err(e) => return Err(append_error(e)),
-            }
+                .map_err(ApiError::from)?;
+            work.commit().await
+        })
+        .await
+        .map_err(commit_error)?;
+        let Some(committed) = revoked else {
+            return Ok(self.log().head());
+        };
+        if !self.wait_for(committed.last_position, REVOCATION_WAIT).await {
+            tracing::warn!(
+                position = committed.last_position,
+                "read models are slow to apply a revocation"
+            );
         }
-        Err(ApiError::new(
-            Code::Conflict,
-            "Too many concurrent changes to this session; retry.",
-        ))
+        Ok(committed.last_position)
     }
 }
 
@@ -257,30 +185,21 @@ impl AppState {
 /// with 422.
 pub(crate) async fn credential_idempotency(
     app: &AppState,
-    ctx: &Ctx,
-    digest: &str,
-) -> ApiResult<Option<Reservation>> {
-    let Some(key) = &ctx.idempotency_key else {
+    request: &Request,
+) -> ApiResult<Option<IdempotencyClaim>> {
+    let Some(claim) = &request.idempotency else {
         return Ok(None);
     };
-    let reservation = idempotency_reservation_in(&ctx.idempotency_scope(), key);
-    if let Some(held) = app.log().reservation(&reservation).await? {
-        return Err(repeated_credential_request(&held.owner, digest));
+    if let Some(seen) = claim.seen(app.log().as_ref()).await? {
+        return Err(repeated_credential_request(seen.same_as(claim)));
     }
-    Ok(Some(Reservation::Claim {
-        key: reservation,
-        owner: format!(
-            "{digest}:{}",
-            ctx.meta.correlation_id.as_deref().unwrap_or_default()
-        ),
-        expires_at: Some(Utc::now().timestamp_micros() + IDEMPOTENCY_TTL_MICROS),
-    }))
+    Ok(Some(claim.clone()))
 }
 
-/// The answer to a credential request whose `Idempotency-Key` is already taken by `owner`.
-pub(crate) fn repeated_credential_request(owner: &str, digest: &str) -> ApiError {
-    let first = owner.split_once(':').map_or(owner, |(d, _)| d);
-    if first == digest {
+/// The answer to a credential request whose `Idempotency-Key` is already taken, by the same
+/// request or another.
+pub(crate) fn repeated_credential_request(same: bool) -> ApiError {
+    if same {
         ApiError::new(
             Code::Conflict,
             "This request was already carried out; responses holding credentials are never repeated. Sign in again (with a new Idempotency-Key).",
@@ -293,16 +212,118 @@ pub(crate) fn repeated_credential_request(owner: &str, digest: &str) -> ApiError
     }
 }
 
-/// Maps an append error of a session write.
-pub(crate) fn append_error(e: AppendError) -> ApiError {
+/// Maps a refused session write: a used custom token is 401; an idempotency key taken by a
+/// concurrent copy of this request is the repeated-request answer.
+pub(crate) fn session_commit_error(e: CommitError, request: &Request) -> ApiError {
     match e {
-        AppendError::Log(e) => e.into(),
-        AppendError::ReservationHeld { key, .. }
-            if roster_projections::keys::reservation_kind(&key)
-                == roster_projections::keys::ReservationKind::CustomToken =>
+        CommitError::Taken {
+            unique: Some(Unique::CustomToken(_)),
+            ..
+        } => ApiError::new(Code::Unauthorized, "This token has already been used."),
+        CommitError::Taken { key, owner, position, .. }
+            if request.idempotency.as_ref().is_some_and(|c| c.key == key) =>
         {
-            ApiError::new(Code::Unauthorized, "This token has already been used.")
+            let seen = IdempotencyClaim::holder(&owner, position);
+            let same = request.idempotency.as_ref().is_some_and(|c| seen.same_as(c));
+            repeated_credential_request(same)
         }
-        e => ApiError::internal(e),
+        e => commit_error(e),
     }
 }
+
+/// Maps any other refused write.
+pub(crate) fn commit_error(e: CommitError) -> ApiError {
+    match e {
+        CommitError::Failed(e) => e,
+        CommitError::Conflict { .. } => ApiError::new(
+            Code::Conflict,
+            "Too many concurrent changes to this session; retry.",
+        ),
+        CommitError::Taken { .. } => {
+            ApiError::new(Code::Conflict, "A value this request claims is taken.")
+        }
+    }
+}
+
+/// One session as servers see it.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Session")]
+pub struct SessionView {
+    /// Session id.
+    id: String,
+    /// The signed-in user.
+    user_id: String,
+    /// How the client signed in.
+    method: SessionMethod,
+    /// When it started.
+    created_at: DateTime<Utc>,
+    /// When its refresh token was last exchanged.
+    refreshed_at: Option<DateTime<Utc>>,
+    /// When its current refresh token expires.
+    expires_at: DateTime<Utc>,
+    /// Ended: signed out, revoked, reused, or ended with all the user's sessions.
+    revoked: bool,
+    /// When it was revoked.
+    revoked_at: Option<DateTime<Utc>>,
+    /// `signed_out`, `revoked`, `refresh_token_reuse` or `user_sessions_ended`.
+    revoked_reason: Option<String>,
+    /// Neither revoked nor expired.
+    active: bool,
+    /// The address it signed in from (`null` once erased).
+    ip: Option<String>,
+    /// The user agent it signed in with (`null` once erased).
+    user_agent: Option<String>,
+}
+
+impl SessionView {
+    /// The view of a row for a user whose sessions are valid from `valid_from`.
+    pub(crate) fn new(row: SessionRow, valid_from: u64, now: DateTime<Utc>) -> Self {
+        let SessionRow { info, from } = row;
+        let ended_with_user = info.user_version < valid_from;
+        let revoked = info.revoked_at.is_some() || ended_with_user;
+        let revoked_reason = info
+            .revoked_reason
+            .or_else(|| ended_with_user.then(|| "user_sessions_ended".to_owned()));
+        Self {
+            active: !revoked && info.expires_at > now,
+            id: info.id,
+            user_id: info.user_id,
+            method: info.method,
+            created_at: info.created_at,
+            refreshed_at: info.refreshed_at,
+            expires_at: info.expires_at,
+            revoked,
+            revoked_at: info.revoked_at,
+            revoked_reason,
+            ip: from.ip,
+            user_agent: from.user_agent,
+        }
+    }
+}
+
+/// Every session of a user, newest first (for exports).
+pub(crate) async fn all_sessions(
+    app: &AppState,
+    org: &OrgId,
+    user_id: &UserId,
+    valid_from: u64,
+) -> ApiResult<Vec<SessionView>> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let (rows, more) = app
+            .models()
+            .sessions_of(org.as_str(), user_id.as_str(), 500, before.as_deref())
+            .await?;
+        before = rows.last().map(|r| r.info.id.clone());
+        out.extend(
+            rows.into_iter()
+                .map(|r| SessionView::new(r, valid_from, now)),
+        );
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+

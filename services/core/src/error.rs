@@ -241,3 +241,8 @@ impl From<roster_vault::VaultError> for ApiError {
 
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Errors are documented per operation, as shared problem responses.
+impl aide::OperationOutput for ApiError {
+    type Inner = Problem;
+}

@@ -41,6 +41,8 @@ pub struct Loaded<A> {
     /// `UserCreated`, or after a hard deletion the one that took the id again; 0 = never). Its
     /// history starts there: events of an earlier holder of the id are not its own.
     pub since: Version,
+    /// Log position of that event (0 = never).
+    pub since_position: Position,
 }
 
 impl<A> Default for Loaded<A> {
@@ -50,6 +52,7 @@ impl<A> Default for Loaded<A> {
             version: 0,
             last_position: 0,
             since: 0,
+            since_position: 0,
         }
     }
 }
@@ -61,6 +64,7 @@ impl<A: Aggregate> Loaded<A> {
         self.state = A::apply(self.state.take(), event, at);
         if !existed && self.state.is_some() {
             self.since = at.version;
+            self.since_position = position;
         }
         self.version = at.version;
         self.last_position = position;
@@ -426,6 +430,14 @@ impl<'r> Work<'r> {
                         expires_at: None,
                     }
                 }
+                UniqueChange::ClaimUntil(unique, until) => {
+                    self.claims.push((key.clone(), unique, owner.clone()));
+                    Reservation::Claim {
+                        key,
+                        owner,
+                        expires_at: Some(until),
+                    }
+                }
                 UniqueChange::Share(unique) => {
                     self.claims.push((key.clone(), unique, owner.clone()));
                     Reservation::Share { key, owner }
@@ -558,10 +570,12 @@ impl From<Refusal> for ApiError {
 }
 
 /// Retries `attempt` while it reports a conflict (with backoff, for at most
-/// [`CONTENTION_DEADLINE`]).
-pub async fn retrying<T>(
-    mut attempt: impl AsyncFnMut() -> Result<T, CommitError>,
-) -> Result<T, CommitError> {
+/// [`CONTENTION_DEADLINE`]). Each attempt loads, decides and commits afresh.
+pub async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, CommitError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CommitError>>,
+{
     let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
     let mut backoff = Duration::from_millis(1);
     loop {

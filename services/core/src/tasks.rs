@@ -35,13 +35,13 @@ pub struct LoadedTask {
     pub correlation_id: Option<String>,
 }
 
-/// `202 Accepted` of a task request.
+/// What a bulk request answers (202).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TaskAccepted {
-    /// Poll `GET /v1/tasks/{task_id}`.
+    /// The task; poll `GET /v1/tasks/{task_id}`.
     pub task_id: String,
-    /// Log position of `TaskCreated`.
-    pub position: Position,
+    /// Log position of the task's creation.
+    pub position: u64,
 }
 
 /// Reads a task from its stream.

@@ -95,7 +95,7 @@ async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResul
         return Ok(outcome);
     }
     let usernames = core.models().settings(req.org.as_str())?.enforce_unique_usernames;
-    let result = retrying(async || attempt(core, req, &items, usernames).await).await;
+    let result = retrying(|| attempt(core, req, &items, usernames)).await;
     match result {
         Ok(outcome) => Ok(outcome),
         Err(CommitError::Taken {

@@ -131,6 +131,9 @@ pub enum Unique {
 pub enum UniqueChange {
     /// Takes it exclusively: the append fails if another owner holds it.
     Claim(Unique),
+    /// Takes it exclusively until a time (microseconds since the epoch), after which it reads
+    /// as free (a custom token's id: the token itself has expired by then).
+    ClaimUntil(Unique, i64),
     /// Holds it together with whoever does (usernames while duplicates are allowed); an
     /// exclusive claim by someone else fails while any holder keeps it.
     Share(Unique),
@@ -142,7 +145,10 @@ impl UniqueChange {
     /// The value concerned.
     pub fn unique(&self) -> &Unique {
         match self {
-            UniqueChange::Claim(u) | UniqueChange::Share(u) | UniqueChange::Release(u) => u,
+            UniqueChange::Claim(u)
+            | UniqueChange::ClaimUntil(u, _)
+            | UniqueChange::Share(u)
+            | UniqueChange::Release(u) => u,
         }
     }
 }

@@ -142,6 +142,8 @@ pub trait EventSet: Clone + std::fmt::Debug + PartialEq + Send + Sync + Sized + 
     fn event_type(&self) -> &'static str;
     /// The schema version new events of this type are written with.
     fn schema_version(&self) -> u32;
+    /// The current schema version of a type of this set, if it is one.
+    fn version_of(event_type: &str) -> Option<u32>;
     /// Writes the event's parts.
     fn write_parts<W: PartsWriter>(&self, writer: &mut W) -> Result<(), W::Error>;
     /// Reads an event of `event_type` from its parts.
@@ -190,6 +192,10 @@ macro_rules! event_set {
 
             fn schema_version(&self) -> u32 {
                 match self { $( Self::$variant(_) => $version, )* }
+            }
+
+            fn version_of(event_type: &str) -> Option<u32> {
+                match event_type { $( stringify!($variant) => Some($version), )* _ => None }
             }
 
             fn write_parts<W: $crate::events::PartsWriter>(

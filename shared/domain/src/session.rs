@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, Decision, Recorded};
+use crate::aggregate::{Aggregate, Decision, Recorded, Unique, UniqueChange};
 use crate::error::DomainError;
 use crate::keys::KeyId;
 use crate::values::{OrgId, UserId};
@@ -107,7 +107,14 @@ impl SessionEvent {
 #[derive(Clone, Debug)]
 pub enum SessionCommand {
     /// Start it (the sign-in already checked the credentials).
-    Start(SessionStarted),
+    Start {
+        /// The session's first event.
+        started: SessionStarted,
+        /// The id (`jti`) of the single-use custom token it signs in with, and when the token
+        /// expires (microseconds), if it does: taken in the same append, so the token works
+        /// once.
+        token: Option<(String, i64)>,
+    },
     /// Exchange its refresh token (the caller checked the presented one).
     Refresh(SessionRefreshed),
     /// End it; nothing if it already ended.
@@ -135,10 +142,13 @@ impl Aggregate for Session {
         command: &SessionCommand,
     ) -> Result<Decision<SessionEvent>, DomainError> {
         match (state, command) {
-            (None, SessionCommand::Start(started)) => {
-                Ok(Decision::event(SessionEvent::SessionStarted(started.clone())))
+            (None, SessionCommand::Start { started, token }) => {
+                let claims = token.iter().map(|(jti, until)| {
+                    UniqueChange::ClaimUntil(Unique::CustomToken(jti.clone()), *until)
+                });
+                Ok(Decision::event(SessionEvent::SessionStarted(started.clone())).with_uniques(claims))
             }
-            (Some(_), SessionCommand::Start(_)) => Err(DomainError::Conflict(
+            (Some(_), SessionCommand::Start { .. }) => Err(DomainError::Conflict(
                 "a session with this id exists",
             )),
             (None, _) => Err(DomainError::NotFound),

@@ -13,18 +13,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use roster_domain::{Command, DeleteMode, PatchInput, Status, User};
+use roster_domain::settings::UniqueUsernames;
+use roster_domain::user::PatchUser;
+use roster_domain::{DeleteMode, PatchInput, Status, User};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commands::{Intent, Item};
+use roster_core::users::Item;
+use roster_domain::user::UserCommand;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AnyCtx, ClientCtx, Json, NoQuery, QueryParams, query_params};
 use crate::resource::{UserResource, etag, write_response};
-use crate::routes::lifecycle::Deleted;
-use crate::routes::openapi::OperationDoc;
-use crate::routes::users::single;
+use crate::routes::common::{Deleted, OperationDoc, execute, single};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -152,8 +153,8 @@ async fn get_account(
         .get(client.ctx.org.as_str(), client.user_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("No user with this id."))?;
-    let version = row.user.version;
-    let mut response = axum::Json(UserResource::new(row.user, None)).into_response();
+    let version = row.user.public.version;
+    let mut response = axum::Json(UserResource::new(row.user.clone(), None)).into_response();
     etag(response.headers_mut(), version);
     Ok(response)
 }
@@ -208,12 +209,13 @@ async fn put_account(
     let ctx = &client.ctx;
     let item = Item {
         user_id: client.user_id.clone(),
-        intent: Intent::Other(Command::Patch(patch)),
+        command: UserCommand::Patch(PatchUser {
+            patch,
+            usernames: UniqueUsernames::App,
+        }),
         field_prefix: None,
     };
-    let outcome = app
-        .execute(ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
-        .await?;
+    let outcome = execute(&app, ctx, Some(&body.digest), vec![item]).await?;
     single(StatusCode::OK, outcome)
 }
 
@@ -222,10 +224,10 @@ async fn delete_account(State(app): State<AppState>, client: ClientCtx) -> ApiRe
     let ctx = &client.ctx;
     let item = Item {
         user_id: client.user_id.clone(),
-        intent: Intent::Other(Command::Delete(DeleteMode::Soft)),
+        command: UserCommand::Delete(DeleteMode::Soft),
         field_prefix: None,
     };
-    let outcome = app.execute(ctx, vec![item], &ctx.digest_with(None)).await?;
+    let outcome = execute(&app, ctx, None, vec![item]).await?;
     let body = Deleted {
         deleted: client.user_id.to_string(),
         mode: DeleteMode::Soft,
@@ -257,19 +259,19 @@ pub struct PublicProfile {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<User> for PublicProfile {
-    fn from(user: User) -> Self {
-        let p = user.profile;
+impl From<&User> for PublicProfile {
+    fn from(user: &User) -> Self {
+        let p = &user.personal.profile;
         Self {
-            id: user.id,
-            username: p.username,
-            display_name: p.display_name,
-            avatar_url: p.avatar_url,
-            lang_tag: p.lang_tag,
-            location: p.location,
-            timezone: p.timezone,
-            metadata: p.metadata,
-            created_at: user.created_at,
+            id: user.id().to_string(),
+            username: p.username.clone(),
+            display_name: p.display_name.clone(),
+            avatar_url: p.avatar_url.clone(),
+            lang_tag: user.public.profile.lang_tag.clone(),
+            location: p.location.clone(),
+            timezone: user.public.profile.timezone.clone(),
+            metadata: p.metadata.clone(),
+            created_at: user.public.created_at,
         }
     }
 }
@@ -311,7 +313,7 @@ async fn profiles(
         if let Some(row) = app.models().get(org, &id).await?
             && row.user.status() != Status::Deleted
         {
-            users.push(PublicProfile::from(row.user));
+            users.push(PublicProfile::from(&row.user));
         }
     }
     Ok(axum::Json(Profiles { users }).into_response())

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{EventResource, render};
 use crate::extract::{Ctx, QueryParams, query_params};
-use crate::routes::openapi::OperationDoc;
+use crate::routes::common::OperationDoc;
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -179,7 +179,7 @@ async fn page(
         for record in &records {
             cursor = record.position;
             if filter.accepts(record) {
-                events.push(render(&app.0.codec, record).await?);
+                events.push(render(&app.codec(), record).await?);
                 if events.len() == limit {
                     break 'scan;
                 }
@@ -217,7 +217,7 @@ fn ndjson(app: AppState, filter: Filter, after: Position) -> Response {
             for record in records.iter().take_while(|r| r.position <= head) {
                 next = record.position;
                 if filter.accepts(record) {
-                    match render(&app.0.codec, record).await {
+                    match render(&app.codec(), record).await {
                         Ok(e) => {
                             serde_json::to_writer(&mut out, &e).expect("events serialize");
                             out.push(b'\n');
@@ -257,7 +257,7 @@ async fn stream(
         None => query.number("after", 0, u64::MAX)?.unwrap_or(0),
     };
     let filter = Filter::from(&ctx, &query)?;
-    let codec = app.0.codec.clone();
+    let codec = app.codec().clone();
     let events = app
         .log()
         .subscribe(after)

@@ -6,17 +6,17 @@ use aide::transform::TransformOperation;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use roster_domain::{Command, Email, Password, Phone};
+use roster_core::users::Item;
+use roster_domain::user::UserCommand;
+use roster_domain::{Email, Password, Phone};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::commands::{Intent, Item};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, Json};
 use crate::resource::{etag, write_response};
-use crate::routes::openapi::OperationDoc;
-use crate::routes::users::{parse_user_id, single};
+use crate::routes::common::{OperationDoc, execute, parse_user_id, run_one};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -113,25 +113,6 @@ pub(crate) fn command_schemas(out: &mut SchemaSet) {
     out.add::<SetPhoneVerification>();
 }
 
-/// Runs one command on one user and answers with the user.
-async fn run(
-    app: &AppState,
-    ctx: &Ctx,
-    id: &str,
-    digest: &[u8; 32],
-    command: Command,
-) -> ApiResult<Response> {
-    let item = Item {
-        user_id: parse_user_id(id)?,
-        intent: Intent::Other(command),
-        field_prefix: None,
-    };
-    let outcome = app
-        .execute(ctx, vec![item], &ctx.digest_with(Some(digest)))
-        .await?;
-    single(StatusCode::OK, outcome)
-}
-
 fn invalid(field: &str) -> impl Fn(String) -> ApiError + '_ {
     move |m| ApiError::invalid_field(field, m)
 }
@@ -157,7 +138,7 @@ async fn email(
         .map(Email::parse)
         .transpose()
         .map_err(invalid("email"))?;
-    run(&app, &ctx, &id, &body.digest, Command::ChangeEmail(email)).await
+    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangeEmail(email)).await
 }
 
 /// `PATCH /v1/users/{id}/name`.
@@ -175,7 +156,10 @@ async fn name(
     body: Json<ChangeName>,
 ) -> ApiResult<Response> {
     let name = body.value.name.clone();
-    run(&app, &ctx, &id, &body.digest, Command::ChangeName(name)).await
+    if let Some(n) = &name {
+        roster_domain::input::check_scalar("name", n).map_err(|e| ApiError::invalid(vec![e]))?;
+    }
+    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangeName(name)).await
 }
 
 /// `PATCH /v1/users/{id}/password`.
@@ -196,12 +180,12 @@ async fn password(
     let password = Password::parse(&body.value.password).map_err(invalid("password"))?;
     parse_user_id(&id)?;
     let hash = app
-        .0
-        .hasher
+        .core()
+        .hasher()
         .hash(password)
         .await
         .map_err(ApiError::internal)?;
-    run(&app, &ctx, &id, &body.digest, Command::ChangePassword(hash)).await
+    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangePassword(hash)).await
 }
 
 /// `PATCH /v1/users/{id}/phone`.
@@ -225,7 +209,7 @@ async fn phone(
         .map(Phone::parse)
         .transpose()
         .map_err(invalid("number"))?;
-    run(&app, &ctx, &id, &body.digest, Command::ChangePhone(phone)).await
+    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangePhone(phone)).await
 }
 
 async fn get_prefs(
@@ -236,8 +220,8 @@ async fn get_prefs(
     let user_id = parse_user_id(&id)?;
     let row = app.models().get(ctx.org.as_str(), user_id.as_str()).await?;
     let row = row.ok_or_else(|| ApiError::not_found("No user with this id."))?;
-    let version = row.user.version;
-    let mut response = axum::Json(row.user.profile.prefs).into_response();
+    let version = row.user.public.version;
+    let mut response = axum::Json(&row.user.personal.profile.prefs).into_response();
     etag(response.headers_mut(), version);
     Ok(response)
 }
@@ -256,16 +240,16 @@ async fn prefs(
     Path(id): Path<String>,
     body: Json<ReplacePrefs>,
 ) -> ApiResult<Response> {
+    roster_domain::input::check_object("prefs", &body.value.prefs)
+        .map_err(|e| ApiError::invalid(vec![e]))?;
     let item = Item {
         user_id: parse_user_id(&id)?,
-        intent: Intent::Other(Command::ReplacePrefs(body.value.prefs.clone())),
+        command: UserCommand::ReplacePrefs(body.value.prefs.clone()),
         field_prefix: None,
     };
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
-        .await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
     let (prefs, version) = match outcome.users.into_iter().next() {
-        Some((_, Some(user))) => (user.profile.prefs, user.version),
+        Some((_, Some(user))) => (user.personal.profile.prefs, user.public.version),
         _ => return Err(ApiError::not_found("No user with this id.")),
     };
     // A single-user response: it carries the user's version as its ETag (API.md §1), so
@@ -290,7 +274,7 @@ async fn status(
     body: Json<SetStatus>,
 ) -> ApiResult<Response> {
     let blocked = !body.value.status;
-    run(&app, &ctx, &id, &body.digest, Command::SetBlocked(blocked)).await
+    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::SetBlocked(blocked)).await
 }
 
 /// `PATCH /v1/users/{id}/verification`.
@@ -308,12 +292,12 @@ async fn email_verification(
     body: Json<SetEmailVerification>,
 ) -> ApiResult<Response> {
     let verified = body.value.email_verification;
-    run(
+    run_one(
         &app,
         &ctx,
         &id,
-        &body.digest,
-        Command::SetEmailVerified(verified),
+        Some(&body.digest),
+        UserCommand::SetEmailVerified(verified),
     )
     .await
 }
@@ -333,12 +317,12 @@ async fn phone_verification(
     body: Json<SetPhoneVerification>,
 ) -> ApiResult<Response> {
     let verified = body.value.phone_verification;
-    run(
+    run_one(
         &app,
         &ctx,
         &id,
-        &body.digest,
-        Command::SetPhoneVerified(verified),
+        Some(&body.digest),
+        UserCommand::SetPhoneVerified(verified),
     )
     .await
 }

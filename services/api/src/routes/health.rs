@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::routes::openapi::OperationDoc;
+use crate::routes::common::OperationDoc;
 use crate::state::AppState;
 
 /// Process up.

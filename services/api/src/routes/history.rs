@@ -5,23 +5,21 @@ use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use roster_domain::UserId;
+use roster_core::Loaded;
+use roster_core::repository::stream_of;
+use roster_domain::{User, UserId};
 use roster_eventlog::RecordedEvent;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::commands::user_stream;
 use crate::error::{ApiError, ApiResult};
 use crate::events::{EventResource, render};
 use crate::extract::{Ctx, NoQuery, QueryParams, query_params};
 use crate::resource::UserResource;
-use crate::routes::openapi::OperationDoc;
-use crate::routes::users::parse_user_id;
-use crate::routes::wallet::PageQuery;
+use crate::routes::common::{OperationDoc, PageQuery, decode_cursor, encode_cursor, parse_user_id};
 use crate::schemas::SchemaSet;
-use crate::state::{AppState, Loaded};
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> ApiRouter<AppState> {
@@ -126,8 +124,8 @@ pub(crate) struct LogPage {
 /// The user as loaded, whose history runs from `since` (the event that began its latest
 /// incarnation: an earlier holder of a hard-deleted id is not part of it) to `version`. 404 if
 /// the user never existed.
-async fn load_history(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<Loaded> {
-    let loaded = app.load(&ctx.org, id).await?;
+async fn load_history(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<Loaded<User>> {
+    let loaded = app.core().repo().load::<User>(&ctx.org, id.as_str()).await?;
     if loaded.since == 0 {
         return Err(ApiError::not_found("No user with this id."));
     }
@@ -146,34 +144,21 @@ async fn logs(
     let Loaded { since, version, .. } = load_history(&app, &ctx, &user_id).await?;
     // Newest first: the cursor is the version to continue below.
     let below = match query.get("cursor") {
-        Some(c) => decode(c, 'v')?,
+        Some(c) => decode_cursor::<u64>('v', c)?,
         None => version + 1,
     };
     let from = below.saturating_sub(limit).max(since);
     let count = below.saturating_sub(from) as usize;
     let records = app
         .log()
-        .read_stream(&user_stream(&ctx.org, &user_id), from, count)
+        .read_stream(&stream_of::<User>(&ctx.org, user_id.as_str()), from, count)
         .await?;
     let mut items = Vec::with_capacity(records.len());
     for record in records.iter().rev() {
-        items.push(LogItem::from(render(&app.0.codec, record).await?));
+        items.push(LogItem::from(render(app.codec(), record).await?));
     }
-    let next_cursor = (from > since).then(|| encode(from, 'v'));
+    let next_cursor = (from > since).then(|| encode_cursor('v', from));
     Ok(axum::Json(LogPage { items, next_cursor }).into_response())
-}
-
-fn encode(n: u64, tag: char) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}{n}"))
-}
-
-fn decode(cursor: &str, tag: char) -> ApiResult<u64> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix(tag).and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
 }
 
 /// A page of a user's events.
@@ -188,7 +173,7 @@ pub(crate) struct UserEventPage {
 async fn render_all(app: &AppState, records: &[RecordedEvent]) -> ApiResult<Vec<EventResource>> {
     let mut out = Vec::with_capacity(records.len());
     for record in records {
-        out.push(render(&app.0.codec, record).await?);
+        out.push(render(app.codec(), record).await?);
     }
     Ok(out)
 }
@@ -208,7 +193,7 @@ async fn events(
     let records = app
         .log()
         .read_stream(
-            &user_stream(&ctx.org, &user_id),
+            &stream_of::<User>(&ctx.org, user_id.as_str()),
             (after + 1).max(since),
             limit + 1,
         )
@@ -235,7 +220,7 @@ pub(crate) struct UserExport {
     /// Every event, in stream order.
     events: Vec<EventResource>,
     /// Every session, newest first.
-    sessions: Vec<crate::routes::sessions::SessionView>,
+    sessions: Vec<crate::sessions::SessionView>,
 }
 
 /// Everything held on a user: profile (as the log has it now), ledger, activity, events.
@@ -250,7 +235,7 @@ async fn export(
     let loaded = load_history(&app, &ctx, &user_id).await?;
     let records = app
         .log()
-        .read_stream(&user_stream(&ctx.org, &user_id), loaded.since, usize::MAX)
+        .read_stream(&stream_of::<User>(&ctx.org, user_id.as_str()), loaded.since, usize::MAX)
         .await?;
     let events = render_all(&app, &records).await?;
     let logs = events.iter().rev().cloned().map(LogItem::from).collect();
@@ -267,11 +252,14 @@ async fn export(
             None => break,
         }
     }
-    let valid_from = loaded.user.as_ref().map_or(0, |u| u.sessions_valid_from);
+    let valid_from = loaded
+        .state
+        .as_ref()
+        .map_or(0, |u| u.public.sessions_valid_from);
     let sessions =
-        crate::routes::sessions::all_sessions(&app, &ctx.org, &user_id, valid_from).await?;
+        crate::sessions::all_sessions(&app, &ctx.org, &user_id, valid_from).await?;
     let export = UserExport {
-        user: loaded.user.map(|u| UserResource::new(u, None)),
+        user: loaded.state.map(|u| UserResource::new(u, None)),
         wallet_ledger,
         logs,
         events,

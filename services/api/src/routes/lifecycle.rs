@@ -7,16 +7,17 @@ use aide::axum::routing::post_with;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use roster_domain::{Command, DeleteMode, UserId};
+use roster_domain::{DeleteMode, UserId};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::commands::{Intent, Item};
+use roster_core::users::Item;
+use roster_domain::user::UserCommand;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json, MaybeJson, QueryParams, query_params};
 use crate::resource::write_response;
-use crate::routes::openapi::OperationDoc;
-use crate::routes::users::{parse_user_id, single};
+use crate::routes::common::OperationDoc;
+use crate::routes::common::{Deleted, MAX_BATCH, execute, parse_user_id, single};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -54,7 +55,7 @@ pub fn router() -> ApiRouter<AppState> {
                         "Soft-deleted users come back whole, pruned ones without their personal \
                          data; hard-deleted users cannot be restored (404).",
                     )
-                    .written::<crate::routes::users::UsersById>(200, "The restored users, by id.")
+                    .written::<crate::routes::common::UsersById>(200, "The restored users, by id.")
                     .errors(&[404])
             }),
         )
@@ -95,13 +96,12 @@ async fn deactivate(
 ) -> ApiResult<Response> {
     let item = Item {
         user_id: parse_user_id(&id)?,
-        intent: Intent::Other(Command::Deactivate {
+        command: UserCommand::Deactivate {
             created_by_id: body.value.created_by_id.clone(),
-        }),
+        },
         field_prefix: None,
     };
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item])
         .await?;
     single(StatusCode::OK, outcome)
 }
@@ -114,11 +114,10 @@ async fn reactivate(
 ) -> ApiResult<Response> {
     let item = Item {
         user_id: parse_user_id(&id)?,
-        intent: Intent::Other(Command::Reactivate),
+        command: UserCommand::Reactivate,
         field_prefix: None,
     };
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item])
         .await?;
     single(StatusCode::OK, outcome)
 }
@@ -136,17 +135,6 @@ pub(crate) fn parse_mode(field: &str, value: Option<&str>) -> ApiResult<DeleteMo
     }
 }
 
-/// What a deletion answers.
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct Deleted {
-    /// The deleted user's id.
-    pub(crate) deleted: String,
-    /// How it was deleted.
-    pub(crate) mode: DeleteMode,
-    /// Log position of the deletion.
-    pub(crate) position: u64,
-}
-
 /// `DELETE /v1/users/{id}?mode=soft|pruning|hard`.
 pub(crate) async fn delete(
     State(app): State<AppState>,
@@ -159,11 +147,10 @@ pub(crate) async fn delete(
     let user_id = parse_user_id(&id)?;
     let item = Item {
         user_id: user_id.clone(),
-        intent: Intent::Other(Command::Delete(mode)),
+        command: UserCommand::Delete(mode),
         field_prefix: None,
     };
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(None))
+    let outcome = execute(&app, &ctx, None, vec![item])
         .await?;
     if mode != DeleteMode::Soft {
         // The projector destroys the key and purges the read models as it applies the
@@ -198,10 +185,10 @@ async fn restore(
     body: Json<RestoreUsers>,
 ) -> ApiResult<Response> {
     let ids = &body.value.user_ids;
-    if ids.is_empty() || ids.len() > crate::routes::users::MAX_BATCH {
+    if ids.is_empty() || ids.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
             "user_ids",
-            format!("must hold 1 to {} ids", crate::routes::users::MAX_BATCH),
+            format!("must hold 1 to {} ids", MAX_BATCH),
         ));
     }
     let mut items = Vec::with_capacity(ids.len());
@@ -213,12 +200,11 @@ async fn restore(
         })?;
         items.push(Item {
             user_id,
-            intent: Intent::Restore,
+            command: UserCommand::Restore,
             field_prefix: Some(format!("user_ids[{i}]")),
         });
     }
-    let outcome = app
-        .execute(&ctx, items, &ctx.digest_with(Some(&body.digest)))
+    let outcome = execute(&app, &ctx, Some(&body.digest), items)
         .await
         .map_err(|mut e| {
             // An item of `user_ids` is an id, not an object with one: name the item itself.
@@ -229,5 +215,5 @@ async fn restore(
             }
             e
         })?;
-    Ok(crate::routes::users::users_by_id(outcome))
+    Ok(crate::routes::common::users_by_id(outcome))
 }

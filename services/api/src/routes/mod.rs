@@ -13,6 +13,7 @@ use axum::Router;
 use crate::state::AppState;
 
 mod account;
+pub(crate) mod common;
 mod events;
 mod fields;
 mod health;

@@ -19,7 +19,7 @@ use aide::openapi::{
     Response, SchemaObject, SecurityScheme, StatusCode, Tag,
 };
 use aide::transform::{TransformOpenApi, TransformOperation};
-use aide::{OperationInput, OperationOutput};
+use aide::OperationInput;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use bytes::Bytes;
@@ -740,10 +740,6 @@ impl<T: JsonSchema> OperationInput for MaybeJson<T> {
     }
 }
 
-/// Errors are documented per operation, as shared problem responses.
-impl OperationOutput for ApiError {
-    type Inner = Problem;
-}
 
 #[cfg(test)]
 mod tests {

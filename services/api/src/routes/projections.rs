@@ -19,8 +19,9 @@ use serde::Serialize;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, NoQuery, QueryParams};
 use crate::live::{MODELS, PROJECTION};
-use crate::routes::openapi::OperationDoc;
-use crate::routes::tasks::TaskAccepted;
+use crate::routes::common::OperationDoc;
+use crate::routes::common::accepted as accepted_response;
+use roster_core::tasks::TaskAccepted;
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -181,12 +182,9 @@ async fn rebuild(
     }
     let _one_request_at_a_time = app.live().requests.lock().await;
     // A repeat of the request that started the running rebuild gets its first answer.
-    let repeat = match &ctx.idempotency_key {
-        Some(key) => app
-            .log()
-            .reservation(&crate::commands::idempotency_reservation(&ctx.org, key))
-            .await?
-            .is_some(),
+    let request = app.request(&ctx, None);
+    let repeat = match &request.idempotency {
+        Some(claim) => claim.seen(app.log().as_ref()).await?.is_some(),
         None => false,
     };
     if !repeat && let Some((org, task_id)) = running_rebuild(&app).await? {
@@ -207,10 +205,10 @@ async fn rebuild(
         server: Some(app.server_id().to_owned()),
         total: 0,
     };
-    let accepted = crate::routes::tasks::record(&app, &ctx, None, created).await?;
+    let accepted = roster_core::tasks::record(app.core(), &request, created).await?;
     // Once the read models show the task, the next request finds it running.
     app.wait_for(accepted.position, RECORDED_WAIT).await;
-    Ok(accepted.into_response())
+    Ok(accepted_response(accepted))
 }
 
 /// The unfinished rebuild task of this server, as `(organization, task id)`.
@@ -226,14 +224,14 @@ async fn running_rebuild(app: &AppState) -> ApiResult<Option<(String, String)>> 
         if task.kind != TaskKind::RebuildProjection {
             continue;
         }
-        let loaded = app.load_task(&task.organization_id, &task.id).await?;
+        let loaded = roster_core::tasks::load(app.core(), &task.organization_id, &task.id).await?;
         let mine = loaded
             .created
             .as_ref()
             .is_some_and(|c| c.server.as_deref() == Some(app.server_id()));
-        let unfinished = loaded.task.is_some_and(|t| !t.status.is_final());
+        let unfinished = loaded.loaded.state.is_some_and(|t| !t.status.is_final());
         if mine && unfinished {
-            return Ok(Some((task.organization_id, task.id)));
+            return Ok(Some((task.organization_id.to_string(), task.id)));
         }
     }
     Ok(None)

@@ -10,31 +10,30 @@ use aide::axum::routing::{delete_with, get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{Duration as ChronoDuration, Utc};
+use roster_core::repository::{CommitError, Loaded};
+use roster_core::users::Item;
 use roster_domain::session::{
-    REASON_REFRESH_REUSE, REASON_REVOKED, REASON_SIGNED_OUT, SessionEvent, SessionMethod,
-    SessionRefreshed,
+    REASON_REFRESH_REUSE, REASON_REVOKED, REASON_SIGNED_OUT, Session, SessionCommand,
+    SessionMethod, SessionRefreshed,
 };
+use roster_domain::user::UserCommand;
 use roster_domain::values::{normalize_email, normalize_username};
-use roster_domain::{Command, OrgId, Status, UserId};
-use roster_eventlog::{AppendError, ExpectedVersion, StreamAppend, Transaction};
-use roster_projections::keys::{ReservationKind, reservation_kind};
-use roster_projections::sessions::SessionRow;
+use roster_domain::{Status, User};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{Intent, Item};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ClientCtx, Ctx, Json, PublicCtx, QueryParams};
 use crate::resource::{position_header, write_response};
-use crate::routes::openapi::OperationDoc;
-use crate::routes::users::parse_user_id;
-use crate::routes::wallet::PageQuery;
+use crate::routes::common::{
+    OperationDoc, PageQuery, bad_credentials, busy, decode_cursor, encode_cursor, execute,
+    parse_user_id, refuse_status,
+};
 use crate::schemas::SchemaSet;
 use crate::sessions::{
-    NewSession, SessionTokens, append_error, credential_idempotency, repeated_credential_request,
-    session_meta, session_stream,
+    NewSession, SessionTokens, SessionView, credential_idempotency, session_commit_error,
+    session_meta,
 };
 use crate::state::AppState;
 use crate::tokens::{REFRESH_TTL_SECS, hashes_equal, refresh_hash, split_refresh_token};
@@ -123,14 +122,6 @@ pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
     out.add::<SessionTokens>();
 }
 
-/// The one answer for a wrong password, an unknown account, or an account without a password.
-pub(crate) fn bad_credentials() -> ApiError {
-    ApiError::new(
-        Code::Unauthorized,
-        "The email, username or password is not correct.",
-    )
-}
-
 fn rate_limited(seconds: u64) -> ApiError {
     let mut e = ApiError::new(
         Code::RateLimited,
@@ -138,34 +129,6 @@ fn rate_limited(seconds: u64) -> ApiError {
     );
     e.retry_after = Some(seconds);
     e
-}
-
-pub(crate) fn busy(e: crate::password::HashError) -> ApiError {
-    match e {
-        crate::password::HashError::Busy => {
-            let mut e = ApiError::new(
-                Code::Unavailable,
-                "The server is busy checking passwords; retry shortly.",
-            );
-            e.retry_after = Some(1);
-            e
-        }
-        e => ApiError::internal(e),
-    }
-}
-
-/// A user who cannot sign in because of its status: blocked and deactivated users are told so
-/// (only after their password was right), deleted ones look unknown.
-pub(crate) fn refuse_status(status: Status) -> ApiResult<()> {
-    match status {
-        Status::Active => Ok(()),
-        Status::Blocked => Err(ApiError::new(Code::UserBlocked, "This user is blocked.")),
-        Status::Deactivated => Err(ApiError::new(
-            Code::UserDeactivated,
-            "This user is deactivated.",
-        )),
-        Status::Deleted => Err(bad_credentials()),
-    }
 }
 
 /// `POST /v1/sessions`: exactly one of `email` or `username`, and `password`.
@@ -187,7 +150,7 @@ async fn sign_in(
     PublicCtx(ctx): PublicCtx,
     body: Json<SignIn>,
 ) -> ApiResult<Response> {
-    let digest = ctx.digest_with(Some(&body.digest));
+    let request = app.request(&ctx, Some(&body.digest));
     let SignIn {
         email,
         username,
@@ -211,11 +174,10 @@ async fn sign_in(
             format!("must be 1 to {MAX_PASSWORD_CHARS} characters"),
         ));
     }
-    let idempotency = credential_idempotency(&app, &ctx, &digest).await?;
+    let idempotency = credential_idempotency(&app, &request).await?;
     let limit_key = format!("{org}/{}/{account}", if by_email { "e" } else { "u" });
     let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.0
-        .login_limiter
+    app.login_limiter()
         .attempt(&limit_key, address)
         .map_err(rate_limited)?;
 
@@ -229,60 +191,47 @@ async fn sign_in(
     };
     // A username several users share (with `enforce_unique_usernames: no`) names nobody.
     let loaded = match ids.as_slice() {
-        [id] => match UserId::parse(id) {
-            Ok(id) => Some(app.load(&org, &id).await?),
-            Err(_) => None,
-        },
+        [id] => Some(app.core().repo().load::<User>(&org, id).await?),
         _ => None,
     };
     let user = loaded
         .as_ref()
-        .and_then(|l| l.user.as_ref())
+        .and_then(|l| l.state.as_ref())
         .filter(|u| !u.is_deleted());
     // One argon2id verification whatever happened above (a dummy hash without a user), so a
     // wrong password and an unknown account take the same time and get the same answer.
     let matches = app
-        .0
-        .hasher
-        .verify(password, user.and_then(|u| u.password_hash.clone()))
+        .core()
+        .hasher()
+        .verify(password, user.and_then(|u| u.password_hash().cloned()))
         .await
         .map_err(busy)?;
     let (Some(user), Some(loaded), true) = (user, loaded.as_ref(), matches) else {
         return Err(bad_credentials());
     };
-    app.0.login_limiter.succeeded(&limit_key, address);
+    app.login_limiter().succeeded(&limit_key, address);
     refuse_status(user.status())?;
 
-    let user_id = UserId::parse(&user.id).map_err(ApiError::internal)?;
-    let meta = session_meta(&ctx, &user_id);
     let session = NewSession::new(SessionMethod::Password);
-    let key = app.data_key(user, &[]).await?;
-    let append = app.start_session(
-        &org,
-        user,
-        loaded.version,
-        &session,
-        &meta,
-        key.as_ref().map(|(i, k)| (*i, k)),
-    );
-    let tx = Transaction {
-        appends: vec![append],
-        reservations: idempotency.into_iter().collect(),
-    };
-    let committed = match app.log().append(tx).await {
-        Ok(c) => c,
-        Err(AppendError::ReservationHeld { owner, key, .. })
-            if reservation_kind(&key) == ReservationKind::Idempotency =>
-        {
-            return Err(repeated_credential_request(&owner, &digest));
-        }
-        Err(e) => return Err(append_error(e)),
-    };
+    let mut work = app
+        .core()
+        .repo()
+        .work(&org, session_meta(&ctx, user.id()));
+    work.decide::<Session>(&session.id, &Loaded::default(), &session.start(user, loaded.version, None))
+        .await?;
+    if let Some(claim) = &idempotency {
+        work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
+    }
+    let committed = work
+        .commit()
+        .await
+        .map_err(|e| session_commit_error(e, &request))?
+        .ok_or_else(|| ApiError::internal("a sign-in recorded nothing"))?;
     // The token's first use must find the session's user in the read models.
     app.wait_for(committed.last_position, LOOKUP_WAIT).await;
     let tokens = app.session_tokens(
         &org,
-        &user.id,
+        user.id().as_str(),
         &session.id,
         loaded.version,
         committed.last_position,
@@ -319,17 +268,18 @@ async fn refresh(
     PublicCtx(ctx): PublicCtx,
     body: Json<RefreshSession>,
 ) -> ApiResult<Response> {
-    let digest = ctx.digest_with(Some(&body.digest));
+    let request = app.request(&ctx, Some(&body.digest));
     let org = ctx.org.clone();
     let Some((session_id, secret)) = split_refresh_token(&body.value.refresh_token) else {
         return Err(invalid_refresh());
     };
     let presented = refresh_hash(secret);
-    let idempotency = credential_idempotency(&app, &ctx, &digest).await?;
+    let idempotency = credential_idempotency(&app, &request).await?;
     // Two refreshes with one token race on the session's version: one wins, the other looks
     // again and finds its token dead — reuse.
     for _ in 0..20 {
-        let Some((session, started_at)) = app.load_session(&org, session_id).await? else {
+        let loaded = app.load_session(&org, session_id).await?;
+        let Some(session) = loaded.state.as_ref() else {
             return Err(invalid_refresh());
         };
         if session.is_revoked() {
@@ -345,14 +295,9 @@ async fn refresh(
                     session = session_id,
                     "refresh token reuse: revoking the session"
                 );
-                let user_id = UserId::parse(&session.user_id).map_err(ApiError::internal)?;
-                app.revoke_session(
-                    &org,
-                    session_id,
-                    REASON_REFRESH_REUSE,
-                    &session_meta(&ctx, &user_id),
-                )
-                .await?;
+                let meta = session_meta(&ctx, &session.user_id);
+                app.revoke_session(&org, session_id, REASON_REFRESH_REUSE, &meta)
+                    .await?;
             }
             return Err(invalid_refresh());
         }
@@ -360,39 +305,42 @@ async fn refresh(
         if session.expires_at <= now {
             return Err(invalid_refresh());
         }
-        let user_id = UserId::parse(&session.user_id).map_err(|_| invalid_refresh())?;
-        let loaded = app.load(&org, &user_id).await?;
-        let Some(user) = loaded.user.as_ref() else {
+        let user = app
+            .core()
+            .repo()
+            .load::<User>(&org, session.user_id.as_str())
+            .await?;
+        let Some(user) = user.state.as_ref() else {
             return Err(invalid_refresh());
         };
-        if user.status() != Status::Active || session.user_version < user.sessions_valid_from {
+        if user.status() != Status::Active
+            || session.user_version < user.public.sessions_valid_from
+        {
             return Err(invalid_refresh());
         }
         let (refresh_token, new_hash) = crate::tokens::new_refresh_token(session_id);
         let expires_at = now + ChronoDuration::seconds(REFRESH_TTL_SECS);
-        let event = SessionEvent::SessionRefreshed(SessionRefreshed {
+        let command = SessionCommand::Refresh(SessionRefreshed {
             user_id: session.user_id.clone(),
             refresh_hash: new_hash,
             expires_at,
         });
-        let key = app.data_key(user, &[]).await?;
-        let meta = session_meta(&ctx, &user_id);
-        let tx = Transaction {
-            appends: vec![StreamAppend {
-                stream: session_stream(org.as_str(), session_id),
-                expected: ExpectedVersion::Exact(session.version),
-                events: vec![app.session_record(&event, &meta, key.as_ref().map(|(i, k)| (*i, k)))],
-            }],
-            reservations: idempotency.clone().into_iter().collect(),
-        };
-        match app.log().append(tx).await {
-            Ok(committed) => {
+        let mut work = app
+            .core()
+            .repo()
+            .work(&org, session_meta(&ctx, &session.user_id));
+        work.decide(session_id, &loaded, &command).await?;
+        if let Some(claim) = &idempotency {
+            work.claim_first(claim.reservation(now.timestamp_micros()));
+        }
+        match work.commit().await {
+            Ok(Some(committed)) => {
                 let tokens = app.session_tokens(
                     &org,
-                    &session.user_id,
+                    session.user_id.as_str(),
                     session_id,
                     session.user_version,
-                    started_at,
+                    loaded.since_position,
                     refresh_token,
                     expires_at,
                     committed.last_position,
@@ -403,13 +351,9 @@ async fn refresh(
                     committed.last_position,
                 ));
             }
-            Err(AppendError::WrongExpectedVersion { .. }) => continue,
-            Err(AppendError::ReservationHeld { owner, key, .. })
-                if reservation_kind(&key) == ReservationKind::Idempotency =>
-            {
-                return Err(repeated_credential_request(&owner, &digest));
-            }
-            Err(e) => return Err(append_error(e)),
+            Ok(None) => return Err(ApiError::internal("a refresh recorded nothing")),
+            Err(CommitError::Conflict { .. }) => continue,
+            Err(e) => return Err(session_commit_error(e, &request)),
         }
     }
     Err(ApiError::new(
@@ -437,61 +381,6 @@ fn no_content(position: u64) -> Response {
     response
 }
 
-/// One session as servers see it.
-#[derive(Serialize, JsonSchema)]
-#[schemars(rename = "Session")]
-pub(crate) struct SessionView {
-    /// Session id.
-    id: String,
-    /// The signed-in user.
-    user_id: String,
-    /// How the client signed in.
-    method: SessionMethod,
-    /// When it started.
-    created_at: DateTime<Utc>,
-    /// When its refresh token was last exchanged.
-    refreshed_at: Option<DateTime<Utc>>,
-    /// When its current refresh token expires.
-    expires_at: DateTime<Utc>,
-    /// Ended: signed out, revoked, reused, or ended with all the user's sessions.
-    revoked: bool,
-    /// When it was revoked.
-    revoked_at: Option<DateTime<Utc>>,
-    /// `signed_out`, `revoked`, `refresh_token_reuse` or `user_sessions_ended`.
-    revoked_reason: Option<String>,
-    /// Neither revoked nor expired.
-    active: bool,
-    /// The address it signed in from (`null` once erased).
-    ip: Option<String>,
-    /// The user agent it signed in with (`null` once erased).
-    user_agent: Option<String>,
-}
-
-impl SessionView {
-    /// The view of a row for a user whose sessions are valid from `valid_from`.
-    pub(crate) fn new(row: SessionRow, valid_from: u64, now: DateTime<Utc>) -> Self {
-        let ended_with_user = row.user_version < valid_from;
-        let revoked = row.revoked_at.is_some() || ended_with_user;
-        let revoked_reason = row
-            .revoked_reason
-            .or_else(|| ended_with_user.then(|| "user_sessions_ended".to_owned()));
-        Self {
-            active: !revoked && row.expires_at > now,
-            id: row.id,
-            user_id: row.user_id,
-            method: row.method,
-            created_at: row.created_at,
-            refreshed_at: row.refreshed_at,
-            expires_at: row.expires_at,
-            revoked,
-            revoked_at: row.revoked_at,
-            revoked_reason,
-            ip: row.ip,
-            user_agent: row.user_agent,
-        }
-    }
-}
-
 /// A page of a user's sessions, newest first.
 #[derive(Serialize, JsonSchema)]
 pub(crate) struct SessionPage {
@@ -499,32 +388,6 @@ pub(crate) struct SessionPage {
     sessions: Vec<SessionView>,
     /// Pass as `cursor` for the next (older) page.
     next_cursor: Option<String>,
-}
-
-/// Every session of a user, newest first (for exports).
-pub(crate) async fn all_sessions(
-    app: &AppState,
-    org: &OrgId,
-    user_id: &UserId,
-    valid_from: u64,
-) -> ApiResult<Vec<SessionView>> {
-    let now = Utc::now();
-    let mut out = Vec::new();
-    let mut before: Option<String> = None;
-    loop {
-        let (rows, more) = app
-            .models()
-            .sessions_of(org.as_str(), user_id.as_str(), 500, before.as_deref())
-            .await?;
-        before = rows.last().map(|r| r.id.clone());
-        out.extend(
-            rows.into_iter()
-                .map(|r| SessionView::new(r, valid_from, now)),
-        );
-        if !more {
-            return Ok(out);
-        }
-    }
 }
 
 /// `GET /v1/users/{id}/sessions?limit=&cursor=`: the user's sessions, newest first.
@@ -538,7 +401,7 @@ async fn list_sessions(
     let user_id = parse_user_id(&id)?;
     let limit = query.number("limit", 1, 100)?.unwrap_or(100) as usize;
     let before = match query.get("cursor") {
-        Some(c) => Some(decode_cursor(c)?),
+        Some(c) => Some(session_cursor(c)?),
         None => None,
     };
     let row = app
@@ -551,14 +414,14 @@ async fn list_sessions(
         .sessions_of(ctx.org.as_str(), user_id.as_str(), limit, before.as_deref())
         .await?;
     let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(&r.id))
+        rows.last().map(|r| encode_cursor('s', &r.info.id))
     } else {
         None
     };
     let now = Utc::now();
     let sessions = rows
         .into_iter()
-        .map(|r| SessionView::new(r, row.user.sessions_valid_from, now))
+        .map(|r| SessionView::new(r, row.user.public.sessions_valid_from, now))
         .collect();
     Ok(axum::Json(SessionPage {
         sessions,
@@ -567,18 +430,14 @@ async fn list_sessions(
     .into_response())
 }
 
-fn encode_cursor(session_id: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("s{session_id}"))
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix('s').map(str::to_owned))
-        .filter(|s| s.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+/// A session id from a cursor (ULIDs: letters and digits only).
+fn session_cursor(cursor: &str) -> ApiResult<String> {
+    let id: String = decode_cursor('s', cursor)?;
+    if id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(id)
+    } else {
+        Err(ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+    }
 }
 
 /// `DELETE /v1/users/{id}/sessions`: ends every session of the user (204). Recorded on the
@@ -590,11 +449,10 @@ async fn revoke_all(
 ) -> ApiResult<Response> {
     let item = Item {
         user_id: parse_user_id(&id)?,
-        intent: Intent::Other(Command::RevokeSessions),
+        command: UserCommand::RevokeSessions,
         field_prefix: None,
     };
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(None))
+    let outcome = execute(&app, &ctx, None, vec![item])
         .await?;
     Ok(no_content(outcome.position))
 }
@@ -613,8 +471,8 @@ async fn revoke_one(
     {
         return Err(not_found());
     }
-    match app.load_session(&ctx.org, &session_id).await? {
-        Some((session, _)) if session.user_id == user_id.as_str() => {}
+    match app.load_session(&ctx.org, &session_id).await?.state {
+        Some(session) if session.user_id == user_id => {}
         _ => return Err(not_found()),
     }
     let position = app

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json};
 use crate::resource::write_response;
-use crate::routes::openapi::OperationDoc;
+use crate::routes::common::OperationDoc;
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 

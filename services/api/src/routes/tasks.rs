@@ -10,11 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use roster_domain::DeleteMode;
+use roster_core::repository::{CommitError, stream_of};
+pub(crate) use roster_core::tasks::TaskAccepted;
 use roster_domain::task::{
-    Progress, Task, TaskCanceled, TaskCreated, TaskEvent, TaskFailure, TaskKind, TaskStatus,
+    Progress, Task, TaskCommand, TaskCreated, TaskFailure, TaskKind, TaskStatus,
 };
-use roster_eventlog::{AppendError, ExpectedVersion, Reservation, StreamAppend, Transaction};
+use roster_domain::{DeleteMode, OrgId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,10 +23,9 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json, NoQuery, QueryParams, query_params};
 use crate::resource::write_response;
-use crate::routes::openapi::OperationDoc;
+use crate::routes::common::OperationDoc;
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
-use crate::tasks::{task_record, task_stream};
 
 /// Most ids in one bulk request.
 pub const MAX_BULK_IDS: usize = 100_000;
@@ -214,23 +214,6 @@ fn ids(user_ids: Vec<String>, may_be_empty: bool) -> ApiResult<Vec<String>> {
         .collect())
 }
 
-/// What a bulk request answers (202).
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct TaskAccepted {
-    /// The task; poll `GET /v1/tasks/{task_id}`.
-    pub(crate) task_id: String,
-    /// Log position of the task's creation.
-    pub(crate) position: u64,
-}
-
-impl TaskAccepted {
-    /// The 202 answer.
-    pub(crate) fn into_response(self) -> Response {
-        let position = self.position;
-        write_response(StatusCode::ACCEPTED, self, position)
-    }
-}
-
 /// Records a task and answers 202 once it is durable.
 async fn create(
     app: &AppState,
@@ -238,74 +221,9 @@ async fn create(
     digest: &[u8; 32],
     created: TaskCreated,
 ) -> ApiResult<Response> {
-    Ok(record(app, ctx, Some(digest), created)
-        .await?
-        .into_response())
-}
-
-/// Records a task (once per `Idempotency-Key`: a repeat gets the first task back) and wakes
-/// the worker; `body` is the request body's digest, if it has one.
-pub(crate) async fn record(
-    app: &AppState,
-    ctx: &Ctx,
-    body: Option<&[u8; 32]>,
-    created: TaskCreated,
-) -> ApiResult<TaskAccepted> {
-    let digest = ctx.digest_with(body);
-    let task_id = ulid::Ulid::new().to_string();
-    let mut tx = Transaction {
-        appends: vec![StreamAppend {
-            stream: task_stream(ctx.org.as_str(), &task_id),
-            expected: ExpectedVersion::NoStream,
-            events: vec![task_record(&TaskEvent::TaskCreated(created), &ctx.meta)],
-        }],
-        reservations: vec![],
-    };
-    let idempotency = ctx
-        .idempotency_key
-        .as_ref()
-        .map(|key| crate::commands::idempotency_reservation(&ctx.org, key));
-    if let Some(key) = &idempotency {
-        tx.reservations.push(Reservation::Claim {
-            key: key.clone(),
-            owner: format!(
-                "{digest}:{}",
-                ctx.meta.correlation_id.as_deref().unwrap_or_default()
-            ),
-            expires_at: Some(
-                Utc::now().timestamp_micros() + crate::commands::IDEMPOTENCY_TTL_MICROS,
-            ),
-        });
-    }
-    match app.log().append(tx).await {
-        Ok(committed) => {
-            app.wake_worker();
-            Ok(TaskAccepted {
-                task_id,
-                position: committed.last_position,
-            })
-        }
-        Err(AppendError::ReservationHeld {
-            owner, position, ..
-        }) if idempotency.is_some() => {
-            let first_digest = owner.split_once(':').map_or(owner.as_str(), |(d, _)| d);
-            if first_digest != digest {
-                return Err(ApiError::new(
-                    Code::IdempotencyMismatch,
-                    "This Idempotency-Key was used with a different request.",
-                ));
-            }
-            let first = app.log().read_all(position.saturating_sub(1), 1).await?;
-            let task_id = first
-                .first()
-                .and_then(|e| e.stream.name.strip_prefix("task-"))
-                .map(str::to_owned)
-                .ok_or_else(|| ApiError::internal("idempotent task request without its task"))?;
-            Ok(TaskAccepted { task_id, position })
-        }
-        Err(AppendError::Log(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::internal(e)),
-    }
+    let request = app.request(ctx, Some(digest));
+    let accepted = roster_core::tasks::record(app.core(), &request, created).await?;
+    Ok(super::common::accepted(accepted))
 }
 
 fn bulk(kind: TaskKind, user_ids: Vec<String>) -> TaskCreated {
@@ -421,10 +339,10 @@ async fn find(app: &AppState, org: &str, id: &str) -> ApiResult<Task> {
     if let Some(task) = app.models().task(org, id)? {
         return Ok(task);
     }
-    if roster_domain::UserId::parse(id).is_ok()
+    if let (Ok(org_id), Ok(_)) = (OrgId::parse(org), roster_domain::UserId::parse(id))
         && app
             .log()
-            .stream_version(&task_stream(org, id))
+            .stream_version(&stream_of::<Task>(&org_id, id))
             .await?
             .is_some()
     {
@@ -499,10 +417,12 @@ async fn cancel(
     let org = ctx.org.as_str();
     find(&app, org, &id).await?;
     for _ in 0..20 {
-        let loaded = app.load_task(org, &id).await?;
-        let Some(task) = loaded.task else { break };
-        if task.status.is_final() {
-            return Ok(axum::Json(resource(&app, org, task)?).into_response());
+        let task = roster_core::tasks::load(app.core(), &ctx.org, &id).await?;
+        let Some(state) = task.loaded.state.clone() else {
+            break;
+        };
+        if state.status.is_final() {
+            return Ok(axum::Json(resource(&app, org, state)?).into_response());
         }
         if let Some(rebuild) = app.live().rebuild()
             && rebuild.task_id == id
@@ -515,18 +435,17 @@ async fn cancel(
                  be canceled.",
             ));
         }
-        let event = TaskEvent::TaskCanceled(TaskCanceled {});
-        match app
-            .append_task_event(
-                org,
-                &id,
-                ExpectedVersion::Exact(loaded.version),
-                &event,
-                &ctx.meta,
-            )
-            .await
-        {
-            Ok(committed) => {
+        let appended = roster_core::tasks::append(
+            app.core(),
+            &ctx.org,
+            &id,
+            &task.loaded,
+            &TaskCommand::Cancel,
+            ctx.meta.clone(),
+        )
+        .await;
+        match appended {
+            Ok((committed, _)) => {
                 app.wake_worker();
                 app.wait_for(committed.last_position, Duration::from_secs(5))
                     .await;
@@ -538,9 +457,9 @@ async fn cancel(
                 ));
             }
             // The worker recorded a chunk meanwhile: look again.
-            Err(AppendError::WrongExpectedVersion { .. }) => continue,
-            Err(AppendError::Log(e)) => return Err(e.into()),
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(CommitError::Conflict { .. }) => continue,
+            Err(CommitError::Failed(e)) => return Err(e),
+            Err(e) => return Err(ApiError::internal(format!("{e:?}"))),
         }
     }
     Err(ApiError::new(
@@ -567,11 +486,13 @@ async fn result(
     }
     let expired = task
         .finished_at
-        .is_some_and(|f| Utc::now() - f > crate::tasks::export::RETENTION);
+        .is_some_and(|f| Utc::now() - f > roster_worker::export::RETENTION);
     let body = if expired {
         None
     } else {
-        crate::tasks::export::stream_result(&app, org, &id).await
+        roster_worker::export::stream_result(app.core(), app.exports(), org, &id)
+            .await
+            .map(axum::body::Body::from_stream)
     };
     let Some(body) = body else {
         return Err(ApiError::new(

@@ -9,24 +9,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use roster_domain::session::SessionMethod;
+use roster_core::repository::{Loaded, retrying};
+use roster_domain::session::{Session, SessionMethod};
+use roster_domain::settings::UniqueUsernames;
+use roster_domain::user::{CreateUser, UserCommand};
 use roster_domain::{OrgId, Profile, User, UserId};
-use roster_eventlog::{AppendError, Reservation, Transaction};
-use roster_projections::keys::{ReservationKind, custom_token_reservation, reservation_kind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{Attached, Attaching, Intent, Item};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json, PublicCtx};
 use crate::resource::write_response;
-use crate::routes::openapi::OperationDoc;
-use crate::routes::sessions::refuse_status;
+use crate::routes::common::{OperationDoc, refuse_status};
 use crate::schemas::SchemaSet;
-use crate::sessions::{
-    NewSession, SessionTokens, append_error, credential_idempotency, repeated_credential_request,
-    session_meta,
-};
+use crate::sessions::{NewSession, SessionTokens, credential_idempotency, session_commit_error, session_meta};
 use crate::state::AppState;
 use crate::tokens::{CUSTOM_DEFAULT_TTL_SECS, CUSTOM_MAX_TTL_SECS, CustomClaims};
 
@@ -103,7 +99,7 @@ async fn create(
     }
     let now = Utc::now().timestamp();
     let exp = now + ttl as i64;
-    let token = app.0.tokens.sign_custom(CustomClaims {
+    let token = app.tokens().sign_custom(CustomClaims {
         sub: user_id.to_string(),
         org: ctx.org.to_string(),
         jti: ulid::Ulid::new().to_string(),
@@ -135,15 +131,14 @@ fn invalid_token() -> ApiError {
 }
 
 /// `POST /v1/tokens/signin`: a custom token → a session (200, the body of `POST /v1/sessions`).
+/// The user's creation (for a new id), the session and the token's use are one append.
 async fn sign_in(
     State(app): State<AppState>,
     PublicCtx(ctx): PublicCtx,
     body: Json<SignInWithToken>,
 ) -> ApiResult<Response> {
-    let digest = ctx.digest_with(Some(&body.digest));
     let claims = app
-        .0
-        .tokens
+        .tokens()
         .verify_custom(&body.value.token)
         .ok_or_else(invalid_token)?;
     let (Ok(org), Ok(user_id)) = (OrgId::parse(&claims.org), UserId::parse(&claims.sub)) else {
@@ -154,59 +149,61 @@ async fn sign_in(
     if org != ctx.org && ctx.org != OrgId::default_org() {
         return Err(invalid_token());
     }
-    let idempotency = credential_idempotency(&app, &ctx, &digest).await?;
-    let session = NewSession::new(SessionMethod::CustomToken);
-    // The owner is this sign-in's session: any other sign-in with the token is refused.
-    let used = Reservation::Claim {
-        key: custom_token_reservation(org.as_str(), &claims.jti),
-        owner: format!("session:{}", session.id),
-        // After its expiry the token fails its own check; the claim may lapse with it.
-        expires_at: Some((claims.exp + 60) * 1_000_000),
-    };
     let mut ctx = ctx;
     ctx.org = org.clone();
     ctx.meta = session_meta(&ctx, &user_id);
     ctx.meta.causation_id = Some(claims.jti.clone());
-    let reservations: Vec<Reservation> = std::iter::once(used).chain(idempotency).collect();
-
-    let loaded = app.load(&org, &user_id).await?;
-    let (user_version, position) = match loaded.user.as_ref() {
-        None => match sign_up(&app, &ctx, &user_id, &session, &reservations, &digest).await {
-            Ok(done) => done,
-            // Created meanwhile by another request: sign in to it instead.
-            Err(e) if e.code == Code::IdTaken => {
-                let loaded = app.load(&org, &user_id).await?;
-                match loaded.user.as_ref() {
-                    Some(user) => {
-                        existing(
-                            &app,
-                            &ctx,
-                            user,
-                            loaded.version,
-                            &session,
-                            reservations,
-                            &digest,
-                        )
-                        .await?
-                    }
-                    None => return Err(e),
-                }
+    let request = app.request(&ctx, Some(&body.digest));
+    let idempotency = credential_idempotency(&app, &request).await?;
+    let session = NewSession::new(SessionMethod::CustomToken);
+    // After its expiry the token fails its own check; its use may lapse with it.
+    let token = Some((claims.jti.clone(), (claims.exp + 60) * 1_000_000));
+    let repo = app.core().repo();
+    let (ctx, session, token, idempotency) = (&ctx, &session, &token, &idempotency);
+    let (org_ref, user_ref) = (&org, &user_id);
+    let signed_in = retrying(move || async move {
+        let (org, user_id) = (org_ref, user_ref);
+        let loaded: Loaded<User> = repo.load(&org, user_id.as_str()).await?;
+        let mut work = repo.work(&org, ctx.meta.clone());
+        let (user, version) = match &loaded.state {
+            Some(user) => {
+                refuse_status(user.status()).map_err(|e| match e.code {
+                    Code::Unauthorized => invalid_token(),
+                    _ => e,
+                })?;
+                (user.clone(), loaded.version)
             }
-            Err(e) => return Err(e),
-        },
-        Some(user) => {
-            existing(
-                &app,
-                &ctx,
-                user,
-                loaded.version,
-                &session,
-                reservations,
-                &digest,
-            )
-            .await?
+            // A new id: the user (id only) is created with its first session.
+            None => {
+                let create = UserCommand::Create(CreateUser {
+                    id: user_id.clone(),
+                    org: org.clone(),
+                    profile: Profile::default(),
+                    password_hash: None,
+                    usernames: UniqueUsernames::App,
+                });
+                let staged = work
+                    .decide::<User>(user_id.as_str(), &loaded, &create)
+                    .await
+                    .map_err(ApiError::from)?;
+                let user = staged
+                    .provisional(&org)
+                    .ok_or_else(|| ApiError::internal("sign-up produced no user"))?;
+                (user, loaded.version + staged.events.len() as u64)
+            }
+        };
+        work.decide::<Session>(&session.id, &Loaded::default(), &session.start(&user, version, token.clone()))
+            .await
+            .map_err(ApiError::from)?;
+        if let Some(claim) = &idempotency {
+            work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
         }
-    };
+        let committed = work.commit().await?;
+        Ok((version, committed))
+    })
+    .await;
+    let (user_version, committed) = signed_in.map_err(|e| session_commit_error(e, &request))?;
+    let position = committed.map_or(0, |c| c.last_position);
     app.wait_for(position, std::time::Duration::from_secs(5))
         .await;
     let tokens = app.session_tokens(
@@ -215,99 +212,9 @@ async fn sign_in(
         &session.id,
         user_version,
         position,
-        session.refresh_token,
+        session.refresh_token.clone(),
         session.refresh_expires_at,
         position,
     );
     Ok(write_response(StatusCode::OK, tokens, position))
-}
-
-/// Signs an existing user in: the session and the token's use in one append.
-async fn existing(
-    app: &AppState,
-    ctx: &Ctx,
-    user: &User,
-    version: u64,
-    session: &NewSession,
-    reservations: Vec<Reservation>,
-    digest: &str,
-) -> ApiResult<(u64, u64)> {
-    refuse_status(user.status()).map_err(|e| {
-        if e.code == Code::Unauthorized {
-            invalid_token()
-        } else {
-            e
-        }
-    })?;
-    let key = app.data_key(user, &[]).await?;
-    let append = app.start_session(
-        &ctx.org,
-        user,
-        version,
-        session,
-        &ctx.meta,
-        key.as_ref().map(|(i, k)| (*i, k)),
-    );
-    match app
-        .log()
-        .append(Transaction {
-            appends: vec![append],
-            reservations,
-        })
-        .await
-    {
-        Ok(committed) => Ok((version, committed.last_position)),
-        Err(AppendError::ReservationHeld { owner, key, .. })
-            if reservation_kind(&key) == ReservationKind::Idempotency =>
-        {
-            Err(repeated_credential_request(&owner, digest))
-        }
-        Err(e) => Err(append_error(e)),
-    }
-}
-
-/// Creates the user (id only) with its first session, in one append through the command path.
-async fn sign_up(
-    app: &AppState,
-    ctx: &Ctx,
-    user_id: &UserId,
-    session: &NewSession,
-    reservations: &[Reservation],
-    digest: &str,
-) -> ApiResult<(u64, u64)> {
-    let attach = |users: &[Attaching<'_>]| -> ApiResult<Attached> {
-        let Some(Attaching {
-            user: Some(user),
-            version,
-            key,
-        }) = users.first()
-        else {
-            return Err(ApiError::internal("sign-up produced no user"));
-        };
-        Ok(Attached {
-            appends: vec![app.start_session(&ctx.org, user, *version, session, &ctx.meta, *key)],
-            reservations: reservations.to_vec(),
-        })
-    };
-    let item = Item {
-        user_id: user_id.clone(),
-        intent: Intent::Create {
-            profile: Profile::default(),
-            password_hash: None,
-            upsert: false,
-        },
-        field_prefix: None,
-    };
-    // The command's own idempotency handling would answer a repeat with the user but no
-    // session: the claim rides in `reservations` instead.
-    let mut plain = ctx.clone();
-    plain.idempotency_key = None;
-    let outcome = app
-        .execute_with(&plain, vec![item], digest, Some(&attach))
-        .await?;
-    let version = match outcome.users.first() {
-        Some((_, Some(user))) => user.version,
-        _ => return Err(ApiError::internal("sign-up produced no user")),
-    };
-    Ok((version, outcome.position))
 }

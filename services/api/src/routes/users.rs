@@ -5,23 +5,26 @@ use aide::axum::routing::{get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use roster_domain::{Command, FieldError, PatchInput, Status, UserId, UserInput};
+use roster_core::users::Item;
+use roster_core::{AsOf, Loaded};
+use roster_domain::settings::UniqueUsernames;
+use roster_domain::user::{CreateUser, PatchUser, UserCommand};
+use roster_domain::{FieldError, PatchInput, Status, User, UserId, UserInput};
 use roster_projections::{ListOrder, ListQuery};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commands::{AsOf, Intent, Item};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, Json, QueryParams, query_params};
-use crate::resource::{UserResource, etag, user_response, write_response};
-use crate::routes::openapi::OperationDoc;
+use crate::resource::{UserResource, etag};
+use crate::routes::common::{
+    Deleted, MAX_BATCH, OperationDoc, UsersById, decode_cursor, encode_cursor, execute, parse_user_id,
+    single, users_by_id,
+};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
-/// Most users in one upsert or batch update (API.md §3).
-pub const MAX_BATCH: usize = 100;
 /// Longest search string.
 const MAX_SEARCH_CHARS: usize = 256;
 
@@ -108,15 +111,15 @@ pub fn router() -> ApiRouter<AppState> {
                     .if_match()
                     .errors(&[404, 409])
             })
-            .delete_with(crate::routes::lifecycle::delete, |op| {
+            .delete_with(super::lifecycle::delete, |op| {
                 op.doc("deleteUser", "lifecycle", "Delete a user")
                     .describe(
                         "`soft` keeps everything (restorable); `pruning` erases personal data \
                          everywhere, the event log included (restorable without it); `hard` \
                          erases the user and releases its id, username and email.",
                     )
-                    .query::<crate::routes::lifecycle::DeleteQuery>()
-                    .written::<crate::routes::lifecycle::Deleted>(200, "The user is deleted.")
+                    .query::<super::lifecycle::DeleteQuery>()
+                    .written::<Deleted>(200, "The user is deleted.")
                     .if_match()
                     .errors(&[404])
             }),
@@ -215,41 +218,46 @@ async fn patch_user_named_upsert(
     patch_one(app, ctx, Path("upsert".to_owned()), body).await
 }
 
-pub(crate) fn parse_user_id(id: &str) -> ApiResult<UserId> {
-    UserId::parse(id).map_err(|m| ApiError::not_found(format!("No user with this id (ids {m}).")))
-}
-
 async fn create(
     State(app): State<AppState>,
     ctx: Ctx,
     body: Json<UserInput>,
 ) -> ApiResult<Response> {
     let valid = body.value.validate().map_err(ApiError::invalid)?;
-    let password_hash = match valid.password {
-        Some(p) => Some(app.0.hasher.hash(p).await.map_err(ApiError::internal)?),
-        None => None,
-    };
-    let item = Item {
-        user_id: valid.id.unwrap_or_else(UserId::generate),
-        intent: Intent::Create {
-            profile: valid.profile,
-            password_hash,
-            upsert: false,
-        },
-        field_prefix: None,
-    };
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
-        .await?;
+    let item = create_item(&app, &ctx, valid, false, None).await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
     single(StatusCode::CREATED, outcome)
 }
 
-/// The first user of an outcome as a single-user response.
-pub(crate) fn single(status: StatusCode, outcome: crate::commands::Outcome) -> ApiResult<Response> {
-    match outcome.users.into_iter().next() {
-        Some((_, Some(user))) => Ok(user_response(status, user, Some(outcome.position))),
-        _ => Err(ApiError::not_found("No user with this id.")),
-    }
+/// The item that creates (`upsert`: or replaces) a validated user, its password hashed.
+async fn create_item(
+    app: &AppState,
+    ctx: &Ctx,
+    valid: roster_domain::ValidUser,
+    upsert: bool,
+    field_prefix: Option<String>,
+) -> ApiResult<Item> {
+    let password_hash = match valid.password {
+        Some(p) => Some(app.core().hasher().hash(p).await.map_err(ApiError::internal)?),
+        None => None,
+    };
+    let id = valid.id.unwrap_or_else(UserId::generate);
+    let create = CreateUser {
+        id: id.clone(),
+        org: ctx.org.clone(),
+        profile: valid.profile,
+        password_hash,
+        // The organization's rule is applied when the command runs.
+        usernames: UniqueUsernames::App,
+    };
+    Ok(Item {
+        user_id: id,
+        command: match upsert {
+            true => UserCommand::Upsert(create),
+            false => UserCommand::Create(create),
+        },
+        field_prefix,
+    })
 }
 
 /// `POST /v1/users/upsert`: users to create or replace whole.
@@ -301,45 +309,11 @@ fn batch_items<T: serde::de::DeserializeOwned>(users: Vec<Value>) -> ApiResult<B
         .collect())
 }
 
-/// `{"users": {"<id>": user}, "position": n}`.
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct UsersById {
-    /// Each user by its id.
-    #[schemars(with = "std::collections::BTreeMap<String, UserResource>")]
-    users: Map<String, Value>,
-    /// Log position of the write.
-    position: u64,
-}
-
-pub(crate) fn users_by_id(outcome: crate::commands::Outcome) -> Response {
-    let users = outcome
-        .users
-        .into_iter()
-        .filter_map(|(id, u)| {
-            u.map(|u| {
-                (
-                    id,
-                    serde_json::to_value(UserResource::new(u, None)).unwrap_or_default(),
-                )
-            })
-        })
-        .collect();
-    write_response(
-        StatusCode::OK,
-        UsersById {
-            users,
-            position: outcome.position,
-        },
-        outcome.position,
-    )
-}
-
 async fn upsert(
     State(app): State<AppState>,
     ctx: Ctx,
     body: Json<UpsertUsers>,
 ) -> ApiResult<Response> {
-    let digest = ctx.digest_with(Some(&body.digest));
     let inputs: BatchItems<UserInput> = batch_items(body.value.users)?;
     let mut errors = Vec::new();
     let mut valid = Vec::with_capacity(inputs.len());
@@ -355,21 +329,9 @@ async fn upsert(
     }
     let mut items = Vec::with_capacity(valid.len());
     for (prefix, v) in valid {
-        let password_hash = match v.password {
-            Some(p) => Some(app.0.hasher.hash(p).await.map_err(ApiError::internal)?),
-            None => None,
-        };
-        items.push(Item {
-            user_id: v.id.unwrap_or_else(UserId::generate),
-            intent: Intent::Create {
-                profile: v.profile,
-                password_hash,
-                upsert: true,
-            },
-            field_prefix: Some(prefix),
-        });
+        items.push(create_item(&app, &ctx, v, true, Some(prefix)).await?);
     }
-    let outcome = app.execute(&ctx, items, &digest).await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), items).await?;
     Ok(users_by_id(outcome))
 }
 
@@ -392,7 +354,6 @@ async fn patch_many(
     ctx: Ctx,
     body: Json<PatchUsers>,
 ) -> ApiResult<Response> {
-    let digest = ctx.digest_with(Some(&body.digest));
     let inputs: BatchItems<PatchItem> = batch_items(body.value.users)?;
     let mut errors = Vec::new();
     let mut items = Vec::with_capacity(inputs.len());
@@ -413,7 +374,7 @@ async fn patch_many(
         match (id, patch) {
             (Ok(user_id), Ok(patch)) => items.push(Item {
                 user_id,
-                intent: Intent::Other(Command::Patch(patch)),
+                command: patch_command(patch),
                 field_prefix: Some(prefix),
             }),
             (id, patch) => {
@@ -431,8 +392,16 @@ async fn patch_many(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let outcome = app.execute(&ctx, items, &digest).await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), items).await?;
     Ok(users_by_id(outcome))
+}
+
+fn patch_command(patch: roster_domain::Patch) -> UserCommand {
+    UserCommand::Patch(PatchUser {
+        patch,
+        // The organization's rule is applied when the command runs.
+        usernames: UniqueUsernames::App,
+    })
 }
 
 async fn patch_one(
@@ -442,14 +411,13 @@ async fn patch_one(
     body: Json<PatchInput>,
 ) -> ApiResult<Response> {
     let user_id = parse_user_id(&id)?;
-    let digest = ctx.digest_with(Some(&body.digest));
     let patch = body.value.validate().map_err(ApiError::invalid)?;
     let item = Item {
         user_id,
-        intent: Intent::Other(Command::Patch(patch)),
+        command: patch_command(patch),
         field_prefix: None,
     };
-    let outcome = app.execute(&ctx, vec![item], &digest).await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
     single(StatusCode::OK, outcome)
 }
 
@@ -473,35 +441,37 @@ async fn get_one(
     let org = ctx.org;
     let user_id = parse_user_id(&id)?;
     let user = match query.get("as_of") {
-        Some(as_of) => {
-            app.load_as_of(&org, &user_id, parse_as_of(as_of)?)
-                .await?
-                .user
-        }
+        Some(as_of) => as_of_user(&app, &org, &user_id, parse_as_of(as_of)?).await?,
         None => app
             .models()
             .get(org.as_str(), user_id.as_str())
             .await?
-            .map(|row| row.user),
+            .map(|row| row.user.clone()),
     };
     let user = user.ok_or_else(|| ApiError::not_found("No user with this id."))?;
-    let version = user.version;
+    let version = user.public.version;
     let mut response = axum::Json(UserResource::new(user, None)).into_response();
     etag(response.headers_mut(), version);
     Ok(response)
 }
 
-fn encode_cursor(seq: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("c{seq}"))
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<u64> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix('c').and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+/// The user as it was at `limit` — unless that incarnation was hard-deleted since: its
+/// history is erased, and it is not found.
+async fn as_of_user(
+    app: &AppState,
+    org: &roster_domain::OrgId,
+    user_id: &UserId,
+    limit: AsOf,
+) -> ApiResult<Option<User>> {
+    let repo = app.core().repo();
+    let then: Loaded<User> = repo.load_as_of(org, user_id.as_str(), limit).await?;
+    if then.state.is_none() {
+        return Ok(None);
+    }
+    let now: Loaded<User> = repo.load(org, user_id.as_str()).await?;
+    // The same incarnation still exists when it began where the one found then did.
+    let same_incarnation = now.state.is_some() && now.since == then.since;
+    Ok(then.state.filter(|_| same_incarnation))
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(
@@ -570,7 +540,10 @@ async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiR
         status,
         role: query.get("role").map(str::to_owned),
         limit: query.number("limit", 1, 100)?.unwrap_or(25) as usize,
-        cursor: query.get("cursor").map(decode_cursor).transpose()?,
+        cursor: query
+            .get("cursor")
+            .map(|c| decode_cursor::<u64>('c', c))
+            .transpose()?,
         before,
         order,
     };
@@ -579,10 +552,10 @@ async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiR
         users: page
             .users
             .into_iter()
-            .map(|r| UserResource::new(r.user, None))
+            .map(|r| UserResource::new(r.user.clone(), None))
             .collect(),
-        next_cursor: page.next_cursor.map(encode_cursor),
-        prev_cursor: page.prev_cursor.map(encode_cursor),
+        next_cursor: page.next_cursor.map(|c| encode_cursor('c', c)),
+        prev_cursor: page.prev_cursor.map(|c| encode_cursor('c', c)),
         total: page.total,
     })
     .into_response())

@@ -7,19 +7,21 @@ use aide::axum::routing::{get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use roster_domain::Command;
+use roster_core::users::Item;
+use roster_core::{AsOf, Loaded};
+use roster_domain::user::{UserCommand, WalletChange};
+use roster_domain::{FieldError, User};
 use roster_projections::ledger::LedgerItem;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commands::{AsOf, Intent, Item};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Ctx, Json, QueryParams, query_params};
+use crate::extract::{Ctx, Json, QueryParams};
 use crate::resource::write_response;
-use crate::routes::openapi::OperationDoc;
-use crate::routes::users::parse_user_id;
+use crate::routes::common::{
+    OperationDoc, PageQuery, decode_cursor, encode_cursor, execute, parse_user_id,
+};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -63,17 +65,6 @@ pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
     out.add::<WalletAdjustment>();
 }
 
-query_params! {
-    /// A page of a list, newest first.
-    pub(crate) struct PageQuery {
-        /// Page size, 1 to 100 (default 25; 100 for sessions).
-        #[schemars(range(min = 1, max = 100))]
-        limit: Option<u32>,
-        /// `next_cursor` of the previous page.
-        cursor: Option<String>,
-    }
-}
-
 /// `POST /v1/users/{id}/wallet`.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,33 +90,63 @@ pub(crate) struct WalletAdjustment {
     position: u64,
 }
 
+/// The changeset as the domain takes it: 1 to 100 currencies named by 1 to 64 characters
+/// without spaces, and metadata within its size.
+fn valid_change(body: &AdjustWallet) -> ApiResult<WalletChange> {
+    let mut errors: Vec<FieldError> = body
+        .changeset
+        .keys()
+        .filter(|c| {
+            c.is_empty()
+                || c.chars().count() > 64
+                || c.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+        })
+        .map(|c| {
+            FieldError::new(
+                format!("changeset.{c}"),
+                "currency names are 1 to 64 characters without spaces",
+            )
+        })
+        .collect();
+    if body.changeset.len() > 100 {
+        errors.push(FieldError::new("changeset", "at most 100 currencies per changeset"));
+    }
+    if let Err(e) = roster_domain::input::check_object("metadata", &body.metadata) {
+        errors.push(e);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    Ok(WalletChange {
+        changeset: body.changeset.clone(),
+        metadata: body.metadata.clone(),
+        update_ledger: body.update_ledger,
+    })
+}
+
 async fn adjust(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
     body: Json<AdjustWallet>,
 ) -> ApiResult<Response> {
-    let changeset = body.value.changeset.clone();
+    let change = valid_change(&body.value)?;
+    let changeset = change.changeset.clone();
     let item = Item {
         user_id: parse_user_id(&id)?,
-        intent: Intent::Other(Command::AdjustWallet {
-            changeset: changeset.clone(),
-            metadata: body.value.metadata.clone(),
-            update_ledger: body.value.update_ledger,
-        }),
+        command: UserCommand::AdjustWallet(change),
         field_prefix: None,
     };
     // Concurrent adjustments of one wallet are serialized and retried inside `execute`:
     // plain contention never reaches the client as a conflict.
-    let outcome = app
-        .execute(&ctx, vec![item], &ctx.digest_with(Some(&body.digest)))
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item])
         .await?;
     let Some((_, Some(user))) = outcome.users.into_iter().next() else {
         return Err(ApiError::not_found("No user with this id."));
     };
     let previous = previous_wallet(&app, &ctx, &user, &changeset).await?;
     let body = WalletAdjustment {
-        updated: user.wallet,
+        updated: user.public.wallet,
         previous,
         position: outcome.position,
     };
@@ -142,22 +163,23 @@ async fn previous_wallet(
     user: &roster_domain::User,
     changeset: &BTreeMap<String, i64>,
 ) -> ApiResult<BTreeMap<String, i64>> {
+    let wallet = &user.public.wallet;
     if changeset.values().all(|d| *d == 0) {
         // Nothing changed, and nothing was appended.
-        return Ok(user.wallet.clone());
+        return Ok(wallet.clone());
     }
     let unsure = changeset
         .iter()
-        .any(|(c, d)| *d != 0 && user.wallet.get(c).copied() == Some(*d));
-    if unsure && user.version > 1 {
-        let id = parse_user_id(&user.id)?;
-        let before = app
-            .load_as_of(&ctx.org, &id, AsOf::Version(user.version - 1))
+        .any(|(c, d)| *d != 0 && wallet.get(c).copied() == Some(*d));
+    if unsure && user.public.version > 1 {
+        let before: Loaded<User> = app
+            .core()
+            .repo()
+            .load_as_of(&ctx.org, user.id().as_str(), AsOf::Version(user.public.version - 1))
             .await?;
-        return Ok(before.user.map(|u| u.wallet).unwrap_or_default());
+        return Ok(before.state.map(|u| u.public.wallet).unwrap_or_default());
     }
-    Ok(user
-        .wallet
+    Ok(wallet
         .iter()
         .map(|(c, b)| (c.clone(), b - changeset.get(c).copied().unwrap_or(0)))
         .collect())
@@ -183,16 +205,7 @@ async fn ledger(
     let limit = query.number("limit", 1, 100)?.unwrap_or(25) as usize;
     let cursor = query
         .get("cursor")
-        .map(|c| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.strip_prefix('l').and_then(|n| n.parse::<u64>().ok()))
-                .ok_or_else(|| {
-                    ApiError::invalid_field("cursor", "is not a cursor this server returned")
-                })
-        })
+        .map(|c| decode_cursor::<u64>('l', c))
         .transpose()?;
     if app
         .models()
@@ -206,9 +219,7 @@ async fn ledger(
         .models()
         .ledger(ctx.org.as_str(), user_id.as_str(), limit, cursor)
         .await?;
-    let next_cursor = page
-        .next_cursor
-        .map(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("l{p}")));
+    let next_cursor = page.next_cursor.map(|p| encode_cursor('l', p));
     Ok(axum::Json(LedgerPage {
         items: page.items,
         next_cursor,

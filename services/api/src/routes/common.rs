@@ -1,0 +1,176 @@
+//! What several route modules share: parsing ids and cursors, running user commands, and
+//! the answers they give. Route modules import this, the domain and the core — never each
+//! other.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use roster_core::users::{Item, Outcome};
+use roster_domain::user::UserCommand;
+use roster_domain::{Status, UserId};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::Ctx;
+use crate::resource::{UserResource, user_response, write_response};
+use crate::state::AppState;
+
+pub(crate) use crate::routes::openapi::OperationDoc;
+
+/// Most users in one upsert, batch update or restore (API.md §3).
+pub const MAX_BATCH: usize = 100;
+
+/// A user id from a path: one that cannot exist is simply not found.
+pub(crate) fn parse_user_id(id: &str) -> ApiResult<UserId> {
+    UserId::parse(id).map_err(|m| ApiError::not_found(format!("No user with this id (ids {m}).")))
+}
+
+/// Runs user commands for a request whose body has digest `body`.
+pub(crate) async fn execute(
+    app: &AppState,
+    ctx: &Ctx,
+    body: Option<&[u8; 32]>,
+    items: Vec<Item>,
+) -> ApiResult<Outcome> {
+    roster_core::users::execute(app.core(), &app.request(ctx, body), items).await
+}
+
+/// Runs one command on one user (named by a path) and answers with the user.
+pub(crate) async fn run_one(
+    app: &AppState,
+    ctx: &Ctx,
+    id: &str,
+    body: Option<&[u8; 32]>,
+    command: UserCommand,
+) -> ApiResult<Response> {
+    let item = Item {
+        user_id: parse_user_id(id)?,
+        command,
+        field_prefix: None,
+    };
+    single(StatusCode::OK, execute(app, ctx, body, vec![item]).await?)
+}
+
+/// The first user of an outcome as a single-user response.
+pub(crate) fn single(status: StatusCode, outcome: Outcome) -> ApiResult<Response> {
+    match outcome.users.into_iter().next() {
+        Some((_, Some(user))) => Ok(user_response(status, user, Some(outcome.position))),
+        _ => Err(ApiError::not_found("No user with this id.")),
+    }
+}
+
+/// `{"users": {"<id>": user}, "position": n}`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct UsersById {
+    /// Each user by its id.
+    #[schemars(with = "std::collections::BTreeMap<String, UserResource>")]
+    users: Map<String, Value>,
+    /// Log position of the write.
+    position: u64,
+}
+
+/// The users of an outcome by id.
+pub(crate) fn users_by_id(outcome: Outcome) -> Response {
+    let users = outcome
+        .users
+        .into_iter()
+        .filter_map(|(id, u)| {
+            u.map(|u| {
+                (
+                    id,
+                    serde_json::to_value(UserResource::new(u, None)).unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    write_response(
+        StatusCode::OK,
+        UsersById {
+            users,
+            position: outcome.position,
+        },
+        outcome.position,
+    )
+}
+
+/// What a deletion answers.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Deleted {
+    /// The deleted user's id.
+    pub(crate) deleted: String,
+    /// How it was deleted.
+    pub(crate) mode: roster_domain::DeleteMode,
+    /// Log position of the deletion.
+    pub(crate) position: u64,
+}
+
+crate::extract::query_params! {
+    /// A page of a list, newest first.
+    pub(crate) struct PageQuery {
+        /// Page size, 1 to 100 (default 25; 100 for sessions).
+        #[schemars(range(min = 1, max = 100))]
+        limit: Option<u32>,
+        /// `next_cursor` of the previous page.
+        cursor: Option<String>,
+    }
+}
+
+/// A cursor the client passes back: `tag` and a value, base64url.
+pub(crate) fn encode_cursor(tag: char, value: impl std::fmt::Display) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{tag}{value}"))
+}
+
+/// The value of a cursor this server returned with `tag`.
+pub(crate) fn decode_cursor<T: std::str::FromStr>(tag: char, cursor: &str) -> ApiResult<T> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix(tag).and_then(|v| v.parse().ok()))
+        .ok_or_else(|| ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+}
+
+/// The one answer for a wrong password, an unknown account, or an account without a password.
+pub(crate) fn bad_credentials() -> ApiError {
+    ApiError::new(
+        Code::Unauthorized,
+        "The email, username or password is not correct.",
+    )
+}
+
+/// A user who cannot sign in because of its status: blocked and deactivated users are told so
+/// (only after their password was right), deleted ones look unknown.
+pub(crate) fn refuse_status(status: Status) -> ApiResult<()> {
+    match status {
+        Status::Active => Ok(()),
+        Status::Blocked => Err(ApiError::new(Code::UserBlocked, "This user is blocked.")),
+        Status::Deactivated => Err(ApiError::new(
+            Code::UserDeactivated,
+            "This user is deactivated.",
+        )),
+        Status::Deleted => Err(bad_credentials()),
+    }
+}
+
+/// A 503 for a password pool that is full, else a 500.
+pub(crate) fn busy(e: roster_core::password::HashError) -> ApiError {
+    match e {
+        roster_core::password::HashError::Busy => {
+            let mut e = ApiError::new(
+                Code::Unavailable,
+                "The server is busy checking passwords; retry shortly.",
+            );
+            e.retry_after = Some(1);
+            e
+        }
+        e => ApiError::internal(e),
+    }
+}
+
+/// The 202 of a task request.
+pub(crate) fn accepted(accepted: roster_core::tasks::TaskAccepted) -> Response {
+    let position = accepted.position;
+    write_response(StatusCode::ACCEPTED, accepted, position)
+}
