@@ -52,8 +52,7 @@ pub struct SessionInfo {
     /// When its refresh token was last exchanged.
     #[serde(with = "roster_domain::time::micros_option")]
     pub refreshed_at: Option<DateTime<Utc>>,
-    /// When its current refresh token expires.
-    #[serde(with = "roster_domain::time::micros")]
+    /// When its current refresh token expires (to the nanosecond, as the event says).
     pub expires_at: DateTime<Utc>,
     /// When it was revoked (by itself; a user-wide revocation shows through `revoked` in the API).
     #[serde(with = "roster_domain::time::micros_option")]

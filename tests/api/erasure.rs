@@ -360,7 +360,13 @@ async fn erasure_is_real(mode: &str) {
         events_before[0]["position"].as_u64().unwrap(),
         deleted_at - 1,
     ] {
-        views.push(format!("/v1/users/{id}?as_of={position}"));
+        let as_of = format!("/v1/users/{id}?as_of={position}");
+        match mode {
+            // A hard-deleted user's history is erased with it: not even a shell of it is
+            // shown as of an earlier position.
+            "hard" => assert_eq!(app.get(&as_of).await.status(), StatusCode::NOT_FOUND, "{as_of}"),
+            _ => views.push(as_of),
+        }
     }
     for view in &views {
         let body = text(&app, view).await;

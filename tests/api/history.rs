@@ -197,7 +197,7 @@ async fn events_come_in_order_with_next_after() {
         assert_eq!(event["organization_id"], "default");
         assert_eq!(
             event["schema_version"],
-            roster_domain::event::current_schema_version(TYPES[i])
+            <roster_domain::UserEvent as roster_domain::EventSet>::version_of(TYPES[i]).unwrap()
         );
         assert_eq!(event["id"].as_str().unwrap().len(), 26, "ULID");
         assert!(event["time"].as_str().unwrap().ends_with('Z'));

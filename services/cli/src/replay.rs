@@ -25,9 +25,9 @@ pub struct ReplayArgs {
     /// sled's cache while rebuilding, in MiB (the server is stopped: memory is there to use).
     #[arg(long, default_value_t = 1024)]
     cache_mb: u64,
-    /// Rows of recently updated users kept in memory while rebuilding (about 1 KB each).
-    #[arg(long, default_value_t = rebuild::ROW_CACHE)]
-    row_cache: usize,
+    /// Events applied per batch (one atomic write each).
+    #[arg(long, default_value_t = rebuild::CHUNK)]
+    chunk: usize,
 }
 
 /// Rebuilds the read models beside the current ones, then switches to them.
@@ -74,8 +74,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     );
     let options = rebuild::RebuildOptions {
         cache_bytes: args.cache_mb << 20,
-        row_cache: args.row_cache,
-        ..Default::default()
+        chunk: args.chunk.max(1),
     };
     let stats = rebuild::rebuild_offline(
         &dir,
