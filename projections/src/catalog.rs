@@ -147,7 +147,9 @@ impl OrgCatalog {
     pub fn seq_of(&self, id: &str) -> Option<Position> {
         let by_seq = &self.by_seq;
         self.seq_of
-            .find(self.hash(id), |s| by_seq.get(s).is_some_and(|e| &*e.id == id))
+            .find(self.hash(id), |s| {
+                by_seq.get(s).is_some_and(|e| &*e.id == id)
+            })
             .copied()
     }
 

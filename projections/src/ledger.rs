@@ -17,17 +17,17 @@ use crate::codec::{Codec, CodecError, Layout, open_parts, seal_parts};
 use crate::layout::{Table, ledger_key, prefix_end};
 use crate::store::{ReadModels, StoreError};
 
-/// One ledger item, as the API shows it.
+/// One ledger item.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LedgerItem {
-    /// The id of the event that made the change.
+    /// The id of the event that changed the wallet.
     pub id: String,
-    /// Change per currency.
+    /// The change per currency.
     pub changeset: BTreeMap<String, i64>,
-    /// Caller metadata.
+    /// The caller's metadata (`{}` once erased).
     #[serde(default)]
     pub metadata: Map<String, Value>,
-    /// When the change happened.
+    /// When the change was made.
     pub create_time: DateTime<Utc>,
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use roster_domain::session::{SessionEvent, SESSION_STREAM_PREFIX};
+use roster_domain::session::{SESSION_STREAM_PREFIX, SessionEvent};
 use roster_domain::settings::{OrgSettings, SETTINGS_STREAM, SettingsEvent};
 use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent, TaskFailure};
 use roster_domain::time::from_micros;
@@ -47,6 +47,7 @@ pub fn user_of_stream(name: &str) -> Option<&str> {
 
 /// An event decoded as the aggregate its stream belongs to.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // decoded one at a time: boxing would only add a copy
 pub enum AnyEvent {
     /// A user's.
     User(DecodedEvent<UserEvent>),
@@ -240,7 +241,10 @@ impl ReadModels {
                 changes.touched.push(Touched {
                     org: org.to_owned(),
                     id: id.to_owned(),
-                    indexed_before: before.as_ref().map(|r| r.indexed.clone()).unwrap_or_default(),
+                    indexed_before: before
+                        .as_ref()
+                        .map(|r| r.indexed.clone())
+                        .unwrap_or_default(),
                     after: before,
                     ledger: Vec::new(),
                     purge_ledger: false,
@@ -304,7 +308,10 @@ impl ReadModels {
         let mut batch = sled::Batch::default();
         for t in &changes.touched {
             let key = user_key(&t.org, &t.id);
-            let data_key = self.codec.key(t.after.as_ref().and_then(Row::key_id)).await?;
+            let data_key = self
+                .codec
+                .key(t.after.as_ref().and_then(Row::key_id))
+                .await?;
             match &t.after {
                 Some(row) => batch.insert(key, row.seal(data_key.as_ref().map(|(_, k)| k))),
                 None => batch.remove(key),

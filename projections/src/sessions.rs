@@ -224,7 +224,10 @@ impl ReadModels {
         }
         for (key, row) in &changes.rows {
             let data_key = self.codec.key(row.info.key_id).await?;
-            batch.insert(key.clone(), row.seal(key, data_key.as_ref().map(|(_, k)| k)));
+            batch.insert(
+                key.clone(),
+                row.seal(key, data_key.as_ref().map(|(_, k)| k)),
+            );
         }
         Ok(())
     }

@@ -126,11 +126,20 @@ pub(crate) struct RowWeight;
 impl quick_cache::Weighter<Vec<u8>, Arc<Row>> for RowWeight {
     fn weight(&self, key: &Vec<u8>, row: &Arc<Row>) -> u64 {
         let p = &row.user.personal.profile;
-        let text: usize = [&p.username, &p.display_name, &p.name, &p.email, &p.phone, &p.avatar_url, &p.location]
-            .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
-            .sum();
-        let objects = p.custom.len() + p.metadata.len() + p.prefs.len() + row.user.public.wallet.len();
+        let text: usize = [
+            &p.username,
+            &p.display_name,
+            &p.name,
+            &p.email,
+            &p.phone,
+            &p.avatar_url,
+            &p.location,
+        ]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum();
+        let objects =
+            p.custom.len() + p.metadata.len() + p.prefs.len() + row.user.public.wallet.len();
         (key.len() + 400 + text + 96 * objects) as u64
     }
 }
@@ -138,7 +147,11 @@ impl quick_cache::Weighter<Vec<u8>, Arc<Row>> for RowWeight {
 impl RowCache {
     fn new(bytes: u64) -> Self {
         let items = (bytes / 600).max(16) as usize;
-        Self(quick_cache::sync::Cache::with_weighter(items, bytes.max(1), RowWeight))
+        Self(quick_cache::sync::Cache::with_weighter(
+            items,
+            bytes.max(1),
+            RowWeight,
+        ))
     }
 
     /// A cached row.
@@ -412,7 +425,11 @@ fn matches(catalog: &OrgCatalog, entry: &Entry, query: &ListQuery) -> bool {
         Some(s) => entry.status == s,
         None => entry.status != Status::Deleted,
     };
-    status_ok && query.role.as_deref().is_none_or(|r| catalog.role(entry) == r)
+    status_ok
+        && query
+            .role
+            .as_deref()
+            .is_none_or(|r| catalog.role(entry) == r)
 }
 
 type Page = (
@@ -510,7 +527,9 @@ impl ReadModels {
     /// Every user of an organization, in id order.
     pub fn users_of(&self, org: &str) -> UserRows<'_> {
         UserRows {
-            iter: self.tree.scan_prefix(Table::Users.prefix(&[org.as_bytes()])),
+            iter: self
+                .tree
+                .scan_prefix(Table::Users.prefix(&[org.as_bytes()])),
             codec: &self.codec,
         }
     }

@@ -1,25 +1,32 @@
-//! The bulk path of a rebuild (`rebuild::rebuild`, fresh models) gives read models equal by
-//! content to the live, transactional path (`ReadModels::apply_batch`) over a mixed log: users
-//! created, updated, renamed, blocked, deleted (soft, pruning and hard, their keys destroyed),
-//! restored and re-created; wallet ledgers; sessions, some of a user hard-deleted later; tasks
-//! with failures; organization settings. With chunks and a row cache small enough that users
-//! are read back from sled, evicted and found in the cache, and with the live path taking
-//! over from the bulk path at every position.
+//! A rebuild (`rebuild::rebuild_with`, fresh models: the projector's own batches, in big
+//! chunks) gives read models equal by content to the live projector in small batches
+//! (`ReadModels::apply_batch`) over a mixed log: users created, updated, renamed, blocked,
+//! deleted (soft, pruning and hard, their keys destroyed), restored and re-created; wallet
+//! ledgers; sessions, some of a user hard-deleted later; tasks with failures; organization
+//! settings. With chunks from one event to the whole log, and with the live projector taking
+//! over from a rebuild at every position.
 
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use roster_domain::command::{Command, CreateUser};
 use roster_domain::session::{
     SessionEvent, SessionMethod, SessionRefreshed, SessionRevoked, SessionStarted,
 };
-use roster_domain::settings::{OrgSettings, SETTINGS_CHANGED, SettingsChanged, UniqueUsernames};
-use roster_domain::{DeleteMode, OrgId, PatchInput, Profile, User, UserId, apply, decide};
+use roster_domain::settings::{OrgSettings, SettingsChanged, SettingsEvent, UniqueUsernames};
+use roster_domain::task::{
+    TaskCompleted, TaskCreated, TaskEvent, TaskFailure, TaskKind, TaskProgressed, TaskStarted,
+};
+use roster_domain::time::from_micros;
+use roster_domain::user::{PatchUser, PersonalProfile, WalletChange};
+use roster_domain::{
+    Aggregate, CreateUser, DeleteMode, EventSet, KeyId, OrgId, PatchInput, Profile, Recorded, User,
+    UserCommand, UserEvent, UserId,
+};
 use roster_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use roster_eventlog::{EventLog, ExpectedVersion, NewEvent, StreamAppend, StreamId, Transaction};
-use roster_projections::rebuild::{RebuildOptions, rebuild_with};
+use roster_projections::rebuild::{self, RebuildOptions, rebuild_with};
 use roster_projections::{Codec, EventMeta, ListQuery, ReadModels};
-use roster_vault::{BlindIndex, FileKeyStore, KeyId, KeyStore};
+use roster_vault::{BlindIndex, FileKeyStore, KeyStore};
 use serde_json::{Value, json};
 
 const USERS: &[&str] = &["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
@@ -71,35 +78,56 @@ impl World {
             .unwrap();
     }
 
+    /// A user's state and version, folded from its stream as the repository loads it.
     async fn load(&self, id: &str) -> (Option<User>, u64) {
         let stream = StreamId::new("default", format!("user-{id}"));
         let (mut state, mut version) = (None, 0);
         for record in self.log.read_stream(&stream, 1, usize::MAX).await.unwrap() {
-            state = self.codec.fold_user(state, &record).await.unwrap();
+            let decoded = self.codec.decode::<UserEvent>(&record).await.unwrap();
+            let at = Recorded {
+                id,
+                org: "default",
+                at: from_micros(record.time),
+                version: record.version,
+            };
+            state = User::apply(state, &decoded.event, at);
             version = record.version;
         }
         (state, version)
     }
 
-    /// Runs a command on a user as the API does (a fresh key for creations and restores, the
-    /// key destroyed after a pruning or hard deletion). Returns the user's key afterwards.
-    async fn user(&self, id: &str, command: impl FnOnce(String) -> Command) -> Option<KeyId> {
+    /// Runs a command on a user as the API does (a fresh key when the decision asks for one,
+    /// the key destroyed after a pruning or hard deletion). Returns the user's key afterwards.
+    async fn user(&self, id: &str, command: UserCommand) -> Option<KeyId> {
         let (state, version) = self.load(id).await;
-        let fresh = self.keys.create(1).await.unwrap().remove(0);
-        let command = command(fresh.0.to_string());
-        let events = decide(state.as_ref(), &command).unwrap();
-        assert!(!events.is_empty(), "{id}: {command:?} changes nothing");
-        let after = events
-            .iter()
-            .fold(state.clone(), |s, e| apply(s, e, Utc::now(), version + 1));
-        let kid = after
-            .as_ref()
-            .or(state.as_ref())
-            .and_then(|u| u.key_id.as_deref())
-            .and_then(|k| k.parse::<KeyId>().ok());
-        let key = match kid {
-            Some(kid) => self.keys.get(kid).await.unwrap().map(|k| (kid, k)),
-            None => None,
+        let decision = User::decide(state.as_ref(), &command).unwrap();
+        assert!(!decision.is_empty(), "{id}: {command:?} changes nothing");
+        let mut events = decision.events;
+        let fresh = match decision.fresh_key {
+            true => {
+                let fresh = self.codec.key_pool().take(1).await.unwrap().remove(0);
+                for event in &mut events {
+                    event.assign_key(fresh.0);
+                }
+                Some(fresh)
+            }
+            false => None,
+        };
+        let before_kid = state.as_ref().and_then(User::data_key);
+        let after = events.iter().enumerate().fold(state.clone(), |s, (i, e)| {
+            let at = Recorded {
+                id,
+                org: "default",
+                at: Utc::now(),
+                version: version + i as u64 + 1,
+            };
+            User::apply(s, e, at)
+        });
+        let kid = after.as_ref().and_then(User::data_key).or(before_kid);
+        let key = match (fresh, kid) {
+            (Some(fresh), _) => Some(fresh),
+            (None, Some(kid)) => self.keys.get(kid).await.unwrap().map(|k| (kid, k)),
+            (None, None) => None,
         };
         let expected = match version {
             0 => ExpectedVersion::NoStream,
@@ -113,8 +141,8 @@ impl World {
             })
             .collect();
         self.append(&format!("user-{id}"), expected, records).await;
-        if let Command::Delete(DeleteMode::Pruning | DeleteMode::Hard) = command
-            && let Some(kid) = kid
+        if events.iter().any(EventSet::erases_key)
+            && let Some(kid) = before_kid
         {
             self.keys.destroy(&[kid]).await.unwrap();
         }
@@ -122,21 +150,25 @@ impl World {
     }
 
     async fn create(&self, id: &str, name: &str) -> Option<KeyId> {
-        self.user(id, |key_id| {
-            Command::Create(CreateUser {
-                user_id: UserId::parse(id).unwrap(),
+        self.user(
+            id,
+            UserCommand::Create(CreateUser {
+                id: UserId::parse(id).unwrap(),
                 org: OrgId::default_org(),
-                key_id,
                 profile: Profile {
-                    username: Some(name.into()),
-                    email: Some(format!("{name}@example.com")),
-                    name: Some(format!("{name} Person")),
-                    custom: json!({"level": 1}).as_object().unwrap().clone(),
-                    ..Default::default()
+                    public: Default::default(),
+                    personal: PersonalProfile {
+                        username: Some(name.into()),
+                        email: Some(format!("{name}@example.com")),
+                        name: Some(format!("{name} Person")),
+                        custom: json!({"level": 1}).as_object().unwrap().clone(),
+                        ..Default::default()
+                    },
                 },
                 password_hash: None,
-            })
-        })
+                usernames: UniqueUsernames::App,
+            }),
+        )
         .await
     }
 
@@ -145,15 +177,25 @@ impl World {
             .unwrap()
             .validate()
             .unwrap();
-        self.user(id, |_| Command::Patch(patch)).await;
+        self.user(
+            id,
+            UserCommand::Patch(PatchUser {
+                patch,
+                usernames: UniqueUsernames::App,
+            }),
+        )
+        .await;
     }
 
     async fn wallet(&self, id: &str, coins: i64) {
-        self.user(id, |_| Command::AdjustWallet {
-            changeset: [("coins".to_string(), coins)].into(),
-            metadata: json!({"order": coins}).as_object().unwrap().clone(),
-            update_ledger: true,
-        })
+        self.user(
+            id,
+            UserCommand::AdjustWallet(WalletChange {
+                changeset: [("coins".to_string(), coins)].into(),
+                metadata: json!({"order": coins}).as_object().unwrap().clone(),
+                update_ledger: true,
+            }),
+        )
         .await;
     }
 
@@ -162,14 +204,11 @@ impl World {
             Some(kid) => self.keys.get(kid).await.unwrap().map(|k| (kid, k)),
             None => None,
         };
-        let record = self.codec.encode_data(
-            event.event_type(),
-            1,
-            event.to_data(),
-            &self.meta,
-            key.as_ref().map(|(i, k)| (*i, k)),
-        );
+        let record = self
+            .codec
+            .encode(&event, &self.meta, key.as_ref().map(|(i, k)| (*i, k)));
         assert!(user.starts_with('u'));
+        assert_eq!(event.user_id(), user);
         self.append(
             &format!("session-{session}"),
             ExpectedVersion::Any,
@@ -178,31 +217,19 @@ impl World {
         .await;
     }
 
-    async fn task(&self, id: &str, event_type: &str, data: Value) {
-        let record = NewEvent {
-            id: ulid::Ulid::new(),
-            event_type: event_type.into(),
-            schema_version: 1,
-            data: serde_json::to_vec(&data).unwrap().into(),
-            metadata: b"{}".to_vec().into(),
-        };
+    async fn task(&self, id: &str, event: TaskEvent) {
+        let record = self.codec.encode(&event, &EventMeta::default(), None);
         self.append(&format!("task-{id}"), ExpectedVersion::Any, vec![record])
             .await;
     }
 
     async fn settings(&self, unique: UniqueUsernames) {
-        let change = SettingsChanged {
+        let change = SettingsEvent::SettingsChanged(SettingsChanged {
             settings: OrgSettings {
                 enforce_unique_usernames: unique,
             },
-        };
-        let record = NewEvent {
-            id: ulid::Ulid::new(),
-            event_type: SETTINGS_CHANGED.into(),
-            schema_version: 1,
-            data: serde_json::to_vec(&change).unwrap().into(),
-            metadata: b"{}".to_vec().into(),
-        };
+        });
+        let record = self.codec.encode(&change, &EventMeta::default(), None);
         self.append("settings", ExpectedVersion::Any, vec![record])
             .await;
     }
@@ -210,13 +237,17 @@ impl World {
 
 fn started(user: &str, kid: Option<KeyId>) -> SessionEvent {
     SessionEvent::SessionStarted(SessionStarted {
-        user_id: user.into(),
+        user_id: UserId::parse(user).unwrap(),
         user_version: 1,
         refresh_hash: format!("h-{user}"),
         expires_at: Utc::now() + Duration::days(30),
         method: SessionMethod::Password,
-        key_id: kid.map(|k| k.to_string()),
+        key_id: kid,
     })
+}
+
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
 }
 
 /// A log touching every read model, with erasure in the middle of it.
@@ -237,30 +268,59 @@ async fn mixed_log() -> World {
     w.wallet("u1", -2).await;
     w.task(
         "T1",
-        "TaskCreated",
-        json!({"kind": "deactivate_users", "user_ids": ["u3", "u9"], "total": 2}),
+        TaskEvent::TaskCreated(TaskCreated {
+            kind: TaskKind::DeactivateUsers,
+            user_ids: vec!["u3".into(), "u9".into()],
+            mode: None,
+            created_by_id: None,
+            projection: None,
+            server: None,
+            total: 2,
+        }),
     )
-    .await;
-    w.task("T1", "TaskStarted", json!({"worker": "w1"})).await;
-    w.user("u3", |_| Command::Deactivate {
-        created_by_id: Some("T1".into()),
-    })
     .await;
     w.task(
         "T1",
-        "TaskProgressed",
-        json!({"next_index": 2, "done": 1, "failed": 1,
-               "failures": [{"user_id": "u9", "code": "not_found", "detail": "no such user"}]}),
+        TaskEvent::TaskStarted(TaskStarted {
+            worker: "w1".into(),
+            total: None,
+        }),
     )
     .await;
-    w.task("T1", "TaskCompleted", json!({"result": {"done": 1}}))
-        .await;
+    w.user(
+        "u3",
+        UserCommand::Deactivate {
+            created_by_id: Some("T1".into()),
+        },
+    )
+    .await;
+    w.task(
+        "T1",
+        TaskEvent::TaskProgressed(TaskProgressed {
+            next_index: 2,
+            done: 1,
+            failed: 1,
+            failures: vec![TaskFailure {
+                user_id: "u9".into(),
+                code: "not_found".into(),
+                detail: "no such user".into(),
+            }],
+        }),
+    )
+    .await;
+    w.task(
+        "T1",
+        TaskEvent::TaskCompleted(TaskCompleted {
+            result: json!({"done": 1}),
+        }),
+    )
+    .await;
     w.session(
         "S1",
         "u1",
         kids[1],
         SessionEvent::SessionRefreshed(SessionRefreshed {
-            user_id: "u1".into(),
+            user_id: uid("u1"),
             refresh_hash: "h2".into(),
             expires_at: Utc::now() + Duration::days(31),
         }),
@@ -271,25 +331,23 @@ async fn mixed_log() -> World {
     // u2 gives its username up and u4 takes it.
     w.patch("u2", json!({"unset": ["username"]})).await;
     w.patch("u4", json!({"set": {"username": "name2"}})).await;
-    w.user("u4", |_| Command::SetBlocked(true)).await;
-    w.user("u5", |_| Command::Delete(DeleteMode::Soft)).await;
-    w.user("u6", |_| Command::Delete(DeleteMode::Pruning)).await;
+    w.user("u4", UserCommand::SetBlocked(true)).await;
+    w.user("u5", UserCommand::Delete(DeleteMode::Soft)).await;
+    w.user("u6", UserCommand::Delete(DeleteMode::Pruning)).await;
     w.session(
         "S2",
         "u7",
         kids[7],
         SessionEvent::SessionRevoked(SessionRevoked {
-            user_id: "u7".into(),
+            user_id: uid("u7"),
             reason: "signed_out".into(),
         }),
     )
     .await;
-    w.user("u7", |_| Command::Delete(DeleteMode::Hard)).await;
+    w.user("u7", UserCommand::Delete(DeleteMode::Hard)).await;
     w.settings(UniqueUsernames::App).await;
-    w.user("u5", |key| Command::Restore { new_key_id: key })
-        .await;
-    w.user("u6", |key| Command::Restore { new_key_id: key })
-        .await;
+    w.user("u5", UserCommand::Restore).await;
+    w.user("u6", UserCommand::Restore).await;
     let u7 = w.create("u7", "seven-again").await;
     w.session("S3", "u7", u7, started("u7", u7)).await;
     w.wallet("u7", 1).await;
@@ -299,12 +357,12 @@ async fn mixed_log() -> World {
         "u1",
         kids[1],
         SessionEvent::SessionRevoked(SessionRevoked {
-            user_id: "u1".into(),
+            user_id: uid("u1"),
             reason: "signed_out".into(),
         }),
     )
     .await;
-    w.user("u0", |_| Command::Delete(DeleteMode::Hard)).await;
+    w.user("u0", UserCommand::Delete(DeleteMode::Hard)).await;
     w
 }
 
@@ -355,7 +413,7 @@ async fn contents(models: &ReadModels) -> Vec<String> {
             "list {search:?}: {:?} total {}",
             page.users
                 .iter()
-                .map(|r| (&r.user.id, r.seq))
+                .map(|r| (&r.user.public.id, r.seq))
                 .collect::<Vec<_>>(),
             page.total
         ));
@@ -385,13 +443,13 @@ async fn assert_same(live: &ReadModels, other: &ReadModels, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_rebuild_equals_the_live_path() {
+async fn a_rebuild_in_big_chunks_equals_the_live_projector_in_small_batches() {
     let w = mixed_log().await;
     let head = w.log.head();
     let live = ReadModels::open(&w.dir.path().join("live"), w.codec.clone(), w.blind.clone())
         .await
         .unwrap();
-    // The live path as the projector runs it: small batches, one transaction each.
+    // The live projector: small batches, one atomic write each.
     while live.checkpoint() < head {
         let events = w.log.read_all(live.checkpoint(), 4).await.unwrap();
         live.apply_batch(&events).await.unwrap();
@@ -400,15 +458,19 @@ async fn bulk_rebuild_equals_the_live_path() {
     assert!(live.session_revoked("default", "S1"));
     assert!(live.get("default", "u0").await.unwrap().is_none());
 
-    for (n, (chunk, row_cache)) in [(16_384, 65_536), (5, 2), (3, 0), (1, 1), (7, 100)]
-        .into_iter()
-        .enumerate()
+    // Rebuilds in chunks from the whole log at once down to one event, with sled caches from
+    // the default down to one small enough that pages are read back from disk.
+    for (n, (chunk, cache_bytes)) in [
+        (rebuild::CHUNK, RebuildOptions::default().cache_bytes),
+        (5, 1 << 20),
+        (3, 64 << 10),
+        (1, 64 << 10),
+        (7, 8 << 20),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let options = RebuildOptions {
-            chunk,
-            row_cache,
-            ..Default::default()
-        };
+        let options = RebuildOptions { chunk, cache_bytes };
         let (bulk, stats) = rebuild_with(
             &w.dir.path().join(format!("bulk-{n}")),
             w.codec.clone(),
@@ -421,16 +483,15 @@ async fn bulk_rebuild_equals_the_live_path() {
         .await
         .unwrap();
         assert_eq!(stats.events, head);
-        assert_same(&live, &bulk, &format!("chunk {chunk}, cache {row_cache}")).await;
+        assert_same(&live, &bulk, &format!("chunk {chunk}, cache {cache_bytes}")).await;
     }
 
-    // The bulk path up to any position, then the live path (a rebuild catching up while the
+    // A rebuild up to any position, then the live projector (a rebuild catching up while the
     // server keeps writing).
     for cut in 0..=head {
         let options = RebuildOptions {
             chunk: 4,
-            row_cache: 3,
-            ..Default::default()
+            cache_bytes: 64 << 10,
         };
         let (models, _) = rebuild_with(
             &w.dir.path().join(format!("cut-{cut}")),
@@ -448,7 +509,7 @@ async fn bulk_rebuild_equals_the_live_path() {
             let events = w.log.read_all(models.checkpoint(), 3).await.unwrap();
             models.apply_batch(&events).await.unwrap();
         }
-        assert_same(&live, &models, &format!("bulk to {cut}, then live")).await;
+        assert_same(&live, &models, &format!("rebuilt to {cut}, then live")).await;
         drop(models);
         let _ = std::fs::remove_dir_all(w.dir.path().join(format!("cut-{cut}")));
     }
@@ -456,7 +517,7 @@ async fn bulk_rebuild_equals_the_live_path() {
 }
 
 #[tokio::test]
-async fn a_rebuild_into_models_that_hold_something_takes_the_live_path() {
+async fn a_rebuild_into_models_that_hold_something_carries_on_from_their_checkpoint() {
     let w = mixed_log().await;
     let head = w.log.head();
     let dir = w.dir.path().join("partial");

@@ -364,7 +364,11 @@ async fn erasure_is_real(mode: &str) {
         match mode {
             // A hard-deleted user's history is erased with it: not even a shell of it is
             // shown as of an earlier position.
-            "hard" => assert_eq!(app.get(&as_of).await.status(), StatusCode::NOT_FOUND, "{as_of}"),
+            "hard" => assert_eq!(
+                app.get(&as_of).await.status(),
+                StatusCode::NOT_FOUND,
+                "{as_of}"
+            ),
             _ => views.push(as_of),
         }
     }

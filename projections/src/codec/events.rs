@@ -5,8 +5,8 @@
 //! dropped, never written in clear.
 
 use bytes::Bytes;
-use roster_domain::events::{EventSet, PartsReader, PartsWriter, ReadError};
 use roster_domain::KeyId;
+use roster_domain::events::{EventSet, PartsReader, PartsWriter, ReadError};
 use roster_eventlog::{NewEvent, RecordedEvent};
 use roster_vault::DataKey;
 use serde::de::DeserializeOwned;
@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ulid::Ulid;
 
-use super::{Codec, CodecError, FORMAT_2, Layout, Opened, Stored, from_msgpack, legacy, seal_parts};
+use super::{
+    Codec, CodecError, FORMAT_2, Layout, Opened, Stored, from_msgpack, legacy, seal_parts,
+};
 
 /// Metadata recorded with every event (API.md §6).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -134,7 +136,14 @@ impl PartsWriter for Encoder<'_> {
         S: Serialize + Default + PartialEq,
     {
         let empty = *personal == S::default() && *self.meta == MetaPersonal::default();
-        self.out = seal_parts(public, &(personal, self.meta), empty, self.key, self.aad, Layout::Named);
+        self.out = seal_parts(
+            public,
+            &(personal, self.meta),
+            empty,
+            self.key,
+            self.aad,
+            Layout::Named,
+        );
         Ok(())
     }
 }
@@ -246,14 +255,19 @@ impl Codec {
     ) -> Result<DecodedEvent<E>, CodecError> {
         let (data, data_erased) =
             legacy::open(self, &record.data, &legacy::event_aad(record.id, b"data")).await?;
-        let (meta, meta_erased) =
-            legacy::open(self, &record.metadata, &legacy::event_aad(record.id, b"meta")).await?;
-        let event = E::from_json(&record.event_type, record.schema_version, data).map_err(|reason| {
-            CodecError::Decode {
-                what: record.event_type.clone(),
-                reason,
-            }
-        })?;
+        let (meta, meta_erased) = legacy::open(
+            self,
+            &record.metadata,
+            &legacy::event_aad(record.id, b"meta"),
+        )
+        .await?;
+        let event =
+            E::from_json(&record.event_type, record.schema_version, data).map_err(|reason| {
+                CodecError::Decode {
+                    what: record.event_type.clone(),
+                    reason,
+                }
+            })?;
         let meta = serde_json::from_value(Value::Object(meta)).unwrap_or_default();
         Ok(DecodedEvent {
             event,

@@ -95,10 +95,11 @@ mod tests {
 
     #[test]
     fn personal_parts_merge_into_their_objects() {
-        let mut data = json!({"profile": {"role": "admin"}, "set": {"role": "x"}, "unset": ["timezone"]})
-            .as_object()
-            .unwrap()
-            .clone();
+        let mut data =
+            json!({"profile": {"role": "admin"}, "set": {"role": "x"}, "unset": ["timezone"]})
+                .as_object()
+                .unwrap()
+                .clone();
         let personal = json!({"profile": {"username": "al"}, "set": {"name": "Al"}, "unset": ["email"], "password_hash": "h"})
             .as_object()
             .unwrap()

@@ -95,7 +95,9 @@ impl Codec {
 
 pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T, layout: Layout, out: &mut Vec<u8>) {
     let result = match layout {
-        Layout::Named => value.serialize(&mut rmp_serde::Serializer::new(&mut *out).with_struct_map()),
+        Layout::Named => {
+            value.serialize(&mut rmp_serde::Serializer::new(&mut *out).with_struct_map())
+        }
         Layout::Positional => value.serialize(&mut rmp_serde::Serializer::new(&mut *out)),
     };
     result.expect("stored parts are plain data that MessagePack can represent");
@@ -276,7 +278,10 @@ mod tests {
     async fn parts_round_trip_and_read_as_erased_once_the_key_is_gone() {
         let (_dir, codec) = codec();
         let (kid, key) = codec.key_pool().take(1).await.unwrap().remove(0);
-        let public = Public { id: "u1".into(), n: 7 };
+        let public = Public {
+            id: "u1".into(),
+            n: 7,
+        };
         let personal = Personal {
             email: Some("alice@example.com".into()),
         };
@@ -284,17 +289,40 @@ mod tests {
             let bytes = seal_parts(&public, &personal, false, Some((kid, &key)), b"aad", layout);
             assert!(!bytes.windows(5).any(|w| w == b"alice"), "sealed");
             let (p, s, erased): (Public, Personal, bool) =
-                open_parts(&codec, &bytes, |_: &Public| b"aad", "test").await.unwrap();
-            assert_eq!((p, s, erased), (Public { id: "u1".into(), n: 7 }, personal_of(), false));
+                open_parts(&codec, &bytes, |_: &Public| b"aad", "test")
+                    .await
+                    .unwrap();
+            assert_eq!(
+                (p, s, erased),
+                (
+                    Public {
+                        id: "u1".into(),
+                        n: 7
+                    },
+                    personal_of(),
+                    false
+                )
+            );
             // Bound to its place: other associated data does not open it.
             let (_, s, erased): (Public, Personal, bool) =
-                open_parts(&codec, &bytes, |_: &Public| b"other", "test").await.unwrap();
+                open_parts(&codec, &bytes, |_: &Public| b"other", "test")
+                    .await
+                    .unwrap();
             assert_eq!((s, erased), (Personal::default(), true));
         }
-        let bytes = seal_parts(&public, &personal, false, Some((kid, &key)), b"aad", Layout::Named);
+        let bytes = seal_parts(
+            &public,
+            &personal,
+            false,
+            Some((kid, &key)),
+            b"aad",
+            Layout::Named,
+        );
         codec.keys().destroy(&[kid]).await.unwrap();
         let (p, s, erased): (Public, Personal, bool) =
-            open_parts(&codec, &bytes, |_: &Public| b"aad", "test").await.unwrap();
+            open_parts(&codec, &bytes, |_: &Public| b"aad", "test")
+                .await
+                .unwrap();
         assert_eq!((p.n, s, erased), (7, Personal::default(), true));
         // Without a key the personal part is dropped, never written in clear.
         let bytes = seal_parts(&public, &personal, false, None, b"aad", Layout::Named);
@@ -310,7 +338,14 @@ mod tests {
 
     #[test]
     fn malformed_values_are_errors() {
-        for bad in [&b""[..], b"{}", b"\x02", b"\x02\x05ab", b"\x02\x00\x07", b"\x02\x00\x01short"] {
+        for bad in [
+            &b""[..],
+            b"{}",
+            b"\x02",
+            b"\x02\x05ab",
+            b"\x02\x00\x07",
+            b"\x02\x00\x01short",
+        ] {
             assert!(Stored::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -129,8 +129,10 @@ impl Application {
             .context("loading the token secret")?;
         let metrics = Arc::new(metrics::Metrics::new());
         // Every append, the API's and the worker's, is counted.
-        let log: Arc<dyn EventLog> =
-            Arc::new(metrics::MeteredLog::new(backend.log.clone(), metrics.clone()));
+        let log: Arc<dyn EventLog> = Arc::new(metrics::MeteredLog::new(
+            backend.log.clone(),
+            metrics.clone(),
+        ));
         // One codec, so one pool of fresh data keys.
         let codec = Codec::new(backend.keys.clone());
         // A rebuild (`roster replay`, `POST /v1/projections/read_models/rebuild`) may have

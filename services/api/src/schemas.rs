@@ -273,11 +273,11 @@ mod tests {
     #[test]
     fn every_event_type_has_a_schema_at_its_current_version() {
         let files = generate();
-        let types = Event::TYPES
+        let types = roster_domain::UserEvent::TYPES
             .iter()
             .chain(roster_domain::session::SessionEvent::TYPES)
             .chain(roster_domain::task::TaskEvent::TYPES)
-            .chain([SETTINGS_CHANGED].iter());
+            .chain(roster_domain::settings::SettingsEvent::TYPES);
         for event_type in types {
             let text = files
                 .get(&format!("events/{event_type}.json"))
@@ -289,7 +289,7 @@ mod tests {
                 current_schema_version(event_type)
             );
         }
-        for (event_type, version) in roster_domain::upcast::OLD_VERSIONS {
+        for (event_type, version) in roster_domain::user::json::OLD_VERSIONS {
             assert!(
                 files.contains_key(&format!("events/{event_type}.v{version}.json")),
                 "no schema for {event_type} v{version}"

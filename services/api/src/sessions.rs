@@ -7,7 +7,7 @@ use roster_core::repository::{CommitError, Loaded, retrying};
 use roster_core::users::REVOCATION_WAIT;
 use roster_core::{IdempotencyClaim, Request};
 use roster_domain::session::{Session, SessionCommand, SessionMethod, SessionStarted};
-use roster_domain::{OrgId, User, UserId, Unique};
+use roster_domain::{OrgId, Unique, User, UserId};
 use roster_eventlog::Position;
 use roster_projections::EventMeta;
 use roster_projections::sessions::SessionRow;
@@ -72,7 +72,12 @@ impl NewSession {
 
     /// The command that starts it for `user`, checked against `user_version`; `token` is a
     /// custom token's id and expiry, used up by this sign-in.
-    pub fn start(&self, user: &User, user_version: u64, token: Option<(String, i64)>) -> SessionCommand {
+    pub fn start(
+        &self,
+        user: &User,
+        user_version: u64,
+        token: Option<(String, i64)>,
+    ) -> SessionCommand {
         SessionCommand::Start {
             started: SessionStarted {
                 user_id: user.id().clone(),
@@ -134,7 +139,11 @@ impl AppState {
     }
 
     /// A session's state (`None` if there is no such session).
-    pub(crate) async fn load_session(&self, org: &OrgId, session_id: &str) -> ApiResult<Loaded<Session>> {
+    pub(crate) async fn load_session(
+        &self,
+        org: &OrgId,
+        session_id: &str,
+    ) -> ApiResult<Loaded<Session>> {
         self.core().repo().load::<Session>(org, session_id).await
     }
 
@@ -159,7 +168,7 @@ impl AppState {
                 return Err(ApiError::not_found("No session with this id.").into());
             }
             let mut work = repo.work(org, meta.clone());
-            work.decide(session_id, &loaded, &command)
+            work.decide(session_id, &loaded, command)
                 .await
                 .map_err(ApiError::from)?;
             work.commit().await
@@ -169,7 +178,10 @@ impl AppState {
         let Some(committed) = revoked else {
             return Ok(self.log().head());
         };
-        if !self.wait_for(committed.last_position, REVOCATION_WAIT).await {
+        if !self
+            .wait_for(committed.last_position, REVOCATION_WAIT)
+            .await
+        {
             tracing::warn!(
                 position = committed.last_position,
                 "read models are slow to apply a revocation"
@@ -220,11 +232,17 @@ pub(crate) fn session_commit_error(e: CommitError, request: &Request) -> ApiErro
             unique: Some(Unique::CustomToken(_)),
             ..
         } => ApiError::new(Code::Unauthorized, "This token has already been used."),
-        CommitError::Taken { key, owner, position, .. }
-            if request.idempotency.as_ref().is_some_and(|c| c.key == key) =>
-        {
+        CommitError::Taken {
+            key,
+            owner,
+            position,
+            ..
+        } if request.idempotency.as_ref().is_some_and(|c| c.key == key) => {
             let seen = IdempotencyClaim::holder(&owner, position);
-            let same = request.idempotency.as_ref().is_some_and(|c| seen.same_as(c));
+            let same = request
+                .idempotency
+                .as_ref()
+                .is_some_and(|c| seen.same_as(c));
             repeated_credential_request(same)
         }
         e => commit_error(e),
@@ -326,4 +344,3 @@ pub(crate) async fn all_sessions(
         }
     }
 }
-

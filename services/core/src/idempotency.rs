@@ -66,9 +66,18 @@ impl Seen {
 impl IdempotencyClaim {
     /// The claim of `key` within `scope` (an organization, or a client user within it) by the
     /// request with this digest and correlation id.
-    pub fn new(blind: &BlindIndex, scope: &str, key: &str, digest: String, correlation: String) -> Self {
+    pub fn new(
+        blind: &BlindIndex,
+        scope: &str,
+        key: &str,
+        digest: String,
+        correlation: String,
+    ) -> Self {
         Self {
-            key: format!("i/{scope}/{}", blind.hash(&format!("idempotency/{scope}"), key)),
+            key: format!(
+                "i/{scope}/{}",
+                blind.hash(&format!("idempotency/{scope}"), key)
+            ),
             request: Request {
                 digest,
                 correlation,
@@ -86,7 +95,10 @@ impl IdempotencyClaim {
     }
 
     /// Who claimed the key before, if anyone did (and the claim has not lapsed).
-    pub async fn seen(&self, log: &dyn EventLog) -> Result<Option<Seen>, roster_eventlog::LogError> {
+    pub async fn seen(
+        &self,
+        log: &dyn EventLog,
+    ) -> Result<Option<Seen>, roster_eventlog::LogError> {
         Ok(log.reservation(&self.key).await?.map(|held| Seen {
             request: Request::parse(&held.owner),
             position: held.position,
@@ -111,9 +123,18 @@ mod tests {
         let blind = BlindIndex::new([7; 32]);
         let claim = IdempotencyClaim::new(&blind, "acme", "signup-42", "d1".into(), "c1".into());
         assert!(claim.key.starts_with("i/acme/") && !claim.key.contains("signup"));
-        let other_scope = IdempotencyClaim::new(&blind, "acme/user:u1", "signup-42", "d1".into(), "c1".into());
+        let other_scope = IdempotencyClaim::new(
+            &blind,
+            "acme/user:u1",
+            "signup-42",
+            "d1".into(),
+            "c1".into(),
+        );
         assert_ne!(claim.key, other_scope.key);
-        let Reservation::Claim { owner, expires_at, .. } = claim.reservation(10) else {
+        let Reservation::Claim {
+            owner, expires_at, ..
+        } = claim.reservation(10)
+        else {
             panic!("a claim");
         };
         assert_eq!(expires_at, Some(10 + TTL_MICROS));

@@ -243,7 +243,9 @@ impl PasswordHasher {
         hash: Option<roster_domain::PasswordHash>,
     ) -> Result<bool, HashError> {
         self.run(move || {
-            let real = hash.as_ref().and_then(|h| PasswordHash::new(h.as_str()).ok());
+            let real = hash
+                .as_ref()
+                .and_then(|h| PasswordHash::new(h.as_str()).ok());
             let dummy = PasswordHash::new(dummy_hash()).expect("the dummy hash parses");
             let matches = verify_with(password.as_bytes(), real.as_ref().unwrap_or(&dummy));
             matches && real.is_some()
@@ -264,8 +266,9 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
+            hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            hash.as_str()
         );
         assert!(
             hasher
@@ -323,7 +326,10 @@ mod tests {
         assert!(!hasher.verify("anything".into(), None).await.unwrap());
         assert!(
             !hasher
-                .verify("anything".into(), Some(roster_domain::PasswordHash("garbage".into())))
+                .verify(
+                    "anything".into(),
+                    Some(roster_domain::PasswordHash("garbage".into()))
+                )
                 .await
                 .unwrap()
         );

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roster_domain::time::from_micros;
-use roster_domain::{Aggregate, Decision, DomainError, EventSet, KeyId, OrgId, Recorded, Unique, UniqueChange};
+use roster_domain::{
+    Aggregate, Decision, DomainError, EventSet, KeyId, OrgId, Recorded, Unique, UniqueChange,
+};
 use roster_eventlog::{
     AppendError, Committed, EventLog, ExpectedVersion, Position, Reservation, StreamAppend,
     StreamId, Transaction, Version,
@@ -183,7 +185,11 @@ impl Repository {
         }
         for record in &records {
             let decoded = self.codec.decode::<A::Event>(record).await?;
-            loaded.fold(&decoded.event, recorded(org, id, record.time, record.version), record.position);
+            loaded.fold(
+                &decoded.event,
+                recorded(org, id, record.time, record.version),
+                record.position,
+            );
         }
         self.remember(key, loaded.clone());
         Ok(loaded)
@@ -210,7 +216,11 @@ impl Repository {
                 break;
             }
             let decoded = self.codec.decode::<A::Event>(record).await?;
-            loaded.fold(&decoded.event, recorded(org, id, record.time, record.version), record.position);
+            loaded.fold(
+                &decoded.event,
+                recorded(org, id, record.time, record.version),
+                record.position,
+            );
         }
         Ok(loaded)
     }
@@ -272,7 +282,11 @@ impl<A: Aggregate> Staged<A> {
             let first = last + 1 - self.events.len() as u64;
             for (k, event) in self.events.iter().enumerate() {
                 let version = first + k as u64;
-                loaded.fold(event, recorded(org, &self.id, c.time, version), c.last_position);
+                loaded.fold(
+                    event,
+                    recorded(org, &self.id, c.time, version),
+                    c.last_position,
+                );
             }
         }
         loaded
@@ -368,7 +382,9 @@ impl<'r> Work<'r> {
         command: &A::Command,
     ) -> Result<Staged<A>, Refusal> {
         let decision = A::decide(loaded.state.as_ref(), command).map_err(Refusal::Domain)?;
-        self.stage(id, loaded, decision).await.map_err(Refusal::Failed)
+        self.stage(id, loaded, decision)
+            .await
+            .map_err(Refusal::Failed)
     }
 
     /// Stages a decision: its events sealed under the aggregate's data key (a fresh one if it

@@ -73,7 +73,10 @@ impl UserResource {
     /// The API view of a user.
     pub fn new(user: User, position: Option<Position>) -> Self {
         let status = user.status();
-        let User { public: u, personal } = user;
+        let User {
+            public: u,
+            personal,
+        } = user;
         let p = personal.profile;
         Self {
             id: u.id.to_string(),

@@ -81,7 +81,10 @@ pub async fn append(
     meta: EventMeta,
 ) -> Result<(Committed, Loaded<Task>), CommitError> {
     let mut work = core.repo().work(org, meta);
-    let staged = work.decide(id, loaded, command).await.map_err(ApiError::from)?;
+    let staged = work
+        .decide(id, loaded, command)
+        .await
+        .map_err(ApiError::from)?;
     match work.commit().await? {
         Some(committed) => {
             let after = staged.after(org, Some(&committed));

@@ -88,13 +88,18 @@ async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResul
     if !duplicates.is_empty() {
         return Err(ApiError::invalid(duplicates));
     }
-    let _guards = core.lock_users(&req.org, items.iter().map(|i| &i.user_id)).await;
+    let _guards = core
+        .lock_users(&req.org, items.iter().map(|i| &i.user_id))
+        .await;
     // A duplicate of a request for the same users may have committed while this one waited
     // for the locks: answer as it did rather than acting (and failing) a second time.
     if let Some(outcome) = replay_if_seen(core, req, &items).await? {
         return Ok(outcome);
     }
-    let usernames = core.models().settings(req.org.as_str())?.enforce_unique_usernames;
+    let usernames = core
+        .models()
+        .settings(req.org.as_str())?
+        .enforce_unique_usernames;
     let result = retrying(|| attempt(core, req, &items, usernames)).await;
     match result {
         Ok(outcome) => Ok(outcome),
@@ -173,7 +178,12 @@ async fn attempt(
     let users = items
         .iter()
         .zip(&staged)
-        .map(|(item, s)| (item.user_id.to_string(), s.after(&req.org, committed.as_ref()).state))
+        .map(|(item, s)| {
+            (
+                item.user_id.to_string(),
+                s.after(&req.org, committed.as_ref()).state,
+            )
+        })
         .collect();
     let position = match &committed {
         Some(c) => c.last_position,
@@ -222,10 +232,18 @@ fn taken(unique: Option<&Unique>, claimants: &[String], items: &[Item]) -> ApiEr
     let errors = items
         .iter()
         .filter(|i| claimants.iter().any(|c| c == i.user_id.as_str()))
-        .map(|i| FieldError::new(field(&i.field_prefix, what), format!("this {what} is taken")))
+        .map(|i| {
+            FieldError::new(
+                field(&i.field_prefix, what),
+                format!("this {what} is taken"),
+            )
+        })
         .collect();
-    ApiError::new(code, format!("This {what} is already taken in the organization."))
-        .with_errors(errors)
+    ApiError::new(
+        code,
+        format!("This {what} is already taken in the organization."),
+    )
+    .with_errors(errors)
 }
 
 /// The first response again, if this request's `Idempotency-Key` was used before.
@@ -241,7 +259,12 @@ async fn replay_if_seen(core: &Core, req: &Request, items: &[Item]) -> ApiResult
 
 /// Answers a repeated idempotent request with what the first one did: each of its users as
 /// of the version that request wrote, or, for a user it left unchanged, as it was then.
-async fn replay_seen(core: &Core, req: &Request, items: &[Item], seen: &Seen) -> ApiResult<Outcome> {
+async fn replay_seen(
+    core: &Core,
+    req: &Request,
+    items: &[Item],
+    seen: &Seen,
+) -> ApiResult<Outcome> {
     let same = req.idempotency.as_ref().is_some_and(|c| seen.same_as(c));
     if !same {
         return Err(ApiError::new(
@@ -264,7 +287,8 @@ async fn replay_seen(core: &Core, req: &Request, items: &[Item], seen: &Seen) ->
     let mut touched: Vec<(UserId, u64)> = Vec::new();
     let mut last = seen.position;
     for record in records {
-        let Some(decoded) = roster_projections::AnyEvent::decode(core.codec(), &record).await? else {
+        let Some(decoded) = roster_projections::AnyEvent::decode(core.codec(), &record).await?
+        else {
             continue;
         };
         if decoded.meta().correlation_id.as_deref() != Some(seen.request.correlation.as_str()) {

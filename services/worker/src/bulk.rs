@@ -72,7 +72,10 @@ async fn chunk(
     for raw in chunk {
         match UserId::parse(raw) {
             Ok(id) => ids.push(id),
-            Err(m) => failures.push(failure(raw, &ApiError::not_found(format!("not a user id: {m}")))),
+            Err(m) => failures.push(failure(
+                raw,
+                &ApiError::not_found(format!("not a user id: {m}")),
+            )),
         }
     }
     let _guards = core.lock_users(&org, ids.iter()).await;
@@ -80,7 +83,8 @@ async fn chunk(
     loop {
         attempts += 1;
         let states = futures::future::try_join_all(
-            ids.iter().map(|id| core.repo().load::<User>(&org, id.as_str())),
+            ids.iter()
+                .map(|id| core.repo().load::<User>(&org, id.as_str())),
         )
         .await?;
         let mut chunk_failures = failures.clone();
@@ -119,7 +123,9 @@ async fn chunk(
             Err(CommitError::Conflict { .. }) if attempts < 50 => {
                 tokio::time::sleep(Duration::from_millis(attempts.min(20) as u64)).await;
             }
-            Err(CommitError::Failed(e)) if e.code == roster_core::Code::Unavailable && attempts < 50 => {
+            Err(CommitError::Failed(e))
+                if e.code == roster_core::Code::Unavailable && attempts < 50 =>
+            {
                 tracing::warn!(task = %running.id, error = %e.detail, "log unavailable; retrying the chunk");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -94,7 +94,12 @@ impl ExportStore {
     }
 
     /// Publishes the complete file at `part` as the export of task `task_id`.
-    pub(crate) async fn publish(&self, part: &Path, org: &str, task_id: &str) -> std::io::Result<()> {
+    pub(crate) async fn publish(
+        &self,
+        part: &Path,
+        org: &str,
+        task_id: &str,
+    ) -> std::io::Result<()> {
         match self {
             Self::Local(dir) => {
                 let path = local_path(dir, org, task_id);
@@ -255,10 +260,18 @@ pub(crate) async fn run(
         let models = core.models();
         let mut rows = models.users_of(&org);
         while let Some(row) = rows.next().await.map_err(|e| Stop::Failed(e.to_string()))? {
-            bytes += write_user(core, &task_id, row.user, &mut out).await.map_err(io)?;
+            bytes += write_user(core, &task_id, row.user, &mut out)
+                .await
+                .map_err(io)?;
             lines += 1;
             if lines % PROGRESS_EVERY == 0 {
-                progress(core, running, (lines, failed), std::mem::take(&mut failures)).await?;
+                progress(
+                    core,
+                    running,
+                    (lines, failed),
+                    std::mem::take(&mut failures),
+                )
+                .await?;
             }
         }
     } else {
@@ -270,8 +283,10 @@ pub(crate) async fn run(
                 .map_err(|e| Stop::Failed(e.to_string()))?;
             match row {
                 Some(row) => {
-                    let user = (*row).user.clone();
-                    bytes += write_user(core, &task_id, user, &mut out).await.map_err(io)?;
+                    let user = row.user.clone();
+                    bytes += write_user(core, &task_id, user, &mut out)
+                        .await
+                        .map_err(io)?;
                     lines += 1;
                 }
                 None => {
@@ -284,7 +299,13 @@ pub(crate) async fn run(
                 }
             }
             if (lines + failed) % PROGRESS_EVERY == 0 {
-                progress(core, running, (lines, failed), std::mem::take(&mut failures)).await?;
+                progress(
+                    core,
+                    running,
+                    (lines, failed),
+                    std::mem::take(&mut failures),
+                )
+                .await?;
             }
         }
     }

@@ -26,8 +26,8 @@ use roster_core::Core;
 use roster_core::live::{PROJECTION, Phase, RebuildProgress};
 use roster_domain::task::{TaskCommand, TaskCreated, TaskProgressed};
 use roster_eventlog::{
-    AppendError, Committed, EventLog, LogError, Position, RecordedEvent, ReservationInfo,
-    StreamId, Transaction, Version,
+    AppendError, Committed, EventLog, LogError, Position, RecordedEvent, ReservationInfo, StreamId,
+    Transaction, Version,
 };
 use roster_projections::{ReadModels, location};
 use serde_json::{Value, json};
@@ -65,10 +65,7 @@ pub(crate) async fn run(
         models: None,
         projector: None,
     };
-    let mut recorder = Recorder {
-        core: app,
-        running,
-    };
+    let mut recorder = Recorder { core: app, running };
     tracing::info!(task = task_id, total, dir = %building.dir.display(), "rebuilding the read models");
     let replayed = match replay(app, &progress, &mut building, total, &mut recorder).await {
         Ok(replayed) => replayed,

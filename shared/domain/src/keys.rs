@@ -71,7 +71,9 @@ impl<'de> Deserialize<'de> for KeyId {
                 s.parse().map_err(E::custom)
             }
             fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<KeyId, E> {
-                let bytes: [u8; 16] = b.try_into().map_err(|_| E::invalid_length(b.len(), &self))?;
+                let bytes: [u8; 16] = b
+                    .try_into()
+                    .map_err(|_| E::invalid_length(b.len(), &self))?;
                 Ok(KeyId::from_bytes(bytes))
             }
         }

@@ -146,11 +146,14 @@ impl Aggregate for Session {
                 let claims = token.iter().map(|(jti, until)| {
                     UniqueChange::ClaimUntil(Unique::CustomToken(jti.clone()), *until)
                 });
-                Ok(Decision::event(SessionEvent::SessionStarted(started.clone())).with_uniques(claims))
+                Ok(
+                    Decision::event(SessionEvent::SessionStarted(started.clone()))
+                        .with_uniques(claims),
+                )
             }
-            (Some(_), SessionCommand::Start { .. }) => Err(DomainError::Conflict(
-                "a session with this id exists",
-            )),
+            (Some(_), SessionCommand::Start { .. }) => {
+                Err(DomainError::Conflict("a session with this id exists"))
+            }
             (None, _) => Err(DomainError::NotFound),
             (Some(s), SessionCommand::Refresh(_)) if s.is_revoked() => {
                 Err(DomainError::Conflict("the session has ended"))

@@ -76,10 +76,13 @@ impl crate::aggregate::Aggregate for Settings {
         command: &ChangeSettings,
     ) -> Result<crate::aggregate::Decision<SettingsEvent>, crate::DomainError> {
         let current = state.map(|s| &s.0).cloned().unwrap_or_default();
-        Ok(crate::aggregate::Decision::when(current != command.0, || {
-            SettingsEvent::SettingsChanged(SettingsChanged {
-                settings: command.0.clone(),
-            })
-        }))
+        Ok(crate::aggregate::Decision::when(
+            current != command.0,
+            || {
+                SettingsEvent::SettingsChanged(SettingsChanged {
+                    settings: command.0.clone(),
+                })
+            },
+        ))
     }
 }

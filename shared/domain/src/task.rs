@@ -137,7 +137,14 @@ pub struct TaskFailed {
 pub struct TaskCanceled {}
 
 one_part!(public: TaskCreated, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed, TaskCanceled);
-json_as_is!(TaskCreated, TaskStarted, TaskProgressed, TaskCompleted, TaskFailed, TaskCanceled);
+json_as_is!(
+    TaskCreated,
+    TaskStarted,
+    TaskProgressed,
+    TaskCompleted,
+    TaskFailed,
+    TaskCanceled
+);
 
 event_set! {
     /// Every event of a task.
@@ -185,10 +192,15 @@ impl Aggregate for Task {
         Task::fold(state, event, at)
     }
 
-    fn decide(state: Option<&Self>, command: &TaskCommand) -> Result<Decision<TaskEvent>, DomainError> {
+    fn decide(
+        state: Option<&Self>,
+        command: &TaskCommand,
+    ) -> Result<Decision<TaskEvent>, DomainError> {
         let event = match (state, command) {
             (None, TaskCommand::Create(c)) => TaskEvent::TaskCreated(c.clone()),
-            (Some(_), TaskCommand::Create(_)) => return Err(DomainError::Conflict("a task with this id exists")),
+            (Some(_), TaskCommand::Create(_)) => {
+                return Err(DomainError::Conflict("a task with this id exists"));
+            }
             (None, _) => return Err(DomainError::NotFound),
             (Some(t), _) if t.status.is_final() => {
                 return Err(DomainError::Conflict("the task has already ended"));

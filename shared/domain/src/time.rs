@@ -46,9 +46,7 @@ pub mod micros_option {
     }
 
     /// Deserializes an optional time.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         if d.is_human_readable() {
             Option::<DateTime<Utc>>::deserialize(d)
         } else {

@@ -61,8 +61,7 @@ impl KeyPool {
 
     /// Starts a refill in the background if the pool is below half a batch.
     pub fn refill_if_low(self: &Arc<Self>) {
-        if self.ready.lock().len() >= self.batch / 2
-            || self.refilling.swap(true, Ordering::AcqRel)
+        if self.ready.lock().len() >= self.batch / 2 || self.refilling.swap(true, Ordering::AcqRel)
         {
             return;
         }

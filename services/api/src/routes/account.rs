@@ -20,14 +20,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use roster_core::users::Item;
-use roster_domain::user::UserCommand;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AnyCtx, ClientCtx, Json, NoQuery, QueryParams, query_params};
 use crate::resource::{UserResource, etag, write_response};
 use crate::routes::common::{Deleted, OperationDoc, execute, single};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
+use roster_core::users::Item;
+use roster_domain::user::UserCommand;
 
 /// The fields a client may change on its own account.
 pub const CLIENT_FIELDS: &[&str] = &[

@@ -179,7 +179,7 @@ async fn page(
         for record in &records {
             cursor = record.position;
             if filter.accepts(record) {
-                events.push(render(&app.codec(), record).await?);
+                events.push(render(app.codec(), record).await?);
                 if events.len() == limit {
                     break 'scan;
                 }
@@ -217,7 +217,7 @@ fn ndjson(app: AppState, filter: Filter, after: Position) -> Response {
             for record in records.iter().take_while(|r| r.position <= head) {
                 next = record.position;
                 if filter.accepts(record) {
-                    match render(&app.codec(), record).await {
+                    match render(app.codec(), record).await {
                         Ok(e) => {
                             serde_json::to_writer(&mut out, &e).expect("events serialize");
                             out.push(b'\n');

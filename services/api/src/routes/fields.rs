@@ -138,7 +138,14 @@ async fn email(
         .map(Email::parse)
         .transpose()
         .map_err(invalid("email"))?;
-    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangeEmail(email)).await
+    run_one(
+        &app,
+        &ctx,
+        &id,
+        Some(&body.digest),
+        UserCommand::ChangeEmail(email),
+    )
+    .await
 }
 
 /// `PATCH /v1/users/{id}/name`.
@@ -159,7 +166,14 @@ async fn name(
     if let Some(n) = &name {
         roster_domain::input::check_scalar("name", n).map_err(|e| ApiError::invalid(vec![e]))?;
     }
-    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangeName(name)).await
+    run_one(
+        &app,
+        &ctx,
+        &id,
+        Some(&body.digest),
+        UserCommand::ChangeName(name),
+    )
+    .await
 }
 
 /// `PATCH /v1/users/{id}/password`.
@@ -185,7 +199,14 @@ async fn password(
         .hash(password)
         .await
         .map_err(ApiError::internal)?;
-    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangePassword(hash)).await
+    run_one(
+        &app,
+        &ctx,
+        &id,
+        Some(&body.digest),
+        UserCommand::ChangePassword(hash),
+    )
+    .await
 }
 
 /// `PATCH /v1/users/{id}/phone`.
@@ -209,7 +230,14 @@ async fn phone(
         .map(Phone::parse)
         .transpose()
         .map_err(invalid("number"))?;
-    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::ChangePhone(phone)).await
+    run_one(
+        &app,
+        &ctx,
+        &id,
+        Some(&body.digest),
+        UserCommand::ChangePhone(phone),
+    )
+    .await
 }
 
 async fn get_prefs(
@@ -274,7 +302,14 @@ async fn status(
     body: Json<SetStatus>,
 ) -> ApiResult<Response> {
     let blocked = !body.value.status;
-    run_one(&app, &ctx, &id, Some(&body.digest), UserCommand::SetBlocked(blocked)).await
+    run_one(
+        &app,
+        &ctx,
+        &id,
+        Some(&body.digest),
+        UserCommand::SetBlocked(blocked),
+    )
+    .await
 }
 
 /// `PATCH /v1/users/{id}/verification`.

@@ -125,7 +125,11 @@ pub(crate) struct LogPage {
 /// incarnation: an earlier holder of a hard-deleted id is not part of it) to `version`. 404 if
 /// the user never existed.
 async fn load_history(app: &AppState, ctx: &Ctx, id: &UserId) -> ApiResult<Loaded<User>> {
-    let loaded = app.core().repo().load::<User>(&ctx.org, id.as_str()).await?;
+    let loaded = app
+        .core()
+        .repo()
+        .load::<User>(&ctx.org, id.as_str())
+        .await?;
     if loaded.since == 0 {
         return Err(ApiError::not_found("No user with this id."));
     }
@@ -235,7 +239,11 @@ async fn export(
     let loaded = load_history(&app, &ctx, &user_id).await?;
     let records = app
         .log()
-        .read_stream(&stream_of::<User>(&ctx.org, user_id.as_str()), loaded.since, usize::MAX)
+        .read_stream(
+            &stream_of::<User>(&ctx.org, user_id.as_str()),
+            loaded.since,
+            usize::MAX,
+        )
         .await?;
     let events = render_all(&app, &records).await?;
     let logs = events.iter().rev().cloned().map(LogItem::from).collect();
@@ -256,8 +264,7 @@ async fn export(
         .state
         .as_ref()
         .map_or(0, |u| u.public.sessions_valid_from);
-    let sessions =
-        crate::sessions::all_sessions(&app, &ctx.org, &user_id, valid_from).await?;
+    let sessions = crate::sessions::all_sessions(&app, &ctx.org, &user_id, valid_from).await?;
     let export = UserExport {
         user: loaded.state.map(|u| UserResource::new(u, None)),
         wallet_ledger,

@@ -11,8 +11,6 @@ use roster_domain::{DeleteMode, UserId};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use roster_core::users::Item;
-use roster_domain::user::UserCommand;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json, MaybeJson, QueryParams, query_params};
 use crate::resource::write_response;
@@ -20,6 +18,8 @@ use crate::routes::common::OperationDoc;
 use crate::routes::common::{Deleted, MAX_BATCH, execute, parse_user_id, single};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
+use roster_core::users::Item;
+use roster_domain::user::UserCommand;
 
 /// How long a pruning or hard deletion waits for the erasure to finish before it answers.
 const ERASURE_WAIT: Duration = Duration::from_secs(5);
@@ -101,8 +101,7 @@ async fn deactivate(
         },
         field_prefix: None,
     };
-    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item])
-        .await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
     single(StatusCode::OK, outcome)
 }
 
@@ -117,8 +116,7 @@ async fn reactivate(
         command: UserCommand::Reactivate,
         field_prefix: None,
     };
-    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item])
-        .await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
     single(StatusCode::OK, outcome)
 }
 
@@ -150,8 +148,7 @@ pub(crate) async fn delete(
         command: UserCommand::Delete(mode),
         field_prefix: None,
     };
-    let outcome = execute(&app, &ctx, None, vec![item])
-        .await?;
+    let outcome = execute(&app, &ctx, None, vec![item]).await?;
     if mode != DeleteMode::Soft {
         // The projector destroys the key and purges the read models as it applies the
         // deletion; answer once that is done, so "200" means "erased".

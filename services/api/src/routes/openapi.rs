@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, LazyLock, OnceLock};
 
+use aide::OperationInput;
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;
 use aide::generate::GenContext;
@@ -19,7 +20,6 @@ use aide::openapi::{
     Response, SchemaObject, SecurityScheme, StatusCode, Tag,
 };
 use aide::transform::{TransformOpenApi, TransformOperation};
-use aide::OperationInput;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use bytes::Bytes;
@@ -739,7 +739,6 @@ impl<T: JsonSchema> OperationInput for MaybeJson<T> {
         json_body::<T>(ctx, operation, false);
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -21,9 +21,9 @@ use crate::extract::{Ctx, NoQuery, QueryParams};
 use crate::live::{MODELS, PROJECTION};
 use crate::routes::common::OperationDoc;
 use crate::routes::common::accepted as accepted_response;
-use roster_core::tasks::TaskAccepted;
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
+use roster_core::tasks::TaskAccepted;
 
 /// How long a rebuild request waits for its task to reach the read models (so the next
 /// request sees it running).

@@ -213,12 +213,13 @@ async fn sign_in(
     refuse_status(user.status())?;
 
     let session = NewSession::new(SessionMethod::Password);
-    let mut work = app
-        .core()
-        .repo()
-        .work(&org, session_meta(&ctx, user.id()));
-    work.decide::<Session>(&session.id, &Loaded::default(), &session.start(user, loaded.version, None))
-        .await?;
+    let mut work = app.core().repo().work(&org, session_meta(&ctx, user.id()));
+    work.decide::<Session>(
+        &session.id,
+        &Loaded::default(),
+        &session.start(user, loaded.version, None),
+    )
+    .await?;
     if let Some(claim) = &idempotency {
         work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
     }
@@ -313,8 +314,7 @@ async fn refresh(
         let Some(user) = user.state.as_ref() else {
             return Err(invalid_refresh());
         };
-        if user.status() != Status::Active
-            || session.user_version < user.public.sessions_valid_from
+        if user.status() != Status::Active || session.user_version < user.public.sessions_valid_from
         {
             return Err(invalid_refresh());
         }
@@ -436,7 +436,10 @@ fn session_cursor(cursor: &str) -> ApiResult<String> {
     if id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(id)
     } else {
-        Err(ApiError::invalid_field("cursor", "is not a cursor this server returned"))
+        Err(ApiError::invalid_field(
+            "cursor",
+            "is not a cursor this server returned",
+        ))
     }
 }
 
@@ -452,8 +455,7 @@ async fn revoke_all(
         command: UserCommand::RevokeSessions,
         field_prefix: None,
     };
-    let outcome = execute(&app, &ctx, None, vec![item])
-        .await?;
+    let outcome = execute(&app, &ctx, None, vec![item]).await?;
     Ok(no_content(outcome.position))
 }
 

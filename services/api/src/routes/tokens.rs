@@ -22,7 +22,9 @@ use crate::extract::{Ctx, Json, PublicCtx};
 use crate::resource::write_response;
 use crate::routes::common::{OperationDoc, refuse_status};
 use crate::schemas::SchemaSet;
-use crate::sessions::{NewSession, SessionTokens, credential_idempotency, session_commit_error, session_meta};
+use crate::sessions::{
+    NewSession, SessionTokens, credential_idempotency, session_commit_error, session_meta,
+};
 use crate::state::AppState;
 use crate::tokens::{CUSTOM_DEFAULT_TTL_SECS, CUSTOM_MAX_TTL_SECS, CustomClaims};
 
@@ -163,8 +165,8 @@ async fn sign_in(
     let (org_ref, user_ref) = (&org, &user_id);
     let signed_in = retrying(move || async move {
         let (org, user_id) = (org_ref, user_ref);
-        let loaded: Loaded<User> = repo.load(&org, user_id.as_str()).await?;
-        let mut work = repo.work(&org, ctx.meta.clone());
+        let loaded: Loaded<User> = repo.load(org, user_id.as_str()).await?;
+        let mut work = repo.work(org, ctx.meta.clone());
         let (user, version) = match &loaded.state {
             Some(user) => {
                 refuse_status(user.status()).map_err(|e| match e.code {
@@ -187,14 +189,18 @@ async fn sign_in(
                     .await
                     .map_err(ApiError::from)?;
                 let user = staged
-                    .provisional(&org)
+                    .provisional(org)
                     .ok_or_else(|| ApiError::internal("sign-up produced no user"))?;
                 (user, loaded.version + staged.events.len() as u64)
             }
         };
-        work.decide::<Session>(&session.id, &Loaded::default(), &session.start(&user, version, token.clone()))
-            .await
-            .map_err(ApiError::from)?;
+        work.decide::<Session>(
+            &session.id,
+            &Loaded::default(),
+            &session.start(&user, version, token.clone()),
+        )
+        .await
+        .map_err(ApiError::from)?;
         if let Some(claim) = &idempotency {
             work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
         }

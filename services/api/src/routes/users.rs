@@ -19,8 +19,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Ctx, Json, QueryParams, query_params};
 use crate::resource::{UserResource, etag};
 use crate::routes::common::{
-    Deleted, MAX_BATCH, OperationDoc, UsersById, decode_cursor, encode_cursor, execute, parse_user_id,
-    single, users_by_id,
+    Deleted, MAX_BATCH, OperationDoc, UsersById, decode_cursor, encode_cursor, execute,
+    parse_user_id, single, users_by_id,
 };
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
@@ -238,7 +238,13 @@ async fn create_item(
     field_prefix: Option<String>,
 ) -> ApiResult<Item> {
     let password_hash = match valid.password {
-        Some(p) => Some(app.core().hasher().hash(p).await.map_err(ApiError::internal)?),
+        Some(p) => Some(
+            app.core()
+                .hasher()
+                .hash(p)
+                .await
+                .map_err(ApiError::internal)?,
+        ),
         None => None,
     };
     let id = valid.id.unwrap_or_else(UserId::generate);

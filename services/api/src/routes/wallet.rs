@@ -109,7 +109,10 @@ fn valid_change(body: &AdjustWallet) -> ApiResult<WalletChange> {
         })
         .collect();
     if body.changeset.len() > 100 {
-        errors.push(FieldError::new("changeset", "at most 100 currencies per changeset"));
+        errors.push(FieldError::new(
+            "changeset",
+            "at most 100 currencies per changeset",
+        ));
     }
     if let Err(e) = roster_domain::input::check_object("metadata", &body.metadata) {
         errors.push(e);
@@ -139,8 +142,7 @@ async fn adjust(
     };
     // Concurrent adjustments of one wallet are serialized and retried inside `execute`:
     // plain contention never reaches the client as a conflict.
-    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item])
-        .await?;
+    let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
     let Some((_, Some(user))) = outcome.users.into_iter().next() else {
         return Err(ApiError::not_found("No user with this id."));
     };
@@ -175,7 +177,11 @@ async fn previous_wallet(
         let before: Loaded<User> = app
             .core()
             .repo()
-            .load_as_of(&ctx.org, user.id().as_str(), AsOf::Version(user.public.version - 1))
+            .load_as_of(
+                &ctx.org,
+                user.id().as_str(),
+                AsOf::Version(user.public.version - 1),
+            )
             .await?;
         return Ok(before.state.map(|u| u.public.wallet).unwrap_or_default());
     }

@@ -33,10 +33,18 @@ impl Aggregate for User {
 
     fn size_hint(&self) -> usize {
         let p = &self.personal.profile;
-        let text: usize = [&p.username, &p.display_name, &p.name, &p.email, &p.phone, &p.avatar_url, &p.location]
-            .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
-            .sum();
+        let text: usize = [
+            &p.username,
+            &p.display_name,
+            &p.name,
+            &p.email,
+            &p.phone,
+            &p.avatar_url,
+            &p.location,
+        ]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum();
         let objects = p.custom.len() + p.metadata.len() + p.prefs.len() + self.public.wallet.len();
         512 + text + 96 * objects
     }
@@ -80,17 +88,22 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
         }
         C::ChangePassword(hash) => {
             existing_live(state)?;
-            Ok(Decision::event(UserEvent::PasswordChanged(PasswordChanged {
-                password_hash: Some(hash.clone()),
-            })))
+            Ok(Decision::event(UserEvent::PasswordChanged(
+                PasswordChanged {
+                    password_hash: Some(hash.clone()),
+                },
+            )))
         }
         C::ReplacePrefs(prefs) => {
             let user = existing_live(state)?;
-            Ok(Decision::when(user.personal.profile.prefs != *prefs, || {
-                UserEvent::PrefsUpdated(PrefsUpdated {
-                    prefs: prefs.clone(),
-                })
-            }))
+            Ok(Decision::when(
+                user.personal.profile.prefs != *prefs,
+                || {
+                    UserEvent::PrefsUpdated(PrefsUpdated {
+                        prefs: prefs.clone(),
+                    })
+                },
+            ))
         }
         C::SetBlocked(blocked) => {
             let user = existing_live(state)?;
@@ -146,7 +159,9 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
         // aggregate does not know them.
         C::RevokeSessions => {
             existing_live(state)?;
-            Ok(Decision::event(UserEvent::SessionsRevoked(SessionsRevoked {})))
+            Ok(Decision::event(UserEvent::SessionsRevoked(
+                SessionsRevoked {},
+            )))
         }
         C::AdjustWallet(change) => adjusted(existing_live(state)?, change),
     }
@@ -181,9 +196,13 @@ fn replaced(user: &User, create: &CreateUser) -> Decided {
     {
         return Ok(Decision::nothing());
     }
-    let uniques = username_change(user.username(), new.personal.username.as_deref(), create.usernames)
-        .into_iter()
-        .chain(email_change(user.email(), new.personal.email.as_deref()));
+    let uniques = username_change(
+        user.username(),
+        new.personal.username.as_deref(),
+        create.usernames,
+    )
+    .into_iter()
+    .chain(email_change(user.email(), new.personal.email.as_deref()));
     Ok(Decision::event(UserEvent::UserReplaced(UserReplaced {
         public: ProfilePart {
             profile: new.public.clone(),
@@ -398,7 +417,12 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
             | UserEvent::EmailChanged(_)
             | UserEvent::PhoneChanged(_)
     )
-    .then(|| (user.personal.profile.email.clone(), user.personal.profile.phone.clone()));
+    .then(|| {
+        (
+            user.personal.profile.email.clone(),
+            user.personal.profile.phone.clone(),
+        )
+    });
     match event {
         UserEvent::UserCreated(_) => unreachable!("creation is applied by `apply`"),
         UserEvent::UserReplaced(e) => {

@@ -2,7 +2,8 @@
 //! and what is personal is decided here, by the types, and nowhere else.
 //!
 //! Events are facts: `apply` trusts them and never fails. Personal parts read as their
-//! `Default` once the user's data key is destroyed.
+//! `Default` once the user's data key is destroyed. Which part a type is (all public, all
+//! personal, or both) is said by the `one_part!`/`two_parts!` lines below.
 //!
 //! Stored parts are positional in binary formats: a field may only ever be added at the end
 //! of a part, with `#[serde(default)]`; anything else is a new schema version.
@@ -12,8 +13,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::profile::{JsonObject, PasswordHash, PublicProfile, UserPersonal};
 use super::DeleteMode;
+use super::profile::{JsonObject, PasswordHash, PublicProfile, UserPersonal};
 use crate::events::KeyedEvents;
 use crate::keys::KeyId;
 use crate::values::{OrgId, UserId};
@@ -77,7 +78,7 @@ pub struct PathChanges {
     pub unset: Vec<String>,
 }
 
-/// The email changed (verification is cleared). All personal.
+/// The email changed (verification is cleared).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmailChanged {
     /// The new email; `None` removes it.
@@ -85,7 +86,7 @@ pub struct EmailChanged {
     pub email: Option<String>,
 }
 
-/// The name changed. All personal.
+/// The name changed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NameChanged {
     /// The new name; `None` removes it.
@@ -93,7 +94,7 @@ pub struct NameChanged {
     pub name: Option<String>,
 }
 
-/// The phone number changed (verification is cleared). All personal.
+/// The phone number changed (verification is cleared).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PhoneChanged {
     /// The new number; `None` removes it.
@@ -101,7 +102,7 @@ pub struct PhoneChanged {
     pub phone: Option<String>,
 }
 
-/// The password changed. Only its hash is ever recorded. All personal.
+/// The password changed. Only its hash is ever recorded.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PasswordChanged {
     /// The new hash.
@@ -109,7 +110,7 @@ pub struct PasswordChanged {
     pub password_hash: Option<PasswordHash>,
 }
 
-/// The preferences were replaced. All personal.
+/// The preferences were replaced.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PrefsUpdated {
     /// The new preferences.
@@ -117,7 +118,7 @@ pub struct PrefsUpdated {
     pub prefs: JsonObject,
 }
 
-/// A verification flag changed. All public.
+/// A verification flag changed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VerificationChanged {
     /// New email verification, if it changed.
@@ -128,8 +129,10 @@ pub struct VerificationChanged {
     pub phone_verified: Option<bool>,
 }
 
-/// The user was blocked or unblocked (`PATCH /v1/users/{id}/status`). Schema version 2;
-/// version 1 recorded `{"blocked": bool}` and is upcast when read.
+/// The user was blocked or unblocked (`PATCH /v1/users/{id}/status`).
+///
+/// Schema version 2. Version 1 recorded `{"blocked": bool}`; it is upcast when read (see
+/// [`crate::user::json`]), so the log's history is never rewritten.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StatusChanged {
     /// The status a server set: `active` (unblocked) or `blocked`.
@@ -190,7 +193,7 @@ pub struct LedgerNote {
     pub metadata: JsonObject,
 }
 
-/// The user was deactivated. All public.
+/// The user was deactivated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UserDeactivated {
     /// Who asked for it, if given.

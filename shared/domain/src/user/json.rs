@@ -16,7 +16,8 @@ use super::profile::{
 use crate::events::FromJson;
 use crate::json_as_is;
 
-/// The user fields of an event, as one object.
+/// The user fields a server may set (API.md §2), as recorded in events and read models.
+/// Every field except `role`, `lang_tag` and `timezone` is personal data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Profile {
     /// Unique per organization by its normalized form (when enforced).
@@ -159,6 +160,10 @@ pub struct UserRestoredJson {
     pub key_id: Option<String>,
 }
 
+/// Older schema versions still found in logs: (event type, version), each with a frozen shape
+/// here and its JSON Schema in `schemas/events/<Type>.v<N>.json`.
+pub const OLD_VERSIONS: &[(&str, u32)] = &[("StatusChanged", 1)];
+
 /// `StatusChanged` as schema version 1 recorded it. Frozen: logs hold it forever.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "StatusChanged")]
@@ -223,11 +228,19 @@ impl UserPartiallyUpdated {
         let mut public = PathChanges::default();
         let mut private = PathChanges::default();
         for (path, value) in set {
-            let part = if personal(&path) { &mut private } else { &mut public };
+            let part = if personal(&path) {
+                &mut private
+            } else {
+                &mut public
+            };
             part.set.insert(path, value);
         }
         for path in unset {
-            let part = if personal(&path) { &mut private } else { &mut public };
+            let part = if personal(&path) {
+                &mut private
+            } else {
+                &mut public
+            };
             part.unset.push(path);
         }
         Self {
@@ -290,9 +303,15 @@ mod tests {
     fn status_changed_v1_reads_as_v2() {
         for (blocked, status) in [(true, "blocked"), (false, "active")] {
             let event = UserEvent::from_json("StatusChanged", 1, obj(json!({"blocked": blocked})));
-            assert_eq!(event.unwrap(), UserEvent::StatusChanged(StatusChanged::new(blocked)));
+            assert_eq!(
+                event.unwrap(),
+                UserEvent::StatusChanged(StatusChanged::new(blocked))
+            );
             let v2 = UserEvent::from_json("StatusChanged", 2, obj(json!({"status": status})));
-            assert_eq!(v2.unwrap(), UserEvent::StatusChanged(StatusChanged::new(blocked)));
+            assert_eq!(
+                v2.unwrap(),
+                UserEvent::StatusChanged(StatusChanged::new(blocked))
+            );
         }
     }
 
@@ -300,7 +319,9 @@ mod tests {
     fn malformed_and_future_versions_are_errors() {
         assert!(UserEvent::from_json("StatusChanged", 1, obj(json!({"blocked": "yes"}))).is_err());
         assert!(UserEvent::from_json("StatusChanged", 2, obj(json!({"blocked": true}))).is_err());
-        assert!(UserEvent::from_json("StatusChanged", 3, obj(json!({"status": "active"}))).is_err());
+        assert!(
+            UserEvent::from_json("StatusChanged", 3, obj(json!({"status": "active"}))).is_err()
+        );
         assert!(UserEvent::from_json("Nope", 1, Map::new()).is_err());
     }
 
@@ -310,9 +331,15 @@ mod tests {
             obj(json!({"role": "admin", "name": "Al", "custom.a": 1, "lang_tag": "en"})),
             vec!["timezone".into(), "email".into()],
         );
-        assert_eq!(Value::Object(e.public.set), json!({"role": "admin", "lang_tag": "en"}));
+        assert_eq!(
+            Value::Object(e.public.set),
+            json!({"role": "admin", "lang_tag": "en"})
+        );
         assert_eq!(e.public.unset, ["timezone"]);
-        assert_eq!(Value::Object(e.personal.set), json!({"name": "Al", "custom.a": 1}));
+        assert_eq!(
+            Value::Object(e.personal.set),
+            json!({"name": "Al", "custom.a": 1})
+        );
         assert_eq!(e.personal.unset, ["email"]);
     }
 }
