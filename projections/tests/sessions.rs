@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use roster_domain::event::{Event, UserCreated, UserDeleted};
 use roster_domain::session::{
     SessionEvent, SessionMethod, SessionRefreshed, SessionRevoked, SessionStarted,
 };
-use roster_domain::{DeleteMode, Profile, Status};
+use roster_domain::user::{UserCreated, UserCreatedPublic, UserDeleted, UserPersonal};
+use roster_domain::{DeleteMode, OrgId, Status, UserEvent, UserId};
 use roster_eventlog::embedded::{EmbeddedLog, EmbeddedOptions};
 use roster_eventlog::{EventLog, ExpectedVersion, NewEvent, StreamAppend, StreamId, Transaction};
 use roster_projections::{Codec, EventMeta, ReadModels};
@@ -44,12 +44,15 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
         user_agent: Some("SessionAgent/1".into()),
         ..Default::default()
     };
-    let user = Event::UserCreated(UserCreated {
-        user_id: "u1".into(),
-        organization_id: "default".into(),
-        key_id: Some(kid.to_string()),
-        profile: Profile::default(),
-        password_hash: None,
+    let u1 = UserId::parse("u1").unwrap();
+    let user = UserEvent::UserCreated(UserCreated {
+        public: UserCreatedPublic {
+            user_id: u1.clone(),
+            organization_id: OrgId::default_org(),
+            key_id: Some(kid),
+            profile: Default::default(),
+        },
+        personal: UserPersonal::default(),
     });
     append(
         &log,
@@ -57,23 +60,15 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
         codec.encode(&user, &meta, Some((kid, &key))),
     )
     .await;
-    let session = |event: SessionEvent| {
-        codec.encode_data(
-            event.event_type(),
-            1,
-            event.to_data(),
-            &meta,
-            Some((kid, &key)),
-        )
-    };
+    let session = |event: SessionEvent| codec.encode(&event, &meta, Some((kid, &key)));
     let started = |hash: &str| {
         SessionEvent::SessionStarted(SessionStarted {
-            user_id: "u1".into(),
+            user_id: u1.clone(),
             user_version: 1,
             refresh_hash: hash.into(),
             expires_at: Utc::now() + Duration::days(30),
             method: SessionMethod::Password,
-            key_id: Some(kid.to_string()),
+            key_id: Some(kid),
         })
     };
     append(&log, "session-S1", session(started("h1"))).await;
@@ -81,7 +76,7 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
         &log,
         "session-S1",
         session(SessionEvent::SessionRefreshed(SessionRefreshed {
-            user_id: "u1".into(),
+            user_id: u1.clone(),
             refresh_hash: "h2".into(),
             expires_at: Utc::now() + Duration::days(31),
         })),
@@ -92,7 +87,7 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
         &log,
         "session-S2",
         session(SessionEvent::SessionRevoked(SessionRevoked {
-            user_id: "u1".into(),
+            user_id: u1.clone(),
             reason: "signed_out".into(),
         })),
     )
@@ -114,14 +109,14 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
     let (rows, more) = models.sessions_of("default", "u1", 10, None).await.unwrap();
     assert!(!more);
     assert_eq!(
-        rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        rows.iter().map(|r| r.info.id.as_str()).collect::<Vec<_>>(),
         ["S2", "S1"],
         "newest first"
     );
-    assert!(rows[0].revoked_at.is_some() && rows[1].revoked_at.is_none());
-    assert!(rows[1].refreshed_at.is_some());
-    assert_eq!(rows[1].ip.as_deref(), Some("203.0.113.9"));
-    assert_eq!(rows[1].user_agent.as_deref(), Some("SessionAgent/1"));
+    assert!(rows[0].info.revoked_at.is_some() && rows[1].info.revoked_at.is_none());
+    assert!(rows[1].info.refreshed_at.is_some());
+    assert_eq!(rows[1].from.ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(rows[1].from.user_agent.as_deref(), Some("SessionAgent/1"));
     assert!(models.session_revoked("default", "S2"));
     assert!(!models.session_revoked("default", "S1"));
     assert!(!models.session_revoked("other-org", "S2"));
@@ -130,12 +125,12 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
         Some((Status::Active, 1))
     );
     let (page, more) = models.sessions_of("default", "u1", 1, None).await.unwrap();
-    assert!(more && page[0].id == "S2");
+    assert!(more && page[0].info.id == "S2");
     let (page, _) = models
         .sessions_of("default", "u1", 1, Some("S2"))
         .await
         .unwrap();
-    assert_eq!(page[0].id, "S1");
+    assert_eq!(page[0].info.id, "S1");
     drop(models);
 
     // After a restart the revoked set is rebuilt from the rows.
@@ -144,7 +139,7 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
         .unwrap();
     assert!(models.session_revoked("default", "S2"));
     // A hard deletion takes the user's sessions with it.
-    let deleted = Event::UserDeleted(UserDeleted {
+    let deleted = UserEvent::UserDeleted(UserDeleted {
         mode: DeleteMode::Hard,
     });
     append(

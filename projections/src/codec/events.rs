@@ -97,6 +97,15 @@ impl EventMeta {
     }
 }
 
+/// The public part of a record's metadata (actor, causation and correlation ids), of either
+/// format, without a key: what a reader needs to follow requests and tasks through the log.
+pub fn public_meta(record: &RecordedEvent) -> MetaPublic {
+    match record.metadata.split_first() {
+        Some((&FORMAT_2, rest)) => from_msgpack(rest, "event metadata").unwrap_or_default(),
+        _ => serde_json::from_slice(&record.metadata).unwrap_or_default(),
+    }
+}
+
 /// An event read back from the log.
 #[derive(Clone, Debug)]
 pub struct DecodedEvent<E> {
@@ -216,10 +225,7 @@ impl Codec {
         }
         let what = record.event_type.as_str();
         let stored = Stored::parse(&record.data)?;
-        let meta_public: MetaPublic = match record.metadata.split_first() {
-            Some((&FORMAT_2, rest)) => from_msgpack(rest, "event metadata")?,
-            _ => MetaPublic::default(),
-        };
+        let meta_public = public_meta(record);
         let (plain, erased) = match stored.open(self, &event_aad(record.id)).await? {
             Opened::Nothing => (None, false),
             Opened::Erased => (None, true),

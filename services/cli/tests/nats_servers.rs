@@ -42,8 +42,8 @@ async fn caused_by(log: &NatsLog, task_id: &str) -> Vec<(String, String)> {
         };
         after = last.position;
         for e in &events {
-            let meta: Value = serde_json::from_slice(&e.metadata).unwrap_or_default();
-            if meta["causation_id"] == task_id {
+            let meta = roster_projections::codec::public_meta(e);
+            if meta.causation_id.as_deref() == Some(task_id) {
                 out.push((e.event_type.clone(), e.stream.name.clone()));
             }
         }

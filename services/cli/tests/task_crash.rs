@@ -164,8 +164,12 @@ async fn bulk_deactivate_survives_sigkill() {
         let Some(last) = events.last() else { break };
         after = last.position;
         for e in events.iter().filter(|e| e.event_type == "UserDeactivated") {
-            let meta: Value = serde_json::from_slice(&e.metadata).unwrap();
-            assert_eq!(meta["causation_id"], task_id.as_str(), "caused by the task");
+            let meta = roster_projections::codec::public_meta(e);
+            assert_eq!(
+                meta.causation_id.as_deref(),
+                Some(task_id.as_str()),
+                "caused by the task"
+            );
             *deactivated.entry(e.stream.name.clone()).or_default() += 1;
         }
     }

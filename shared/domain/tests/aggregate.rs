@@ -795,7 +795,8 @@ impl PartsReader for JsonParts {
     }
 }
 
-/// The first storage format's shape: both parts as one object (objects both have joined).
+/// The first storage format's shape: both parts as one object (objects both have joined
+/// member by member, arrays such as `unset` item by item).
 fn merged(mut public: Map<String, Value>, personal: Map<String, Value>) -> Map<String, Value> {
     for (k, v) in personal {
         match (public.get_mut(&k), v) {
@@ -803,6 +804,7 @@ fn merged(mut public: Map<String, Value>, personal: Map<String, Value>) -> Map<S
                 let joined = merged(std::mem::take(target), inner);
                 *target = joined;
             }
+            (Some(Value::Array(target)), Value::Array(items)) => target.extend(items),
             (_, v) => {
                 public.insert(k, v);
             }
@@ -820,6 +822,11 @@ fn events_round_trip_through_their_recorded_form() {
         UserEvent::UserPartiallyUpdated(UserPartiallyUpdated::from_paths(
             obj(json!({"custom.a": 1})),
             vec!["name".into()],
+        )),
+        // Paths of both parts: public (`role`, `timezone`) and personal ones.
+        UserEvent::UserPartiallyUpdated(UserPartiallyUpdated::from_paths(
+            obj(json!({"role": "admin", "display_name": "Al"})),
+            vec!["timezone".into(), "email".into()],
         )),
     ];
     for e in events {
