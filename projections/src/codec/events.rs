@@ -357,12 +357,14 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-/// Adds `personal`'s members to `data`, joining objects both have (a profile's public and
-/// personal fields become one profile).
+/// Adds `personal`'s members to `data`, joining objects and arrays both have (a profile's
+/// public and personal fields become one profile; a patch's public and personal `unset`
+/// paths one list).
 fn join(data: &mut Map<String, Value>, personal: Map<String, Value>) {
     for (key, value) in personal {
         match (data.get_mut(&key), value) {
             (Some(Value::Object(target)), Value::Object(inner)) => join(target, inner),
+            (Some(Value::Array(target)), Value::Array(items)) => target.extend(items),
             (_, value) => {
                 data.insert(key, value);
             }
