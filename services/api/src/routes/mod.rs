@@ -13,6 +13,7 @@ use axum::Router;
 use crate::state::AppState;
 
 mod account;
+pub mod console;
 mod events;
 mod fields;
 mod health;
@@ -34,6 +35,7 @@ pub const PUBLIC_PATHS: &[&str] = &[
     health::METRICS,
     openapi::OPENAPI_PATH,
     openapi::DOCS_PATH,
+    console::CONSOLE_PATH,
 ];
 
 /// All routes of the API.
@@ -64,6 +66,7 @@ pub fn build() -> (Router<AppState>, Arc<OpenApi>) {
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
+        .merge(console::router())
         .merge(openapi::router(document.clone()));
     let mut api = OpenApi::default();
     let router = routes.finish_api_with(&mut api, openapi::finish);
