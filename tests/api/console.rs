@@ -15,6 +15,21 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use browser::Browser;
 
+/// Every page of the console over [`seed_people`] and one finished export: its fragment, what
+/// shows once it has loaded, and its name (for screenshots).
+const PAGES: [(&str, &str, &str); 6] = [
+    ("#/users", "#users-results td", "users"),
+    (
+        "#/users/alice",
+        "#history-list button[aria-current]",
+        "user",
+    ),
+    ("#/tasks", "#tasks td", "tasks"),
+    ("#/events", "#event-log li", "events"),
+    ("#/projections", "td[data-label=Name]", "projections"),
+    ("#/settings", "#settings-form", "settings"),
+];
+
 /// A few users who look like an organization's, some with a history.
 async fn seed_people(app: &TestApp) {
     let people = [
@@ -282,16 +297,81 @@ async fn search_open_a_user_step_back_in_its_history_and_block_it() {
         .wait_text("#as-of dd[data-field=name]", "Alice Pleasance Liddell")
         .await;
 
-    // Block: the status changes on the page and on the server.
+    // Block: the status changes on the page and on the server, and the session ends.
     browser.click("#cmd-block").await;
     browser.wait_text("h1 .badge", "blocked").await;
     browser.find("#cmd-unblock").await;
     assert_eq!(app.user("alice").await.unwrap()["status"], "blocked");
     browser.wait_text("#activity td", "StatusChanged").await;
-    // Blocking ended alice's session.
     browser
         .wait_text("#sessions td", "user_sessions_ended")
         .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_user_commands_change_the_user_and_a_stale_page_is_refused() {
+    let app = spawn_app().await;
+    seed_people(&app).await;
+    let session = app
+        .post(
+            "/v1/sessions",
+            &json!({"username": "dave", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(session.status(), StatusCode::CREATED);
+    let browser = Browser::open(&app.address).await;
+    browser.sign_in(&app.api_key).await;
+    browser.navigate("#/users/dave").await;
+
+    // A session, revoked from its row.
+    browser.wait_text("#sessions td", "active").await;
+    browser
+        .click("#sessions button[aria-label^='Revoke session']")
+        .await;
+    browser.wait_text("#sessions td", "revoked").await;
+
+    browser.click("#cmd-deactivate").await;
+    browser.wait_text("h1 .badge", "deactivated").await;
+    browser.click("#cmd-reactivate").await;
+    browser.wait_text("h1 .badge", "active").await;
+    browser.click("#cmd-email-verification").await;
+    browser
+        .wait_text("#profile dd[data-field=email_verified]", "true")
+        .await;
+    browser
+        .wait_text("#cmd-email-verification", "Mark email unverified")
+        .await;
+    let dave = app.user("dave").await.unwrap();
+    assert_eq!(dave["email_verified"], true);
+    assert_eq!(dave["status"], "active");
+
+    // Someone else changes dave meanwhile: the page's version is stale, the server refuses
+    // the command (412) and the console says so instead of acting.
+    let behind = app
+        .patch("/v1/users/dave", &json!({"set": {"location": "Jupiter"}}))
+        .await;
+    assert_eq!(behind.status(), StatusCode::OK);
+    browser.click("#cmd-block").await;
+    browser
+        .wait_text("#commands .problem", "version_mismatch")
+        .await;
+    assert_eq!(app.user("dave").await.unwrap()["status"], "active");
+
+    // A hard delete, confirmed: the user is gone.
+    browser.client.refresh().await.unwrap();
+    browser
+        .wait_text("#profile dd[data-field=location]", "Jupiter")
+        .await;
+    browser.select("#commands select[name=mode]", "hard").await;
+    browser.click("#cmd-delete").await;
+    let question = browser
+        .wait_text("dialog.confirm[open]", "Delete dave?")
+        .await;
+    assert!(question.contains("cannot be undone"), "{question}");
+    browser.click("dialog.confirm button.danger").await;
+    browser.wait_text("h1", "User deleted").await;
+    assert!(app.user("dave").await.is_none());
     browser.close().await;
 }
 
@@ -464,11 +544,48 @@ async fn bulk_tasks_from_a_selection_show_live_progress_to_100_percent() {
             "the export at 100 %, its last step applied from the event stream",
         )
         .await;
-    browser.screenshot("tasks").await;
     browser.click("#tasks button[aria-label^='Download']").await;
     browser
         .wait_text("#tasks td[data-label=Actions]", "Downloaded 150 users")
         .await;
+    browser.close().await;
+}
+
+/// A task that takes a while (a rebuild paced at 200 events a second over 1500 events): the
+/// tasks page, opened before it started, shows it appear and move between 0 and 100 % from the
+/// event stream alone, and cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_moves_live_and_can_be_canceled() {
+    let app = spawn_app_with(tempfile::tempdir().unwrap(), |config| {
+        config.rebuild_rate = Some(200)
+    })
+    .await;
+    app.seed_users("r", 1500).await;
+    let browser = Browser::open(&app.address).await;
+    browser.sign_in(&app.api_key).await;
+    browser.navigate("#/tasks").await;
+    browser.wait_text(".live", "Live").await;
+    let task_id = app
+        .start_task("/v1/projections/read_models/rebuild", &json!({}))
+        .await;
+    let row = format!("#tasks tr[data-task='{task_id}']");
+    browser
+        .wait_js(
+            &format!(
+                "const row = document.querySelector(\"{row}\"); \
+                 const pct = parseInt(row?.querySelector('.pct')?.textContent ?? '', 10); \
+                 return !!row && row.textContent.includes('live: TaskProgressed') && pct > 0 && pct < 100"
+            ),
+            "the rebuild part way, from a TaskProgressed event",
+        )
+        .await;
+    browser.screenshot("tasks").await;
+    browser
+        .click(&format!("{row} button[aria-label^='Cancel']"))
+        .await;
+    browser.wait_text(&row, "canceled").await;
+    let task = app.wait_task(&task_id).await;
+    assert_eq!(task["status"], "canceled", "{task}");
     browser.close().await;
 }
 
@@ -590,6 +707,17 @@ async fn projections_settings_and_organizations() {
     browser.navigate("#/users/nobody-here").await;
     browser.wait_text("h1", "No such user").await;
     browser.wait_text(".problem", "Not found").await;
+
+    // Signing out forgets the key.
+    browser.navigate("#/settings").await;
+    browser.click("#sign-out").await;
+    browser.find("#signin").await;
+    assert_eq!(
+        browser
+            .js("return sessionStorage.getItem('roster.key')", vec![])
+            .await,
+        Value::Null
+    );
     browser.close().await;
 }
 
@@ -597,26 +725,15 @@ async fn projections_settings_and_organizations() {
 async fn every_page_fits_a_375_px_phone() {
     let app = spawn_app().await;
     seed_people(&app).await;
-    app.start_task("/v1/users/export", &json!({})).await;
+    let export = app.start_task("/v1/users/export", &json!({})).await;
+    app.wait_task(&export).await;
     let browser = Browser::open(&app.address).await;
     browser.resize(375, 812).await;
     browser.goto("").await;
     browser.find("#signin").await;
     browser.assert_fits("the sign-in page", 375).await;
     browser.sign_in(&app.api_key).await;
-    let pages = [
-        ("#/users", "#users-results td", "users"),
-        (
-            "#/users/alice",
-            "#history-list button[aria-current]",
-            "user",
-        ),
-        ("#/tasks", "#tasks td", "tasks"),
-        ("#/events", "#event-log li", "events"),
-        ("#/projections", "td[data-label=Name]", "projections"),
-        ("#/settings", "#settings-form", "settings"),
-    ];
-    for (fragment, ready, name) in pages {
+    for (fragment, ready, name) in PAGES {
         browser.navigate(fragment).await;
         browser.find(ready).await;
         browser.assert_fits(fragment, 375).await;
@@ -639,19 +756,13 @@ async fn every_page_fits_a_375_px_phone() {
 async fn keyboard_alone_reaches_every_action() {
     let app = spawn_app().await;
     seed_people(&app).await;
+    let export = app.start_task("/v1/users/export", &json!({})).await;
+    app.wait_task(&export).await;
     let browser = Browser::open(&app.address).await;
     browser.sign_in(&app.api_key).await;
 
     // Tab visits every control of each page.
-    let pages = [
-        ("#/users", "#users-results td"),
-        ("#/users/alice", "#history-list button[aria-current]"),
-        ("#/tasks", "#tasks"),
-        ("#/events", "#event-log li"),
-        ("#/projections", "td[data-label=Name]"),
-        ("#/settings", "#settings-form"),
-    ];
-    for (fragment, ready) in pages {
+    for (fragment, ready, _) in PAGES {
         browser.navigate(fragment).await;
         browser.find(ready).await;
         let count = browser.mark_focusable().await;

@@ -128,6 +128,10 @@ document.addEventListener('keydown', (event) => {
   }
 });
 
+// Whatever fails outside a page's own error handling is still shown, never a blank screen.
+window.addEventListener('unhandledrejection', (event) => showError(event.reason));
+window.addEventListener('error', (event) => showError(event.error || event.message));
+
 window.addEventListener('hashchange', route);
 document.addEventListener('console:signout', () => signOut());
 

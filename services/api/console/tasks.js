@@ -71,7 +71,7 @@ export function progressView(task) {
   const { done, failed, total } = task.progress;
   const pct = percent(task);
   return h('div', { class: 'progress' },
-    h('progress', { max: 100, value: pct, 'aria-label': `Progress of task ${task.id}` }, `${pct} %`),
+    h('progress', { max: 100, value: pct, 'aria-label': `Progress of task ${task.id}` }),
     h('span', { class: 'pct' }, `${pct} %`),
     h('span', { class: 'muted' }, ` ${done} done, ${failed} failed of ${total ?? '?'}`));
 }
