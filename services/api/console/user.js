@@ -46,7 +46,7 @@ export async function userPage({ main, signal }, id) {
   const commands = h('div', { class: 'commands' });
   const commandBox = errorBox();
   const profileBody = h('div', {});
-  const jsonBody = h('div', { class: 'json-grid' });
+  const jsonBody = h('div', {});
   const wallet = h('div', {});
   const ledger = h('div', {});
   const sessions = h('div', {});
@@ -69,7 +69,7 @@ export async function userPage({ main, signal }, id) {
       section('memberships', 'Memberships', memberships),
       section('activity', 'Activity log', logs)));
 
-  /** Shows the user as it is now (after a command, from the command's answer). */
+  /** Shows the user as it is now. */
   function render(next) {
     user = next;
     fill(heading, user.display_name || user.username || user.name || user.id, ' ', badge(user.status));
