@@ -4,24 +4,35 @@ CARGO ?= cargo
 STORE ?= ./data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test test-deps build check fmt clippy bench bench-quick schemas clean
+.PHONY: run test test-deps console-screenshots build check fmt clippy bench bench-quick schemas clean
 
 ## Run the server on the embedded store under ./data (no other service needed).
 run:
 	$(CARGO) run --release -p roster-cli --bin roster -- serve --store $(STORE) --listen $(LISTEN)
 
-## Run the whole test suite (unit, property, crash, contract and end-to-end tests).
-## Installs what the tests need (nats-server, from Debian's packages) if it is missing; the
-## tests start their own servers on free ports.
+## Run the whole test suite (unit, property, crash, contract, end-to-end and the console's
+## browser tests). Installs what the tests need (nats-server, Chromium and ChromeDriver, from
+## Debian's packages) if it is missing; the tests start their own servers on free ports.
 test: test-deps
 	$(CARGO) test --workspace --all-targets
 
+## Debian's packages only: nothing downloads a browser or a driver of its own. Fails (and
+## `make test` with it) when they cannot be installed: the browser tests never skip.
 test-deps:
-	@if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then \
-		echo "installing nats-server (Debian package)"; \
+	@missing=""; \
+	command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$$missing nats-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing \
+			|| { echo "could not install$$missing: the tests need them (apt-get install$$missing)" >&2; exit 1; }; \
 	fi
+
+## Screenshots of every console page into docs/console/ (the browser tests write them).
+console-screenshots: test-deps
+	ROSTER_CONSOLE_SCREENSHOTS=docs/console $(CARGO) test -p roster-tests --test api -- console:: --test-threads 1
 
 build:
 	$(CARGO) build --release -p roster-cli

@@ -5,6 +5,7 @@ mod account;
 mod auth;
 mod batches;
 mod concurrency;
+mod console;
 mod erasure;
 mod events;
 mod fields;

@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 mod account;
 pub(crate) mod common;
+pub mod console;
 mod events;
 mod fields;
 mod health;
@@ -35,6 +36,7 @@ pub const PUBLIC_PATHS: &[&str] = &[
     health::METRICS,
     openapi::OPENAPI_PATH,
     openapi::DOCS_PATH,
+    console::CONSOLE_PATH,
 ];
 
 /// All routes of the API.
@@ -65,6 +67,7 @@ pub fn build() -> (Router<AppState>, Arc<OpenApi>) {
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
+        .merge(console::router())
         .merge(openapi::router(document.clone()));
     let mut api = OpenApi::default();
     let router = routes.finish_api_with(&mut api, openapi::finish);
