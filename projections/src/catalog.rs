@@ -3,17 +3,27 @@
 //! Search terms are personal data, so they live only in memory (DESIGN.md): the catalog is
 //! rebuilt from the sealed `users` rows at start-up and kept current by the projector.
 //!
+//! Beside them, the username and email indexes: the blind hashes (keyed HMACs, never the
+//! values) of each user's normalized username and email, found by hash. They are rebuilt from
+//! the rows' public parts at start-up, so the `users` table is the only one a user's creation
+//! writes.
+//!
 //! Compact by design (a million users must fit in a few hundred MB): an entry holds its id and
 //! all its search terms in two allocations; the id index is a hash table of positions (the id
 //! lives only in the entry); the term index holds the first 8 bytes of each term as a number
-//! beside the position, and a longer query word is checked against the entry's terms.
+//! beside the position, and a longer query word is checked against the entry's terms; blind
+//! hashes are held as the 128-bit numbers they are.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 
+use base64::Engine;
 use hashbrown::HashTable;
 use roster_domain::{Status, User};
 use roster_eventlog::Position;
+use smallvec::SmallVec;
+
+use crate::rows::Indexed;
 
 /// What the catalog keeps per user.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +38,8 @@ pub struct Entry {
     pub sessions_valid_from: u64,
     /// Search terms now (lowercased), NUL-separated.
     terms: Box<str>,
+    /// The blind hashes it is indexed under (username, email).
+    hashes: [Option<u128>; 2],
 }
 
 impl Entry {
@@ -52,6 +64,25 @@ pub struct OrgCatalog {
     terms: BTreeSet<(u64, Position)>,
     roles: Vec<Box<str>>,
     role_index: HashMap<Box<str>, u32>,
+    /// Creation positions by blind hash: `[0]` usernames, `[1]` emails.
+    by_hash: [HashMap<u128, SmallVec<[Position; 1]>>; 2],
+}
+
+/// A blind hash (22 characters of URL-safe base64 of 16 bytes) as a number.
+fn hash_value(hash: &str) -> Option<u128> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(hash)
+        .ok()?;
+    Some(u128::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// Which index a lookup asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unique {
+    /// Usernames.
+    Username = 0,
+    /// Emails.
+    Email = 1,
 }
 
 /// Terms a user is found by: id, username, email, name and display name whole, and each word
@@ -86,10 +117,19 @@ impl OrgCatalog {
         self.hasher.hash_one(id)
     }
 
-    /// Adds or updates a user created at `seq`.
-    pub fn upsert(&mut self, seq: Position, user: &User) {
+    /// Adds or updates a user created at `seq`, indexed under `indexed`.
+    pub fn upsert(&mut self, seq: Position, user: &User, indexed: &Indexed) {
         let id = user.public.id.as_str();
         self.remove(id);
+        let hashes = [
+            indexed.username.as_deref().and_then(hash_value),
+            indexed.email.as_deref().and_then(hash_value),
+        ];
+        for (index, hash) in self.by_hash.iter_mut().zip(hashes) {
+            if let Some(hash) = hash {
+                index.entry(hash).or_default().push(seq);
+            }
+        }
         let role = self.role_of(&user.public.profile.role);
         let terms = terms_of(user);
         for term in &terms {
@@ -110,6 +150,7 @@ impl OrgCatalog {
                 role,
                 sessions_valid_from: user.public.sessions_valid_from,
                 terms: terms.join("\0").into_boxed_str(),
+                hashes,
             },
         );
     }
@@ -140,7 +181,32 @@ impl OrgCatalog {
             for term in entry.terms() {
                 self.terms.remove(&(head(term, 0), seq));
             }
+            for (index, hash) in self.by_hash.iter_mut().zip(entry.hashes) {
+                let Some(hash) = hash else { continue };
+                if let Some(seqs) = index.get_mut(&hash) {
+                    seqs.retain(|s| *s != seq);
+                    if seqs.is_empty() {
+                        index.remove(&hash);
+                    }
+                }
+            }
         }
+    }
+
+    /// Ids of the users indexed under a blind hash, in id order.
+    pub fn ids_by(&self, unique: Unique, hash: &str) -> Vec<String> {
+        let Some(hash) = hash_value(hash) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = self.by_hash[unique as usize]
+            .get(&hash)
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| self.by_seq.get(seq))
+            .map(|e| e.id.to_string())
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Creation position of a user.
@@ -293,17 +359,49 @@ mod tests {
     }
 
     #[test]
+    fn blind_hash_indexes_follow_updates_and_removals() {
+        let h = |b: u8| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([b; 16]);
+        let idx = |u: u8, e: Option<u8>| Indexed {
+            username: Some(h(u)),
+            email: e.map(h),
+        };
+        let mut c = OrgCatalog::default();
+        c.upsert(1, &user("u1", "alice", "A"), &idx(1, Some(9)));
+        c.upsert(2, &user("u2", "alice", "B"), &idx(1, None));
+        assert_eq!(
+            c.ids_by(Unique::Username, &h(1)),
+            ["u1", "u2"],
+            "a shared username names both"
+        );
+        assert_eq!(c.ids_by(Unique::Email, &h(9)), ["u1"]);
+        c.upsert(1, &user("u1", "al", "A"), &idx(2, None));
+        assert_eq!(c.ids_by(Unique::Username, &h(1)), ["u2"]);
+        assert_eq!(c.ids_by(Unique::Username, &h(2)), ["u1"]);
+        assert!(
+            c.ids_by(Unique::Email, &h(9)).is_empty(),
+            "the old email is gone"
+        );
+        c.remove("u2");
+        assert!(c.ids_by(Unique::Username, &h(1)).is_empty());
+        assert!(c.ids_by(Unique::Username, "not a hash").is_empty());
+    }
+
+    #[test]
     fn prefix_search_over_words_and_fields() {
         let mut c = OrgCatalog::default();
-        c.upsert(1, &user("u1", "alice", "Alice Liddell"));
-        c.upsert(2, &user("u2", "bob", "Bob Alder"));
-        c.upsert(3, &user("al-3", "carol", "Carol"));
+        c.upsert(
+            1,
+            &user("u1", "alice", "Alice Liddell"),
+            &Indexed::default(),
+        );
+        c.upsert(2, &user("u2", "bob", "Bob Alder"), &Indexed::default());
+        c.upsert(3, &user("al-3", "carol", "Carol"), &Indexed::default());
         assert_eq!(c.search("al"), BTreeSet::from([1, 2, 3]));
         assert_eq!(c.search("lid"), BTreeSet::from([1]));
         assert_eq!(c.search("ALICE LID"), BTreeSet::from([1]));
         assert_eq!(c.search("bob ali"), BTreeSet::new());
         // An update replaces the old terms.
-        c.upsert(1, &user("u1", "zed", "Zed"));
+        c.upsert(1, &user("u1", "zed", "Zed"), &Indexed::default());
         assert_eq!(c.search("alice"), BTreeSet::new());
         c.remove("u2");
         assert_eq!(c.search("al"), BTreeSet::from([3]));
@@ -315,8 +413,16 @@ mod tests {
     #[test]
     fn words_longer_than_the_indexed_head_are_checked_whole() {
         let mut c = OrgCatalog::default();
-        c.upsert(1, &user("u1", "christopher", "Christopher Robin"));
-        c.upsert(2, &user("u2", "christophine", "Christophine"));
+        c.upsert(
+            1,
+            &user("u1", "christopher", "Christopher Robin"),
+            &Indexed::default(),
+        );
+        c.upsert(
+            2,
+            &user("u2", "christophine", "Christophine"),
+            &Indexed::default(),
+        );
         assert_eq!(c.search("christop"), BTreeSet::from([1, 2]));
         assert_eq!(c.search("christoph"), BTreeSet::from([1, 2]));
         assert_eq!(c.search("christophe"), BTreeSet::from([1]));
@@ -328,16 +434,16 @@ mod tests {
     #[test]
     fn counts_by_status_follow_updates_and_removals() {
         let mut c = OrgCatalog::default();
-        c.upsert(1, &user("u1", "alice", "Alice"));
-        c.upsert(2, &user("u2", "bob", "Bob"));
+        c.upsert(1, &user("u1", "alice", "Alice"), &Indexed::default());
+        c.upsert(2, &user("u2", "bob", "Bob"), &Indexed::default());
         let mut deleted = user("u3", "carol", "Carol");
         deleted.public.deleted_at = Some(deleted.public.created_at);
-        c.upsert(3, &deleted);
+        c.upsert(3, &deleted, &Indexed::default());
         assert_eq!(c.count_with_status(None), 2, "deleted users are left out");
         assert_eq!(c.count_with_status(Some(Status::Deleted)), 1);
         let mut blocked = user("u1", "alice", "Alice");
         blocked.public.blocked = true;
-        c.upsert(1, &blocked);
+        c.upsert(1, &blocked, &Indexed::default());
         assert_eq!(c.count_with_status(Some(Status::Active)), 1);
         assert_eq!(c.count_with_status(Some(Status::Blocked)), 1);
         c.remove("u3");
@@ -351,7 +457,11 @@ mod tests {
     fn many_ids_stay_findable_as_the_table_grows() {
         let mut c = OrgCatalog::default();
         for i in 0..5000u64 {
-            c.upsert(i + 1, &user(&format!("user-{i}"), &format!("n{i}"), "N"));
+            c.upsert(
+                i + 1,
+                &user(&format!("user-{i}"), &format!("n{i}"), "N"),
+                &Indexed::default(),
+            );
         }
         for i in (0..5000u64).step_by(7) {
             assert_eq!(c.seq_of(&format!("user-{i}")), Some(i + 1));

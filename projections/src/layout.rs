@@ -1,11 +1,11 @@
 //! Where each read model lives in the one sled tree: a table byte, then the row's key.
 //! One tree, so a batch of events and the checkpoint past it are one atomic `apply_batch`.
+//! (The username and email indexes are in memory, in the catalog: rebuilt from the rows'
+//! public parts at start-up, they cost a user's creation no write of their own.)
 //!
 //! | table | key after the table byte | value |
 //! |---|---|---|
 //! | `u` users | org NUL id | the user row (sealed) |
-//! | `n` username index | org NUL blind hash NUL id | empty |
-//! | `e` email index | org NUL blind hash NUL id | empty |
 //! | `l` wallet ledger | org NUL id NUL position (u64 BE) | the ledger item (sealed) |
 //! | `s` sessions | org NUL user id NUL session id | the session row (sealed) |
 //! | `t` tasks | org NUL task id | the task |
@@ -19,10 +19,6 @@
 pub enum Table {
     /// Users by id.
     Users = b'u',
-    /// Username index (blind hashes).
-    Usernames = b'n',
-    /// Email index (blind hashes).
-    Emails = b'e',
     /// Wallet ledger items.
     Ledger = b'l',
     /// Client sessions.
@@ -39,10 +35,8 @@ pub enum Table {
 
 impl Table {
     /// Every table holding read-model data (all but [`Table::Meta`]).
-    pub const DATA: [Table; 8] = [
+    pub const DATA: [Table; 6] = [
         Table::Users,
-        Table::Usernames,
-        Table::Emails,
         Table::Ledger,
         Table::Sessions,
         Table::Tasks,
@@ -76,8 +70,6 @@ impl Table {
     pub fn name(self) -> &'static str {
         match self {
             Table::Users => "users",
-            Table::Usernames => "username_index",
-            Table::Emails => "email_index",
             Table::Ledger => "wallet_ledger",
             Table::Sessions => "sessions",
             Table::Tasks => "tasks",
@@ -91,11 +83,6 @@ impl Table {
 /// Key of a user row.
 pub fn user_key(org: &str, id: &str) -> Vec<u8> {
     Table::Users.key(&[org.as_bytes(), id.as_bytes()])
-}
-
-/// Key of an index entry (username or email) of a user.
-pub fn index_key(table: Table, org: &str, hash: &str, id: &str) -> Vec<u8> {
-    table.key(&[org.as_bytes(), hash.as_bytes(), id.as_bytes()])
 }
 
 /// Key of a ledger item.

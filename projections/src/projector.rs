@@ -26,7 +26,7 @@ use roster_eventlog::{EventLog, Position, RecordedEvent};
 
 use crate::codec::{CodecError, DecodedEvent};
 use crate::keys::{email_hash, username_hash};
-use crate::layout::{Table, failure_key, index_key, ledger_key, settings_key, task_key, user_key};
+use crate::layout::{Table, failure_key, ledger_key, settings_key, task_key, user_key};
 use crate::ledger::LedgerItem;
 use crate::rows::{Indexed, Row};
 use crate::sessions::SessionChanges;
@@ -104,8 +104,6 @@ impl AnyEvent {
 pub(crate) struct Touched {
     org: String,
     id: String,
-    /// Its index entries before the batch.
-    indexed_before: Indexed,
     /// Its row after the events so far (`None`: no row).
     pub(crate) after: Option<Row>,
     /// Ledger items written by this batch.
@@ -241,10 +239,6 @@ impl ReadModels {
                 changes.touched.push(Touched {
                     org: org.to_owned(),
                     id: id.to_owned(),
-                    indexed_before: before
-                        .as_ref()
-                        .map(|r| r.indexed.clone())
-                        .unwrap_or_default(),
                     after: before,
                     ledger: Vec::new(),
                     purge_ledger: false,
@@ -316,29 +310,6 @@ impl ReadModels {
                 Some(row) => batch.insert(key, row.seal(data_key.as_ref().map(|(_, k)| k))),
                 None => batch.remove(key),
             }
-            // Old entries come from the stored hashes: the old values may be unreadable now.
-            let after = t.after.as_ref().map(|r| &r.indexed);
-            for (table, before, after) in [
-                (
-                    Table::Usernames,
-                    t.indexed_before.username.as_deref(),
-                    after.and_then(|i| i.username.as_deref()),
-                ),
-                (
-                    Table::Emails,
-                    t.indexed_before.email.as_deref(),
-                    after.and_then(|i| i.email.as_deref()),
-                ),
-            ] {
-                if before != after {
-                    if let Some(old) = before {
-                        batch.remove(index_key(table, &t.org, old, &t.id));
-                    }
-                    if let Some(new) = after {
-                        batch.insert(index_key(table, &t.org, new, &t.id), &[][..]);
-                    }
-                }
-            }
             if t.purge_ledger {
                 let prefix = Table::Ledger.prefix(&[t.org.as_bytes(), t.id.as_bytes()]);
                 for item in self.tree.scan_prefix(&prefix).keys() {
@@ -373,7 +344,7 @@ impl ReadModels {
             for t in &changes.touched {
                 let org = catalog.org_mut(&t.org);
                 match &t.after {
-                    Some(row) => org.upsert(row.seq, &row.user),
+                    Some(row) => org.upsert(row.seq, &row.user, &row.indexed),
                     None => org.remove(&t.id),
                 }
             }

@@ -13,10 +13,10 @@ use roster_eventlog::Position;
 use roster_vault::BlindIndex;
 use tokio::sync::watch;
 
-use crate::catalog::{Catalog, Entry, OrgCatalog};
+use crate::catalog::{Catalog, Entry, OrgCatalog, Unique};
 use crate::codec::{Codec, CodecError};
 use crate::keys::{email_hash, username_hash};
-use crate::layout::{Table, suffix, user_key};
+use crate::layout::{Table, user_key};
 use crate::rows::Row;
 
 const CHECKPOINT: &[u8] = b"mcheckpoint";
@@ -224,7 +224,7 @@ impl ReadModels {
             let row = Row::open(&bytes, &self.codec).await?;
             catalog
                 .org_mut(row.user.public.organization_id.as_str())
-                .upsert(row.seq, &row.user);
+                .upsert(row.seq, &row.user, &row.indexed);
         }
         *self.catalog.write() = catalog;
         Ok(())
@@ -321,13 +321,13 @@ impl ReadModels {
     /// Ids of users whose username normalizes like `username`.
     pub fn ids_by_username(&self, org: &str, username: &str) -> Result<Vec<String>, StoreError> {
         let hash = username_hash(&self.blind, org, &normalize_username(username));
-        self.index_lookup(Table::Usernames, org, &hash)
+        Ok(self.index_lookup(Unique::Username, org, &hash))
     }
 
     /// Ids of users with this email (case-insensitively).
     pub fn ids_by_email(&self, org: &str, email: &str) -> Result<Vec<String>, StoreError> {
         let hash = email_hash(&self.blind, org, &normalize_email(email));
-        self.index_lookup(Table::Emails, org, &hash)
+        Ok(self.index_lookup(Unique::Email, org, &hash))
     }
 
     /// Number of users in an organization (all statuses).
@@ -410,13 +410,12 @@ impl ReadModels {
 }
 
 impl ReadModels {
-    fn index_lookup(&self, table: Table, org: &str, hash: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = table.prefix(&[org.as_bytes(), hash.as_bytes()]);
-        let mut ids = Vec::new();
-        for key in self.tree.scan_prefix(&prefix).keys() {
-            ids.push(suffix(&key?, &prefix));
-        }
-        Ok(ids)
+    fn index_lookup(&self, unique: Unique, org: &str, hash: &str) -> Vec<String> {
+        let catalog = self.catalog.read();
+        catalog
+            .org(org)
+            .map(|c| c.ids_by(unique, hash))
+            .unwrap_or_default()
     }
 }
 
