@@ -15,7 +15,9 @@
 //! hashes are held as the 128-bit numbers they are.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use base64::Engine;
 use hashbrown::HashTable;
@@ -65,7 +67,7 @@ pub struct OrgCatalog {
     roles: Vec<Box<str>>,
     role_index: HashMap<Box<str>, u32>,
     /// Creation positions by blind hash: `[0]` usernames, `[1]` emails.
-    by_hash: [HashMap<u128, SmallVec<[Position; 1]>>; 2],
+    by_hash: [HashMap<u128, SmallVec<[Position; 1]>, RandomState>; 2],
 }
 
 /// A blind hash (22 characters of URL-safe base64 of 16 bytes) as a number.
@@ -86,7 +88,7 @@ pub enum Unique {
 }
 
 /// Terms a user is found by: id, username, email, name and display name whole, and each word
-/// of the names.
+/// of the names; sorted, without duplicates.
 fn terms_of(user: &User) -> Vec<String> {
     let mut terms: Vec<String> = vec![user.public.id.as_str().to_lowercase()];
     let p = &user.personal.profile;
@@ -132,8 +134,11 @@ impl OrgCatalog {
         }
         let role = self.role_of(&user.public.profile.role);
         let terms = terms_of(user);
+        let mut joined = String::with_capacity(terms.iter().map(|t| t.len() + 1).sum());
         for term in &terms {
             self.terms.insert((head(term, 0), seq));
+            joined.push_str(term);
+            joined.push('\0');
         }
         let hash = self.hash(id);
         let (by_seq, hasher) = (&self.by_seq, &self.hasher);
@@ -149,7 +154,7 @@ impl OrgCatalog {
                 status,
                 role,
                 sessions_valid_from: user.public.sessions_valid_from,
-                terms: terms.join("\0").into_boxed_str(),
+                terms: joined.into_boxed_str(),
                 hashes,
             },
         );

@@ -132,18 +132,33 @@ impl ReadModels {
     /// Applies a batch of events (in position order) and advances the checkpoint past them,
     /// in one atomic write.
     pub async fn apply_batch(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let decoded = decode_all(&self.codec, events, self.checkpoint()).await?;
+        self.apply_decoded(events, decoded).await
+    }
+
+    /// Applies events already decoded (`decoded[i]` of `events[i]`; `None` for streams of no
+    /// aggregate), skipping those at or below the checkpoint.
+    pub async fn apply_decoded(
+        &self,
+        events: &[RecordedEvent],
+        decoded: Vec<Option<AnyEvent>>,
+    ) -> Result<(), StoreError> {
         let checkpoint = self.checkpoint();
-        let events: Vec<&RecordedEvent> =
-            events.iter().filter(|e| e.position > checkpoint).collect();
-        let Some(last) = events.last().map(|e| e.position) else {
+        let Some(last) = events
+            .last()
+            .map(|e| e.position)
+            .filter(|l| *l > checkpoint)
+        else {
             return Ok(());
         };
         let mut changes = Changes::default();
-        for record in &events {
-            let Some(decoded) = AnyEvent::decode(&self.codec, record).await? else {
+        for (record, decoded) in events.iter().zip(decoded) {
+            if record.position <= checkpoint {
                 continue;
-            };
-            self.collect(&mut changes, record, decoded).await?;
+            }
+            if let Some(decoded) = decoded {
+                self.collect(&mut changes, record, decoded).await?;
+            }
         }
         // Keys go before the checkpoint moves past their deletion (see the module docs).
         self.codec
@@ -339,7 +354,7 @@ impl ReadModels {
     /// the row cache), then waiters see the new checkpoint.
     fn after_commit(&self, changes: Changes, last: Position) {
         self.note_revoked(&changes.sessions);
-        {
+        if self.keeps_catalog() {
             let mut catalog = self.catalog.write();
             for t in &changes.touched {
                 let org = catalog.org_mut(&t.org);
@@ -394,6 +409,23 @@ impl ReadModels {
                 .map(|e| email_hash(&self.blind, org, &normalize_email(e))),
         }
     }
+}
+
+/// Decodes the records of a batch past position `after`, each as the aggregate its stream
+/// belongs to (`None` for the others).
+pub async fn decode_all(
+    codec: &crate::Codec,
+    events: &[RecordedEvent],
+    after: Position,
+) -> Result<Vec<Option<AnyEvent>>, CodecError> {
+    let mut decoded = Vec::with_capacity(events.len());
+    for record in events {
+        decoded.push(match record.position > after {
+            true => AnyEvent::decode(codec, record).await?,
+            false => None,
+        });
+    }
+    Ok(decoded)
 }
 
 /// Whether an event may change the username or email a user is indexed under.

@@ -98,6 +98,10 @@ pub async fn rebuild_offline(
     mut progress: impl FnMut(Position),
 ) -> Result<RebuildStats, StoreError> {
     let models = ReadModels::open_with_cache(dir, codec, blind, options.cache_bytes).await?;
+    // Closed as soon as this ends: the catalog is built by whoever opens them next.
+    models
+        .catalog_kept
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     apply_log(&models, log, until, options.chunk, &mut progress).await
 }
 
@@ -111,23 +115,27 @@ async fn apply_log(
     let until = until.unwrap_or_else(|| log.head());
     let started = Instant::now();
     let mut events = 0;
+    // The next chunk is read and decoded (on the other core) while this one is applied.
     let read = |after: Position| {
-        let log = log.clone();
+        let (log, codec) = (log.clone(), models.codec.clone());
         let want = chunk.min(until.saturating_sub(after) as usize);
-        tokio::spawn(async move { log.read_all(after, want).await })
+        tokio::spawn(async move {
+            let batch = log.read_all(after, want).await?;
+            let decoded = crate::projector::decode_all(&codec, &batch, after).await?;
+            Ok::<_, StoreError>((batch, decoded))
+        })
     };
     let mut next = (models.checkpoint() < until).then(|| read(models.checkpoint()));
     while let Some(pending) = next.take() {
-        let batch = pending.await.map_err(|_| StoreError::Interrupted)??;
+        let (batch, decoded) = pending.await.map_err(|_| StoreError::Interrupted)??;
         let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
-        // The next chunk is read while this one is applied.
         if last < until {
             next = Some(read(last));
         }
         events += batch.len() as u64;
-        models.apply_batch(&batch).await?;
+        models.apply_decoded(&batch, decoded).await?;
         progress(models.checkpoint());
     }
     models.flush().await?;

@@ -100,6 +100,9 @@ pub struct ReadModels {
     pub(crate) applied: watch::Sender<Position>,
     /// Recently read or written user rows, opened.
     pub(crate) rows: RowCache,
+    /// Whether the in-memory catalog follows the batches (not for a rebuild whose models are
+    /// closed when it ends: the next open builds the catalog from the rows).
+    pub(crate) catalog_kept: std::sync::atomic::AtomicBool,
 }
 
 /// Every key of every table, by table name ([`ReadModels::tree_keys`]).
@@ -209,6 +212,7 @@ impl ReadModels {
             blind,
             applied: watch::channel(0).0,
             rows: RowCache::new(DEFAULT_ROW_CACHE_BYTES),
+            catalog_kept: std::sync::atomic::AtomicBool::new(true),
         };
         let checkpoint = models.stored_checkpoint()?;
         models.applied.send_replace(checkpoint);
@@ -242,6 +246,11 @@ impl ReadModels {
     /// Whether nothing has been applied yet.
     pub fn is_fresh(&self) -> Result<bool, StoreError> {
         Ok(self.stored_checkpoint()? == 0)
+    }
+
+    /// Whether the catalog follows the batches.
+    pub(crate) fn keeps_catalog(&self) -> bool {
+        self.catalog_kept.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Hits and misses of the cache of opened rows.
