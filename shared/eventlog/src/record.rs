@@ -61,7 +61,7 @@ impl Effect {
 /// A stream append as recovery needs it: no event bodies.
 #[derive(Debug)]
 pub(crate) struct AppendSummary {
-    pub key: Box<str>,
+    pub key: crate::validate::Key,
     pub first_version: Version,
     pub count: u64,
 }
@@ -246,7 +246,7 @@ pub(crate) fn decode_summary(payload: &[u8]) -> Result<Summary, DecodeError> {
         }
         event_count += count;
         appends.push(AppendSummary {
-            key: stream_key(org, name).into_boxed_str(),
+            key: stream_key(org, name),
             first_version,
             count,
         });
@@ -384,7 +384,7 @@ mod tests {
 
         let s = decode_summary(&payload).unwrap();
         assert_eq!((s.first_position, s.event_count, s.time), (10, 3, 1234));
-        assert_eq!(&*s.appends[1].key, "other/user-1");
+        assert_eq!(s.appends[1].key, stream_key("other", "user-1"));
         assert_eq!(s.effects, effects);
 
         let mut out = Vec::new();

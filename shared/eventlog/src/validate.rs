@@ -8,16 +8,70 @@ use crate::{
     Version,
 };
 use hashbrown::{HashTable, hash_table};
+use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A stream's or a reservation's key as the in-memory index holds it: 128 bits of the SHA-256
+/// of its text (a million streams and two million reservations would otherwise keep their
+/// text twice over). A collision would need ~2^64 keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Key(pub u128);
+
+impl Key {
+    /// The key of a reservation (or any text).
+    pub fn of(text: &str) -> Key {
+        Key::from_digest(Sha256::new().chain_update(text.as_bytes()))
+    }
+
+    fn from_digest(digest: Sha256) -> Key {
+        let bytes: [u8; 16] = digest.finalize()[..16]
+            .try_into()
+            .expect("SHA-256 has 32 bytes");
+        Key(u128::from_le_bytes(bytes))
+    }
+
+    /// The 16 bytes of the key.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_le_bytes()
+    }
+
+    /// A key from its 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Key {
+        Key(u128::from_le_bytes(bytes))
+    }
+}
+
+/// Hashes a [`Key`] by its own bits (they are a digest already).
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// A map by [`Key`].
+pub(crate) type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
 /// Committed state as the batch validation sees it: stream versions and reservation holders.
 pub(crate) trait CommittedState {
     /// The version of the stream with this key, `None` if it has no events.
-    fn version(&self, key: &str) -> Option<Version>;
+    fn version(&self, key: &Key) -> Option<Version>;
     /// The holder of a reservation key (expired or not).
-    fn reservation(&self, key: &str) -> Option<&ReservationInfo>;
+    fn reservation(&self, key: &Key) -> Option<&ReservationInfo>;
 }
 
 /// Applies a committed record's streams and reservation effects. `head` is the position of
@@ -25,7 +79,7 @@ pub(crate) trait CommittedState {
 /// reader of a log detects a record that does not follow its predecessor.
 pub(crate) fn apply_summary(
     streams: &mut Streams,
-    reservations: &mut HashMap<String, ReservationInfo>,
+    reservations: &mut KeyMap<ReservationInfo>,
     head: Position,
     s: &Summary,
 ) -> Result<(), &'static str> {
@@ -42,16 +96,16 @@ pub(crate) fn apply_summary(
     }
     let mut position = s.first_position;
     for a in &s.appends {
-        let entry = streams.get_or_insert(&a.key);
+        let entry = streams.get_or_insert(a.key);
         entry.positions.extend(position..position + a.count);
         position += a.count;
     }
     for effect in &s.effects {
-        let key = effect.key();
-        let mut slot = reservations.remove(key);
+        let key = Key::of(effect.key());
+        let mut slot = reservations.remove(&key);
         apply_effect(&mut slot, s.first_position, effect);
         if let Some(info) = slot {
-            reservations.insert(key.to_owned(), info);
+            reservations.insert(key, info);
         }
     }
     Ok(())
@@ -94,20 +148,21 @@ fn apply_effect(slot: &mut Option<ReservationInfo>, position: Position, effect: 
     }
 }
 
-/// The map key of a stream: `org/name` (unambiguous because an org has no `/`).
-pub(crate) fn stream_key(org: &str, name: &str) -> String {
-    let mut key = String::with_capacity(org.len() + 1 + name.len());
-    key.push_str(org);
-    key.push('/');
-    key.push_str(name);
-    key
+/// The key of a stream: of `org/name` (unambiguous because an org has no `/`).
+pub(crate) fn stream_key(org: &str, name: &str) -> Key {
+    Key::from_digest(
+        Sha256::new()
+            .chain_update(org.as_bytes())
+            .chain_update(b"/")
+            .chain_update(name.as_bytes()),
+    )
 }
 
 /// One stream: its key and the positions of its events; its version is their count. Most
 /// user streams hold a handful of events, so they stay inline (no second allocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StreamEntry {
-    pub key: Box<str>,
+    pub key: Key,
     pub positions: SmallVec<[Position; 4]>,
 }
 
@@ -118,7 +173,6 @@ pub(crate) struct StreamEntry {
 pub(crate) struct Streams {
     index: HashTable<u32>,
     entries: Vec<StreamEntry>,
-    hasher: RandomState,
 }
 
 impl Streams {
@@ -126,7 +180,6 @@ impl Streams {
         Self {
             index: HashTable::with_capacity(n),
             entries: Vec::with_capacity(n),
-            hasher: RandomState::new(),
         }
     }
 
@@ -138,28 +191,26 @@ impl Streams {
         self.entries.iter()
     }
 
-    pub fn get(&self, key: &str) -> Option<&StreamEntry> {
-        let hash = self.hasher.hash_one(key);
+    pub fn get(&self, key: &Key) -> Option<&StreamEntry> {
         let entries = &self.entries;
         self.index
-            .find(hash, |&i| &*entries[i as usize].key == key)
+            .find(key.0 as u64, |&i| entries[i as usize].key == *key)
             .map(|&i| &entries[i as usize])
     }
 
     /// The entry of `key`, created empty if missing.
-    pub fn get_or_insert(&mut self, key: &str) -> &mut StreamEntry {
-        let hash = self.hasher.hash_one(key);
-        let (entries, hasher) = (&mut self.entries, &self.hasher);
+    pub fn get_or_insert(&mut self, key: Key) -> &mut StreamEntry {
+        let entries = &mut self.entries;
         let slot = match self.index.entry(
-            hash,
-            |&i| &*entries[i as usize].key == key,
-            |&i| hasher.hash_one(&*entries[i as usize].key),
+            key.0 as u64,
+            |&i| entries[i as usize].key == key,
+            |&i| entries[i as usize].key.0 as u64,
         ) {
             hash_table::Entry::Occupied(e) => *e.get(),
             hash_table::Entry::Vacant(e) => {
                 let i = u32::try_from(entries.len()).expect("fewer than 2^32 streams");
                 entries.push(StreamEntry {
-                    key: key.into(),
+                    key,
                     positions: SmallVec::new(),
                 });
                 *e.insert(i).get()
@@ -208,8 +259,8 @@ pub(crate) fn validate_shape(
 /// durable, so not in the committed state, but later transactions of the batch must see them.
 #[derive(Default)]
 pub(crate) struct BatchOverlay {
-    versions: HashMap<Box<str>, Version>,
-    reservations: HashMap<String, Option<ReservationInfo>>,
+    versions: KeyMap<Version>,
+    reservations: KeyMap<Option<ReservationInfo>>,
 }
 
 impl BatchOverlay {
@@ -224,7 +275,7 @@ impl BatchOverlay {
     ) -> Result<Summary, AppendError> {
         let mut appends = Vec::with_capacity(tx.appends.len());
         for a in &tx.appends {
-            let key = stream_key(&a.stream.org, &a.stream.name).into_boxed_str();
+            let key = stream_key(&a.stream.org, &a.stream.name);
             let actual = match self.versions.get(&key) {
                 Some(&v) => Some(v),
                 None => state.version(&key),
@@ -250,7 +301,7 @@ impl BatchOverlay {
 
         // Reservations apply in order; `local` holds this transaction's own changes so that a
         // failure halfway leaves nothing behind.
-        let mut local: HashMap<&str, Option<ReservationInfo>> = HashMap::new();
+        let mut local: HashMap<&str, (Key, Option<ReservationInfo>)> = HashMap::new();
         let mut effects = Vec::new();
         for r in &tx.reservations {
             let (key, owner) = match r {
@@ -258,11 +309,15 @@ impl BatchOverlay {
                 | Reservation::Share { key, owner }
                 | Reservation::Release { key, owner } => (key.as_str(), owner.as_str()),
             };
+            let hashed = match local.get(key) {
+                Some((hashed, _)) => *hashed,
+                None => Key::of(key),
+            };
             let mut slot = match local.get(key) {
-                Some(v) => v.clone(),
-                None => match self.reservations.get(key) {
+                Some((_, v)) => v.clone(),
+                None => match self.reservations.get(&hashed) {
                     Some(v) => v.clone(),
-                    None => state.reservation(key).cloned(),
+                    None => state.reservation(&hashed).cloned(),
                 },
             };
             let live = slot.as_ref().filter(|info| !expired(info, time));
@@ -314,17 +369,16 @@ impl BatchOverlay {
             if let Some(effect) = effect {
                 // This transaction's view of the key, exactly as the log will apply it.
                 apply_effect(&mut slot, first_position, &effect);
-                local.insert(key, slot);
+                local.insert(key, (hashed, slot));
                 effects.push(effect);
             }
         }
 
         for a in &appends {
-            self.versions
-                .insert(a.key.clone(), a.first_version + a.count - 1);
+            self.versions.insert(a.key, a.first_version + a.count - 1);
         }
-        for (key, value) in local {
-            self.reservations.insert(key.to_owned(), value);
+        for (_, (key, value)) in local {
+            self.reservations.insert(key, value);
         }
         let event_count = appends.iter().map(|a| a.count).sum();
         Ok(Summary {

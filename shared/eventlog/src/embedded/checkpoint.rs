@@ -5,11 +5,15 @@
 //! File `{head:020}.ckpt`, written as `.tmp`, fsynced, renamed, directory fsynced. Layout
 //! (`v` = varint, `s` = string):
 //! ```text
-//! magic "RSTRCKP2" | head u64 | last_time i64 | end_offset u64 | v segments
+//! magic "RSTRCKP3" | head u64 | last_time i64 | end_offset u64 | v segments
 //!   per segment: v first_position | v records | per record: v payload_len | v events
-//! v streams: s key | v events | per event: v position delta
-//! v reservations: s key | s owner | v position | u8 has_expiry | i64 expires_at
+//! v streams: key [16] | v events | per event: v position delta
+//! v reservations: key [16] | s owner | v position | u8 has_expiry | i64 expires_at
 //!   | v sharers | per sharer: s owner
+//! ```
+//! Keys are the index's 128-bit digests of the stream and reservation keys. Version 2 wrote
+//! the keys' text (`s key` where version 3 has `key [16]`); it is still read. The layout:
+//! ```text
 //! crc32 u32 of everything before
 //! ```
 //! The last listed segment is where the next record goes, at `end_offset`.
@@ -18,16 +22,17 @@ use super::state::{RecordLoc, State, Streams};
 use super::{Shared, checkpoint_path};
 use crate::codec::{DecodeError, Reader, put_bytes, put_i64, put_u64, put_varint};
 use crate::record::HEADER_LEN;
+use crate::validate::{Key, KeyMap};
 use crate::{Micros, Position, ReservationInfo};
-use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
-/// Version 2 added the sharers of shared reservations; a version-1 checkpoint is unreadable,
-/// which costs one full scan.
-const MAGIC: &[u8; 8] = b"RSTRCKP2";
+/// Version 3 holds keys as digests; version 2 (keys as text) is still read; a version-1
+/// checkpoint (no sharers) is unreadable, which costs one full scan.
+const MAGIC: &[u8; 8] = b"RSTRCKP3";
+const MAGIC_V2: &[u8; 8] = b"RSTRCKP2";
 /// How many checkpoints to keep: the newest, and one to fall back on if it is unreadable.
 const KEEP: usize = 2;
 
@@ -40,7 +45,7 @@ pub(crate) struct Checkpoint {
     pub segments: Vec<Position>,
     pub records: Vec<RecordLoc>,
     pub streams: Streams,
-    pub reservations: HashMap<String, ReservationInfo>,
+    pub reservations: KeyMap<ReservationInfo>,
 }
 
 /// Serializes the parts of `state` a restart needs.
@@ -73,7 +78,7 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
     }
     put_varint(&mut buf, state.streams.len() as u64);
     for entry in state.streams.iter() {
-        put_bytes(&mut buf, entry.key.as_bytes());
+        buf.extend_from_slice(&entry.key.to_bytes());
         put_varint(&mut buf, entry.positions.len() as u64);
         let mut previous = 0;
         for &p in &entry.positions {
@@ -83,7 +88,7 @@ pub(crate) fn encode(state: &State) -> Vec<u8> {
     }
     put_varint(&mut buf, state.reservations.len() as u64);
     for (key, info) in &state.reservations {
-        put_bytes(&mut buf, key.as_bytes());
+        buf.extend_from_slice(&key.to_bytes());
         put_bytes(&mut buf, info.owner.as_bytes());
         put_varint(&mut buf, info.position);
         buf.push(u8::from(info.expires_at.is_some()));
@@ -106,9 +111,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
         return Err(DecodeError("checksum mismatch"));
     }
     let mut r = Reader::new(body);
-    if r.take(8)? != MAGIC {
-        return Err(DecodeError("not a checkpoint"));
-    }
+    let v2 = match r.take(8)? {
+        magic if magic == MAGIC => false,
+        magic if magic == MAGIC_V2 => true,
+        _ => return Err(DecodeError("not a checkpoint")),
+    };
     let head = r.u64()?;
     let last_time = r.i64()?;
     let end_offset = r.u64()?;
@@ -151,7 +158,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
     let stream_count = r.count()?;
     let mut streams = Streams::with_capacity(stream_count);
     for _ in 0..stream_count {
-        let entry = streams.get_or_insert(r.str()?);
+        let entry = streams.get_or_insert(read_key(&mut r, v2)?);
         let count = r.count()?;
         if !entry.positions.is_empty() || count == 0 {
             return Err(DecodeError("a stream twice, or without events"));
@@ -166,9 +173,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
         }
     }
     let reservation_count = r.count()?;
-    let mut reservations = HashMap::with_capacity(reservation_count);
+    let mut reservations = KeyMap::with_capacity_and_hasher(reservation_count, Default::default());
     for _ in 0..reservation_count {
-        let key = r.str()?.to_owned();
+        let key = read_key(&mut r, v2)?;
         let owner = r.str()?.to_owned();
         let position = r.varint()?;
         let has_expiry = r.u8()? != 0;
@@ -254,4 +261,13 @@ pub(crate) fn run(shared: &Shared, nudges: Receiver<()>) {
             tracing::warn!(dir = %shared.dir.display(), error = %e, "writing a checkpoint failed");
         }
     }
+}
+
+/// A key as the checkpoint holds it: 16 bytes, or (version 2) the key's text, digested now.
+fn read_key(r: &mut Reader<'_>, v2: bool) -> Result<Key, DecodeError> {
+    if v2 {
+        return Ok(Key::of(r.str()?));
+    }
+    let bytes: [u8; 16] = r.take(16)?.try_into().expect("take(16) returns 16 bytes");
+    Ok(Key::from_bytes(bytes))
 }

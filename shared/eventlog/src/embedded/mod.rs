@@ -360,7 +360,7 @@ impl EventLog for EmbeddedLog {
         let now = now_micros().max(state.last_time);
         Ok(state
             .reservations
-            .get(key)
+            .get(&crate::validate::Key::of(key))
             .filter(|info| !state::expired(info, now))
             .cloned())
     }

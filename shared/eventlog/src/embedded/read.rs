@@ -45,7 +45,7 @@ pub(crate) fn plan_all(state: &State, after: Position, limit: usize) -> Vec<Read
 /// Records holding the stream's events from `from_version`, at most `limit` of them.
 pub(crate) fn plan_stream(
     state: &State,
-    key: &str,
+    key: &crate::validate::Key,
     from_version: Version,
     limit: usize,
 ) -> Vec<ReadItem> {

@@ -4,9 +4,8 @@
 
 use super::storage::StorageFile;
 use crate::record::{self, Summary};
-use crate::validate::{CommittedState, apply_summary};
+use crate::validate::{CommittedState, Key, KeyMap, apply_summary};
 use crate::{Micros, Position, ReservationInfo, Version};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,7 +41,7 @@ pub(crate) struct Segment {
 /// Everything readers and the writer need to know, behind one `RwLock`.
 pub(crate) struct State {
     pub streams: Streams,
-    pub reservations: HashMap<String, ReservationInfo>,
+    pub reservations: KeyMap<ReservationInfo>,
     /// One entry per record, sorted by position.
     pub records: Vec<RecordLoc>,
     pub segments: Vec<Segment>,
@@ -62,7 +61,7 @@ impl State {
     pub fn new(segments: Vec<Segment>) -> Self {
         Self {
             streams: Streams::default(),
-            reservations: HashMap::new(),
+            reservations: KeyMap::default(),
             records: Vec::new(),
             segments,
             head: 0,
@@ -73,7 +72,7 @@ impl State {
         }
     }
 
-    pub fn version(&self, key: &str) -> Option<Version> {
+    pub fn version(&self, key: &Key) -> Option<Version> {
         self.streams
             .get(key)
             .map(|s| s.positions.len() as Version)
@@ -104,11 +103,11 @@ impl State {
 }
 
 impl CommittedState for State {
-    fn version(&self, key: &str) -> Option<Version> {
+    fn version(&self, key: &Key) -> Option<Version> {
         State::version(self, key)
     }
 
-    fn reservation(&self, key: &str) -> Option<&ReservationInfo> {
+    fn reservation(&self, key: &Key) -> Option<&ReservationInfo> {
         self.reservations.get(key)
     }
 }
@@ -145,7 +144,7 @@ mod tests {
                 event_count: 1,
                 time: 0,
                 appends: vec![AppendSummary {
-                    key: key.into_boxed_str(),
+                    key,
                     first_version: 1,
                     count: 1,
                 }],

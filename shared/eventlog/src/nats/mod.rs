@@ -592,7 +592,7 @@ impl EventLog for NatsLog {
         let now = now_micros().max(state.last_time);
         Ok(state
             .reservations
-            .get(key)
+            .get(&crate::validate::Key::of(key))
             .filter(|info| !crate::validate::expired(info, now))
             .cloned())
     }

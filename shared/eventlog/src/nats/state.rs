@@ -4,10 +4,10 @@
 
 use super::message::{self, Kind, Origin};
 use crate::record::{self, Summary};
-use crate::validate::{CommittedState, Streams, apply_summary};
+use crate::validate::{CommittedState, Key, KeyMap, Streams, apply_summary};
 use crate::{LogError, Micros, Position, ReservationInfo, Version};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Where the events of one message are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl MessageCache {
 /// Everything readers and the writer need, behind one `RwLock`.
 pub(crate) struct State {
     pub streams: Streams,
-    pub reservations: HashMap<String, ReservationInfo>,
+    pub reservations: KeyMap<ReservationInfo>,
     /// One entry per message holding events, sorted by position (and sequence).
     pub messages: Vec<MessageLoc>,
     /// Position of the last applied event.
@@ -90,7 +90,7 @@ impl State {
     pub fn new(cache_bytes: usize) -> Self {
         Self {
             streams: Streams::default(),
-            reservations: HashMap::new(),
+            reservations: KeyMap::default(),
             messages: Vec::new(),
             head: 0,
             last_time: 0,
@@ -102,7 +102,7 @@ impl State {
         }
     }
 
-    pub fn version(&self, key: &str) -> Option<Version> {
+    pub fn version(&self, key: &Key) -> Option<Version> {
         self.streams
             .get(key)
             .map(|s| s.positions.len() as Version)
@@ -201,7 +201,7 @@ impl State {
     /// Forgets everything (on close).
     pub fn release(&mut self) {
         self.streams = Streams::default();
-        self.reservations = HashMap::new();
+        self.reservations = KeyMap::default();
         self.messages = Vec::new();
         self.recent.clear();
         self.cache.clear();
@@ -210,11 +210,11 @@ impl State {
 }
 
 impl CommittedState for State {
-    fn version(&self, key: &str) -> Option<Version> {
+    fn version(&self, key: &Key) -> Option<Version> {
         State::version(self, key)
     }
 
-    fn reservation(&self, key: &str) -> Option<&ReservationInfo> {
+    fn reservation(&self, key: &Key) -> Option<&ReservationInfo> {
         self.reservations.get(key)
     }
 }
