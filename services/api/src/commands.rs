@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use roster_domain::settings::UniqueUsernames;
-use roster_domain::values::{normalize_email, normalize_username};
+use roster_domain::values::{legacy_email_forms, normalize_email, normalize_username};
 use roster_domain::{Command, CreateUser, FieldError, OrgId, Profile, User, UserId, apply, decide};
 use roster_eventlog::{
     AppendError, ExpectedVersion, Position, Reservation, StreamAppend, StreamId, Transaction,
@@ -174,11 +174,16 @@ impl AppState {
             });
         }
         if let Some(email) = &user.profile.email {
-            out.push(Unique {
-                key: email_reservation(&self.0.blind, org.as_str(), &normalize_email(email)),
-                field: "email",
-                exclusive: true,
-            });
+            // Also the spellings releases before IDNA comparison reserved (values.rs): an
+            // address taken then stays taken, however it is spelled now.
+            let forms = std::iter::once(normalize_email(email)).chain(legacy_email_forms(email));
+            for normalized in forms {
+                out.push(Unique {
+                    key: email_reservation(&self.0.blind, org.as_str(), &normalized),
+                    field: "email",
+                    exclusive: true,
+                });
+            }
         }
         out
     }

@@ -11,14 +11,18 @@ pub mod events;
 pub mod extract;
 pub mod live;
 pub mod metrics;
-mod middleware;
+pub(crate) mod middleware;
+pub mod params;
 pub mod password;
 pub mod ratelimit;
 pub mod resource;
 pub mod routes;
 pub mod schemas;
+pub mod serve;
 pub mod sessions;
 pub mod state;
+pub mod streams;
+pub mod strict;
 pub mod tasks;
 pub mod tokens;
 
@@ -37,7 +41,9 @@ use roster_projections::{Codec, ReadModels};
 use roster_vault::{BlindIndex, KeyStore};
 
 pub use backend::{NatsSettings, Store};
+pub use serve::ConnectionLimits;
 pub use state::AppState;
+pub use streams::StreamLimits;
 
 /// How `roster serve` is configured (DESIGN.md §Configuration).
 #[derive(Clone, Debug)]
@@ -64,6 +70,10 @@ pub struct Config {
     /// (`POST /v1/projections/read_models/rebuild`) replays, to leave CPU and disk to the
     /// requests meanwhile; `None` (the default): as fast as it can.
     pub rebuild_rate: Option<u32>,
+    /// Header, body, idle and send timeouts of every connection.
+    pub connection: ConnectionLimits,
+    /// Concurrent streams (SSE, NDJSON, export downloads) per credential.
+    pub streams: StreamLimits,
 }
 
 impl Config {
@@ -84,6 +94,8 @@ impl Config {
             nats: NatsSettings::default(),
             task_lease: tasks::runner::LEASE,
             rebuild_rate: None,
+            connection: ConnectionLimits::default(),
+            streams: StreamLimits::default(),
         }
     }
 }
@@ -100,6 +112,7 @@ pub struct Application {
     pub generated_api_key: Option<String>,
     /// The API keys the server accepts.
     pub api_keys: Vec<String>,
+    connection: ConnectionLimits,
 }
 
 impl Application {
@@ -113,8 +126,14 @@ impl Application {
             );
         }
         let dir = &config.data_dir;
+        // Everything the server writes is for its own user only: keys, personal data (sealed,
+        // but with its keys beside it), secrets. The umask also covers files created by
+        // libraries (sled), and the walk tightens stores left by releases that made them 0644.
+        private_files();
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
+        roster_eventlog::embedded::restrict_tree(dir)
+            .with_context(|| format!("making {} private to this user", dir.display()))?;
         let backend = backend::Backend::open(&config.store, dir, &config.nats).await?;
         let secret = backend
             .secrets
@@ -162,7 +181,17 @@ impl Application {
         let worker = tasks::runner::Worker::new(state.clone(), backend.exclusive)
             .with_lease(config.task_lease)
             .spawn();
-        let router = middleware::wrap(routes::router(), state.clone(), config.body_limit);
+        let (routes, document) = routes::build();
+        let router = middleware::wrap(
+            routes,
+            &document,
+            state.clone(),
+            middleware::Limits {
+                body: config.body_limit,
+                body_timeout: config.connection.body_timeout,
+                streams: config.streams,
+            },
+        );
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -175,6 +204,7 @@ impl Application {
             worker,
             generated_api_key,
             api_keys,
+            connection: config.connection,
         })
     }
 
@@ -189,12 +219,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        serve::serve(self.listener, self.router, self.connection, shutdown).await?;
         // A task's chunk is one atomic append: stopping the worker mid-chunk loses nothing,
         // and the task resumes at its last recorded index on the next start.
         self.worker.abort();
@@ -207,6 +232,14 @@ impl Application {
             .context("flushing the read models")?;
         self.keys.close();
         Ok(())
+    }
+}
+
+/// Files and directories the process creates are private to its user (umask 077).
+pub fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 
