@@ -131,7 +131,10 @@ async fn schemathesis_finds_nothing() {
     );
     let summary: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("passed") || l.contains("failed") || l.contains("test cases"))
+        .skip_while(|l| !l.contains("Test cases:"))
+        .take(2)
+        .chain(text.lines().rfind(|l| l.starts_with("====")))
+        .map(str::trim)
         .collect();
     println!(
         "schemathesis: {:.0} s; {}",

@@ -52,14 +52,22 @@ pub fn supports_sync_interval(binary: &Path) -> bool {
     let Ok(out) = Command::new(binary).arg("--version").output() else {
         return false;
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split('v').nth(1).unwrap_or_default();
+    version(&String::from_utf8_lossy(&out.stdout)) >= (2, 10)
+}
+
+/// `(major, minor)` of `nats-server --version`'s `nats-server: v2.15.1` (the `v` before a
+/// digit; "server" has one too); `(0, 0)` if there is none.
+fn version(text: &str) -> (u32, u32) {
+    let version = text
+        .match_indices('v')
+        .map(|(i, _)| &text[i + 1..])
+        .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or_default();
     let mut parts = version
         .trim()
         .split('.')
         .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 10)
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// The `jetstream` block of a test server's config: `sync_interval: always` (fsync before
@@ -236,5 +244,12 @@ mod tests {
             text.contains("make test") && text.contains("nats-server"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_version_is_read_after_its_v() {
+        assert_eq!(version("nats-server: v2.15.1\n"), (2, 15));
+        assert_eq!(version("nats-server: v2.9.10"), (2, 9));
+        assert_eq!(version("garbage"), (0, 0));
     }
 }
