@@ -17,6 +17,11 @@ async fn raw(app: &TestApp, bytes: &[u8]) -> String {
     let address = app.address.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).await.unwrap();
     stream.write_all(bytes).await.unwrap();
+    until_closed(stream).await
+}
+
+/// Everything the server sends on `stream` until it closes it.
+async fn until_closed(mut stream: TcpStream) -> String {
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
         .await
@@ -143,12 +148,7 @@ async fn slow_heads_and_bodies_get_408() {
         // The server may already have answered and closed: a failed write is fine.
         let _ = stream.write_all(b"x-b: 2\r\n").await;
     }
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
-        .await
-        .expect("answered")
-        .unwrap();
-    let (status, body) = parse_raw(&String::from_utf8_lossy(&answer));
+    let (status, body) = parse_raw(&until_closed(stream).await);
     assert_eq!(
         (status, body["code"].as_str()),
         (408, Some("request_timeout"))
@@ -162,12 +162,7 @@ async fn slow_heads_and_bodies_get_408() {
         app.api_key
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
-        .await
-        .expect("answered")
-        .unwrap();
-    let (status, body) = parse_raw(&String::from_utf8_lossy(&answer));
+    let (status, body) = parse_raw(&until_closed(stream).await);
     assert_eq!(
         (status, body["code"].as_str()),
         (408, Some("request_timeout"))

@@ -124,12 +124,10 @@ pub async fn serve(
             let router = router.clone();
             async move {
                 let response = router.oneshot(request).await?;
-                Ok::<_, std::convert::Infallible>(response.map(|body| {
-                    axum::body::Body::new(Guarded {
-                        body,
-                        _guard: guard,
-                    })
-                }))
+                // Counted as in flight until hyper drops the body.
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| crate::streams::holding(body, guard)),
+                )
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -167,32 +165,6 @@ struct InFlight(Arc<AtomicUsize>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A response body that keeps its request counted as in flight.
-struct Guarded {
-    body: axum::body::Body,
-    _guard: InFlight,
-}
-
-impl http_body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -294,28 +294,29 @@ pub fn json_element(_: &RecordedEvent, event: &EventResource, out: &mut Vec<u8>)
     serde_json::to_writer(&mut *out, event).expect("events serialize");
 }
 
-/// `body`, holding `permit` until the body is dropped.
-pub fn holding(body: axum::body::Body, permit: StreamPermit) -> axum::body::Body {
+/// `body`, holding `guard` (a stream permit, a request's in-flight count) until the body is
+/// dropped: sent to its end, or abandoned by the client.
+pub fn holding<G: Send + Unpin + 'static>(body: axum::body::Body, guard: G) -> axum::body::Body {
     axum::body::Body::new(Holding {
         body,
-        _permit: permit,
+        _guard: guard,
     })
 }
 
-struct Holding {
+struct Holding<G> {
     body: axum::body::Body,
-    _permit: StreamPermit,
+    _guard: G,
 }
 
-impl http_body::Body for Holding {
+impl<G: Send + Unpin + 'static> http_body::Body for Holding<G> {
     type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
