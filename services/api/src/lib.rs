@@ -132,7 +132,7 @@ impl Application {
         private_files();
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
-        roster_eventlog::embedded::restrict_tree(dir)
+        restrict_data_dir(dir)
             .with_context(|| format!("making {} private to this user", dir.display()))?;
         let backend = backend::Backend::open(&config.store, dir, &config.nats).await?;
         let secret = backend
@@ -233,6 +233,29 @@ impl Application {
         self.keys.close();
         Ok(())
     }
+}
+
+/// What the server keeps in its data directory (`docs/architecture.md`): only these are
+/// tightened, so a data directory that holds other things too keeps theirs.
+fn is_ours(name: &str) -> bool {
+    matches!(
+        name,
+        "log" | "keys.dat" | "secrets" | "exports" | "api_key" | "server_id" | "readmodels.current"
+    ) || name.starts_with("readmodels")
+        || name.ends_with(".tmp")
+}
+
+/// Makes the data directory and what the server keeps in it private to this user.
+fn restrict_data_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(is_ours) {
+            roster_eventlog::embedded::restrict_tree(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Files and directories the process creates are private to its user (umask 077).
