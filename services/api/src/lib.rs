@@ -8,13 +8,17 @@ pub mod backend;
 pub mod events;
 pub mod extract;
 pub mod metrics;
-mod middleware;
+pub(crate) mod middleware;
+pub mod params;
 pub mod ratelimit;
 pub mod resource;
 pub mod routes;
 pub mod schemas;
+pub mod serve;
 pub mod sessions;
 pub mod state;
+pub mod streams;
+pub mod strict;
 pub mod tokens;
 
 pub use roster_core::{error, live, password};
@@ -35,7 +39,9 @@ use roster_projections::{Codec, ReadModels};
 use roster_vault::{BlindIndex, KeyStore};
 
 pub use backend::{NatsSettings, Store};
+pub use serve::ConnectionLimits;
 pub use state::AppState;
+pub use streams::StreamLimits;
 
 /// How `roster serve` is configured (DESIGN.md §Configuration).
 #[derive(Clone, Debug)]
@@ -62,6 +68,10 @@ pub struct Config {
     /// (`POST /v1/projections/read_models/rebuild`) replays, to leave CPU and disk to the
     /// requests meanwhile; `None` (the default): as fast as it can.
     pub rebuild_rate: Option<u32>,
+    /// Header, body, idle and send timeouts of every connection.
+    pub connection: ConnectionLimits,
+    /// Concurrent streams (SSE, NDJSON, export downloads) per credential.
+    pub streams: StreamLimits,
 }
 
 impl Config {
@@ -82,6 +92,8 @@ impl Config {
             nats: NatsSettings::default(),
             task_lease: roster_worker::LEASE,
             rebuild_rate: None,
+            connection: ConnectionLimits::default(),
+            streams: StreamLimits::default(),
         }
     }
 }
@@ -99,6 +111,7 @@ pub struct Application {
     pub generated_api_key: Option<String>,
     /// The API keys the server accepts.
     pub api_keys: Vec<String>,
+    connection: ConnectionLimits,
 }
 
 impl Application {
@@ -112,8 +125,14 @@ impl Application {
             );
         }
         let dir = &config.data_dir;
+        // Everything the server writes is for its own user only: keys, personal data (sealed,
+        // but with its keys beside it), secrets. The umask also covers files created by
+        // libraries (sled), and the walk tightens stores left by releases that made them 0644.
+        private_files();
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
+        restrict_data_dir(dir)
+            .with_context(|| format!("making {} private to this user", dir.display()))?;
         let backend = backend::Backend::open(&config.store, dir, &config.nats).await?;
         let secret = backend
             .secrets
@@ -169,7 +188,17 @@ impl Application {
         let worker = roster_worker::Worker::new(core, backend.exports.clone(), backend.exclusive)
             .with_lease(config.task_lease)
             .spawn();
-        let router = middleware::wrap(routes::router(), state.clone(), config.body_limit);
+        let (routes, document) = routes::build();
+        let router = middleware::wrap(
+            routes,
+            &document,
+            state.clone(),
+            middleware::Limits {
+                body: config.body_limit,
+                body_timeout: config.connection.body_timeout,
+                streams: config.streams,
+            },
+        );
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -183,6 +212,7 @@ impl Application {
             worker,
             generated_api_key,
             api_keys,
+            connection: config.connection,
         })
     }
 
@@ -197,12 +227,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        serve::serve(self.listener, self.router, self.connection, shutdown).await?;
         // A task's chunk is one atomic append: stopping the worker mid-chunk loses nothing,
         // and the task resumes at its last recorded index on the next start.
         self.worker.abort();
@@ -220,6 +245,37 @@ impl Application {
         }
         self.keys.close();
         Ok(())
+    }
+}
+
+/// What the server keeps in its data directory (`docs/architecture.md`): only these are
+/// tightened, so a data directory that holds other things too keeps theirs.
+fn is_ours(name: &str) -> bool {
+    matches!(
+        name,
+        "log" | "keys.dat" | "secrets" | "exports" | "api_key" | "server_id" | "readmodels.current"
+    ) || name.starts_with("readmodels")
+        || name.ends_with(".tmp")
+}
+
+/// Makes the data directory and what the server keeps in it private to this user.
+fn restrict_data_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(is_ours) {
+            roster_eventlog::embedded::restrict_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Files and directories the process creates are private to its user (umask 077).
+pub fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
     }
 }
 

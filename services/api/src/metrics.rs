@@ -324,6 +324,10 @@ impl EventLog for MeteredLog {
         self.inner.head()
     }
 
+    fn writable(&self) -> Result<(), String> {
+        self.inner.writable()
+    }
+
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position> {
         self.inner.watch_head()
     }

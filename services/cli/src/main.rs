@@ -93,6 +93,23 @@ struct ServeArgs {
     /// replays, to leave CPU and disk to requests meanwhile. Default: as fast as it can.
     #[arg(long, env = "ROSTER_REBUILD_RATE")]
     rebuild_rate: Option<u32>,
+    /// Seconds a request head may take to arrive once the server waits for it (then 408).
+    #[arg(long, env = "ROSTER_HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a handler waits for the next bytes of a request body (then 408).
+    #[arg(long, env = "ROSTER_BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Seconds a connection with no request in flight may stay silent before it is closed.
+    #[arg(long, env = "ROSTER_IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Seconds a client may take no response bytes (a stalled stream reader) before it is
+    /// cut off.
+    #[arg(long, env = "ROSTER_SEND_TIMEOUT", default_value_t = 60.0)]
+    send_timeout: f64,
+    /// Streams (SSE, NDJSON, export downloads) one API key or client may hold open at once;
+    /// more get 429.
+    #[arg(long, env = "ROSTER_MAX_STREAMS_PER_KEY", default_value_t = 16)]
+    max_streams_per_key: usize,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -146,6 +163,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.task_lease = seconds("--task-lease", args.task_lease)?;
     config.rebuild_rate = args.rebuild_rate;
+    config.connection = roster_api::ConnectionLimits {
+        header_timeout: seconds("--header-timeout", args.header_timeout)?,
+        body_timeout: seconds("--body-timeout", args.body_timeout)?,
+        idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+        send_timeout: seconds("--send-timeout", args.send_timeout)?,
+    };
+    anyhow::ensure!(
+        args.max_streams_per_key > 0,
+        "--max-streams-per-key must be at least 1"
+    );
+    config.streams = roster_api::StreamLimits {
+        per_key: args.max_streams_per_key,
+    };
     let app = roster_api::Application::build(config)
         .await
         .context("starting the server")?;
@@ -171,6 +201,9 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Every file any command writes (logs, read models, keys, exports) is the server user's
+    // alone.
+    roster_api::private_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -41,6 +41,8 @@ error_codes! {
     Forbidden => FORBIDDEN, "forbidden", "Not allowed";
     NotFound => NOT_FOUND, "not_found", "Not found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
+    NotAcceptable => NOT_ACCEPTABLE, "not_acceptable", "Not acceptable";
+    RequestTimeout => REQUEST_TIMEOUT, "request_timeout", "The request did not arrive in time";
     Conflict => CONFLICT, "conflict", "Conflict";
     VersionMismatch => PRECONDITION_FAILED, "version_mismatch", "Version mismatch";
     UsernameTaken => CONFLICT, "username_taken", "Username taken";
@@ -51,8 +53,10 @@ error_codes! {
     UserBlocked => FORBIDDEN, "user_blocked", "User blocked";
     Gone => GONE, "gone", "Gone";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
+    UriTooLong => URI_TOO_LONG, "uri_too_long", "URI too long";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Unsupported media type";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited", "Too many requests";
+    HeadersTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "Request header fields too large";
     IdempotencyMismatch => UNPROCESSABLE_ENTITY, "idempotency_mismatch", "Idempotency key reused with a different request";
     ProjectionLagging => SERVICE_UNAVAILABLE, "projection_lagging", "Read models are behind";
     Unavailable => SERVICE_UNAVAILABLE, "unavailable", "Service unavailable";
@@ -143,19 +147,45 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.code.status();
+impl ApiError {
+    /// The problem details body.
+    fn body(&self) -> Vec<u8> {
         let body = Problem {
             type_: format!("https://roster.dev/errors/{}", self.code.as_str()),
             title: self.code.title(),
-            status: status.as_u16(),
-            detail: self.detail,
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
             code: self.code.as_str(),
-            errors: self.errors,
+            errors: self.errors.clone(),
         };
-        let bytes = serde_json::to_vec(&body).expect("problem serializes");
-        let mut response = (status, bytes).into_response();
+        serde_json::to_vec(&body).expect("problem serializes")
+    }
+
+    /// The whole HTTP/1.1 response as bytes, for answers written below hyper (a refused
+    /// request head); the connection closes after it.
+    pub fn raw_response(&self) -> Vec<u8> {
+        let status = self.code.status();
+        let body = self.body();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes();
+        if let Some(secs) = self.retry_after {
+            out.extend_from_slice(format!("retry-after: {secs}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let mut response = (status, self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -163,6 +193,10 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.code == Code::RequestTimeout {
+            // The rest of the request may still arrive: it cannot be told from a next one.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -330,6 +330,10 @@ impl EventLog for PacedLog {
         self.inner.head()
     }
 
+    fn writable(&self) -> Result<(), String> {
+        self.inner.writable()
+    }
+
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position> {
         self.inner.watch_head()
     }

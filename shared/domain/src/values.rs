@@ -102,8 +102,28 @@ impl std::fmt::Display for OrgId {
     }
 }
 
-/// A username: 1–128 characters, no whitespace or control characters, at least one letter
-/// or digit (so its normalized form is never empty).
+/// Whether `c` is an invisible format character (Unicode general category Cf): bidi controls
+/// (U+202A–202E, U+2066–2069, U+200E/200F), zero-width characters (U+200B–200D, U+2060,
+/// U+FEFF), soft hyphens and the like. They make names look like other names (`ad\u{202E}nim`
+/// reads as another word), so names people are shown refuse them.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// Text fields shown to people as a name: besides control characters, they refuse
+/// [invisible format characters](is_format_char).
+const SHOWN_AS_NAMES: &[&str] = &["display_name"];
+
+/// A username: 1–128 characters, no whitespace, control or invisible format characters, at
+/// least one letter or digit (so its normalized form is never empty).
+///
+/// Format characters are refused, not normalized away: the normalized form (and so the
+/// reservation of every username taken before this rule) is unchanged — it already dropped
+/// them with every other character that is not a letter or digit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Username(String);
 
@@ -116,6 +136,13 @@ impl Username {
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("may not contain whitespace or control characters".into());
+        }
+        if s.chars().any(is_format_char) {
+            return Err(
+                "may not contain invisible format characters (bidi controls, zero-width \
+                 characters)"
+                    .into(),
+            );
         }
         if normalize_username(s).is_empty() {
             return Err("must contain at least one letter or digit".into());
@@ -143,7 +170,8 @@ pub fn normalize_username(s: &str) -> String {
         .collect()
 }
 
-/// An email address: at most 254 characters, `local@domain` with a dotted domain.
+/// An email address: at most 254 characters, `local@domain` with a dotted domain that is a
+/// valid internationalized domain name (IDNA, UTS 46), in Unicode or ASCII (`xn--`) form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -180,6 +208,11 @@ impl Email {
         {
             return Err(invalid());
         }
+        if idna::domain_to_ascii_strict(domain).is_err() {
+            return Err(
+                "must be a valid email address (its domain is not a valid domain name)".into(),
+            );
+        }
         Ok(Self(s.to_owned()))
     }
 
@@ -188,15 +221,58 @@ impl Email {
         &self.0
     }
 
-    /// The form compared for uniqueness: the whole address lowercased.
+    /// The form compared for uniqueness (see [`normalize_email`]).
     pub fn normalized(&self) -> String {
         normalize_email(&self.0)
     }
 }
 
-/// Emails compare case-insensitively (API.md §2).
+/// Emails compare case-insensitively (API.md §2), and their domains after IDNA processing:
+/// the local part NFKC-normalized and lowercased, the domain in its Unicode form (UTS 46
+/// ToUnicode, which lowercases too), so `Case@EXÄMPLE.com`, `case@exämple.com` and
+/// `case@xn--exmple-cua.com` are one address. A domain that is not a valid IDNA name keeps
+/// the earlier normalization ([`legacy_normalize_email`]).
+///
+/// The Unicode form is the one releases before IDNA comparison produced for addresses typed
+/// in Unicode, so their reservations keep their keys; the ASCII spelling is covered by
+/// [`legacy_email_forms`].
 pub fn normalize_email(s: &str) -> String {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return legacy_normalize_email(s);
+    };
+    match idna::domain_to_unicode(domain) {
+        (unicode, Ok(())) => {
+            let local: String = local.nfkc().flat_map(char::to_lowercase).collect();
+            format!("{local}@{unicode}")
+        }
+        (_, Err(_)) => legacy_normalize_email(s),
+    }
+}
+
+/// How releases before IDNA comparison normalized an email: the whole address NFKC and
+/// lowercased.
+pub fn legacy_normalize_email(s: &str) -> String {
     s.nfkc().flat_map(char::to_lowercase).collect()
+}
+
+/// The other normalized forms under which releases before IDNA comparison may have reserved
+/// this address (besides [`normalize_email`]'s): the address in its ASCII (punycode)
+/// spelling, and as given. A store written then holds a reservation of whichever spelling
+/// the user typed; claiming these too keeps every address taken then taken, however it is
+/// spelled now.
+pub fn legacy_email_forms(s: &str) -> Vec<String> {
+    let primary = normalize_email(s);
+    let mut forms = Vec::new();
+    if let Some((local, domain)) = s.rsplit_once('@')
+        && let Ok(ascii) = idna::domain_to_ascii(domain)
+    {
+        forms.push(legacy_normalize_email(&format!("{local}@{ascii}")));
+    }
+    forms.push(legacy_normalize_email(s));
+    forms.retain(|f| *f != primary);
+    forms.sort();
+    forms.dedup();
+    forms
 }
 
 /// A phone number in E.164: `+` and 1 to 15 digits.
@@ -249,7 +325,8 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// A length-checked free-text field (`name`, `display_name`, …).
+/// A length-checked free-text field (`name`, `display_name`, …). Names shown to people
+/// (`display_name`) also refuse invisible format characters.
 pub fn check_text(field: &str, s: &str, max_chars: usize) -> Result<(), FieldError> {
     if s.chars().count() > max_chars {
         return Err(FieldError::new(
@@ -259,6 +336,12 @@ pub fn check_text(field: &str, s: &str, max_chars: usize) -> Result<(), FieldErr
     }
     if s.chars().any(|c| c.is_control()) {
         return Err(FieldError::new(field, "may not contain control characters"));
+    }
+    if SHOWN_AS_NAMES.contains(&field) && s.chars().any(is_format_char) {
+        return Err(FieldError::new(
+            field,
+            "may not contain invisible format characters (bidi controls, zero-width characters)",
+        ));
     }
     Ok(())
 }
@@ -370,6 +453,57 @@ mod tests {
         );
         assert!(Email::parse(&too_long).is_err());
         assert_eq!(Email::parse("A@B.CO").unwrap().normalized(), "a@b.co");
+    }
+
+    #[test]
+    fn names_refuse_invisible_format_characters() {
+        for spoof in [
+            "ad\u{202E}nim",
+            "a\u{2066}b\u{2069}",
+            "pla\u{200B}in",
+            "x\u{FEFF}",
+            "a\u{00AD}b",
+        ] {
+            assert!(Username::parse(spoof).is_err(), "{spoof:?}");
+            assert!(check_text("display_name", spoof, 128).is_err(), "{spoof:?}");
+        }
+        // The normalized form (the reservation key) is what it was: they were dropped there.
+        assert_eq!(normalize_username("ad\u{202E}min"), "admin");
+        // Legal names are not names shown as handles: a ZWNJ is part of some scripts' spelling.
+        assert!(check_text("name", "می\u{200C}خواهم", 128).is_ok());
+        assert!(Username::parse("Zoë").is_ok());
+    }
+
+    #[test]
+    fn email_domains_compare_after_idna() {
+        let forms = [
+            "case@exämple.com",
+            "Case@EXÄMPLE.com",
+            "case@xn--exmple-cua.com",
+            "CASE@XN--EXMPLE-CUA.COM",
+        ];
+        for f in forms {
+            assert!(Email::parse(f).is_ok(), "{f}");
+            assert_eq!(normalize_email(f), "case@exämple.com", "{f}");
+        }
+        // What the releases before wrote for a Unicode address is the same key.
+        assert_eq!(
+            legacy_normalize_email("case@exämple.com"),
+            normalize_email("case@exämple.com")
+        );
+        // The ASCII spelling is the other form an old store may hold.
+        assert_eq!(
+            legacy_email_forms("case@exämple.com"),
+            ["case@xn--exmple-cua.com"]
+        );
+        assert_eq!(
+            legacy_email_forms("Case@XN--exmple-cua.com"),
+            ["case@xn--exmple-cua.com"]
+        );
+        assert!(legacy_email_forms("a@example.com").is_empty());
+        for bad in ["a@xn--zz.com", "a@exa\u{202E}mple.com", "a@-x.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the last durable event (0 for an empty log).
     fn head(&self) -> Position;
 
+    /// Whether appends can be written now: `Err(reason)` while the log knows they cannot (the
+    /// embedded log after a failed write, until it writes again: a full disk, an I/O error).
+    /// Readiness checks use it; appends meanwhile fail with [`LogError::Unavailable`].
+    fn writable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// A receiver that sees [`EventLog::head`] change; used to wait for new events.
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position>;
 

@@ -1,7 +1,7 @@
 //! A JetStream cluster of `nats-server` nodes on loopback ports, from generated config files.
 
 use crate::START_TIMEOUT;
-use crate::process::{ServerProcess, free_port, nats_server_binary};
+use crate::process::{ServerProcess, free_port, jetstream_block, nats_server_binary};
 use std::path::PathBuf;
 
 /// One node's fixed ports and its process (if running).
@@ -42,12 +42,12 @@ impl NatsCluster {
             let text = format!(
                 "server_name: \"n{i}\"\n\
                  listen: \"127.0.0.1:{client}\"\n\
-                 jetstream {{\n  store_dir: \"{store}\"\n}}\n\
+                 {jetstream}\
                  cluster {{\n  name: \"roster-test\"\n  listen: \"127.0.0.1:{route}\"\n  \
                  routes: [{routes}]\n}}\n",
                 client = client_ports[i],
                 route = route_ports[i],
-                store = store.display(),
+                jetstream = jetstream_block(&store),
             );
             std::fs::write(dir.path().join(format!("n{i}.conf")), text)
                 .expect("write a node config");

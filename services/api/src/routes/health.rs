@@ -37,7 +37,11 @@ pub fn router() -> ApiRouter<AppState> {
                     "Whether the log and the read models are usable",
                 )
                 .json::<Readiness>(200, "Ready.")
-                .json::<Readiness>(503, "The event log does not answer.")
+                .json::<Readiness>(
+                    503,
+                    "The event log does not answer, or cannot write (a full disk): appends get \
+                     503 until it writes again.",
+                )
             }),
         )
         .api_route(
@@ -77,22 +81,39 @@ pub struct Readiness {
     pub projection_position: u64,
     /// `log_position - projection_position`.
     pub projection_lag: u64,
+    /// Whether the log and the key store can write now (false while a full disk or an I/O
+    /// error stops them; they resume by themselves).
+    pub log_writable: bool,
 }
 
 async fn healthz() -> Response {
     axum::Json(Health { status: "ok" }).into_response()
 }
 
-/// Ready when the log answers and the read models are following it.
+/// Ready when the log answers and can write, and the read models are following it.
 async fn readyz(State(app): State<AppState>) -> Response {
     let head = app.log().head();
-    let log_ok = app.log().read_all(head.saturating_sub(1), 1).await.is_ok();
+    let readable = app.log().read_all(head.saturating_sub(1), 1).await.is_ok();
+    // Both stores a write needs: the log, and the data keys sealed events are written under.
+    let writable = match app
+        .log()
+        .writable()
+        .and_then(|()| app.codec().keys().writable())
+    {
+        Ok(()) => true,
+        Err(reason) => {
+            tracing::warn!(reason, "not ready: the store cannot write");
+            false
+        }
+    };
+    let log_ok = readable && writable;
     let applied = app.models().checkpoint();
     let body = Readiness {
         status: if log_ok { "ready" } else { "unavailable" },
         log_position: head,
         projection_position: applied,
         projection_lag: head.saturating_sub(applied),
+        log_writable: writable,
     };
     let status = if log_ok {
         StatusCode::OK

@@ -192,24 +192,103 @@ async fn events(
     query.only(UserEventsQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
     let after = query.number("after", 0, u64::MAX)?.unwrap_or(0);
-    let limit = query.number("limit", 1, 1000)?.unwrap_or(100) as usize;
+    let limit = query.number("limit", 1, 1000)?.unwrap_or(100);
     let since = load_history(&app, &ctx, &user_id).await?.since;
-    let records = app
-        .log()
-        .read_stream(
-            &stream_of::<User>(&ctx.org, user_id.as_str()),
-            (after + 1).max(since),
-            limit + 1,
-        )
-        .await?;
-    let more = records.len() > limit;
-    let events = render_all(&app, &records[..records.len().min(limit)]).await?;
-    let next_after = if more {
-        events.last().map(|e| e.version)
-    } else {
-        None
+    // Written as it is read, a chunk at a time (a slow client holds one chunk, not the page).
+    let page = UserEvents {
+        app,
+        stream: stream_of::<User>(&ctx.org, user_id.as_str()),
+        next: (after + 1).max(since),
+        left: limit,
+        last: None,
+        first: true,
     };
-    Ok(axum::Json(UserEventPage { events, next_after }).into_response())
+    let body = futures::stream::unfold(Some(page), |page| async move {
+        let mut page = page?;
+        match page.step().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(page))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.detail)), None)),
+        }
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// The events of `GET /v1/users/{id}/events`, read a few at a time.
+struct UserEvents {
+    app: AppState,
+    stream: roster_eventlog::StreamId,
+    /// The next version to read.
+    next: u64,
+    /// Events still to write.
+    left: u64,
+    /// The version of the last event written.
+    last: Option<u64>,
+    first: bool,
+}
+
+impl UserEvents {
+    /// The next chunk of the JSON page; `None` once it is all written.
+    async fn step(&mut self) -> ApiResult<Option<bytes::Bytes>> {
+        if self.next == 0 {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        if self.first {
+            out.extend_from_slice(br#"{"events":["#);
+        }
+        while self.left > 0 && out.len() < crate::streams::CHUNK_BYTES {
+            let want = self.left.min(64) as usize;
+            let records = self
+                .app
+                .log()
+                .read_stream(&self.stream, self.next, want)
+                .await?;
+            for record in &records {
+                if !std::mem::take(&mut self.first) {
+                    out.push(b',');
+                }
+                let event = render(self.app.codec(), record).await?;
+                serde_json::to_writer(&mut out, &event).expect("events serialize");
+                self.next = record.version + 1;
+                self.last = Some(record.version);
+                self.left -= 1;
+                if out.len() >= crate::streams::CHUNK_BYTES {
+                    break;
+                }
+            }
+            if records.len() < want && self.left > 0 {
+                // The stream ends here.
+                self.left = 0;
+                self.last = None;
+                break;
+            }
+        }
+        self.first = false;
+        if self.left == 0 {
+            // Limit reached: is there more after it?
+            let more = match self.last {
+                Some(_) => !self
+                    .app
+                    .log()
+                    .read_stream(&self.stream, self.next, 1)
+                    .await?
+                    .is_empty(),
+                None => false,
+            };
+            let next_after = if more { self.last } else { None };
+            out.extend_from_slice(b"],\"next_after\":");
+            serde_json::to_writer(&mut out, &next_after).expect("numbers serialize");
+            out.push(b'}');
+            self.next = 0;
+        }
+        Ok(Some(bytes::Bytes::from(out)))
+    }
 }
 
 /// Everything held on a user (`GET /v1/users/{id}/export`).

@@ -45,12 +45,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The OpenAPI 3.1 document of every route (what `GET /openapi.json` serves).
-pub fn openapi() -> Arc<OpenApi> {
+pub fn openapi() -> Arc<serde_json::Value> {
     build().1
 }
 
-/// The router and its OpenAPI document, built together.
-pub fn build() -> (Router<AppState>, Arc<OpenApi>) {
+/// The router and its OpenAPI document (as served), built together.
+pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
     openapi::prepare();
     let document = Arc::new(OnceLock::new());
     let routes = ApiRouter::new()
@@ -71,9 +71,11 @@ pub fn build() -> (Router<AppState>, Arc<OpenApi>) {
         .merge(openapi::router(document.clone()));
     let mut api = OpenApi::default();
     let router = routes.finish_api_with(&mut api, openapi::finish);
-    let bytes = serde_json::to_vec(&api).expect("the OpenAPI document serializes");
+    let mut value = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    openapi::bound_integers(&mut value);
+    let bytes = serde_json::to_vec(&value).expect("the OpenAPI document serializes");
     let _ = document.set(bytes.into());
-    (router, Arc::new(api))
+    (router, Arc::new(value))
 }
 
 /// Schemas of the request bodies (`schemas/commands/`), by name.

@@ -128,6 +128,13 @@ const COMMON_PARAMETERS: &[(&str, &str, &str, &str)] = &[
         "x-roster-min-position",
         "Same as the `min_position` query parameter.",
     ),
+    (
+        "LastEventId",
+        "header",
+        "Last-Event-ID",
+        "The position of the last event received: the stream continues after it (wins over \
+         `after`).",
+    ),
 ];
 
 /// Reusable response headers: (component name, header name, description).
@@ -161,8 +168,12 @@ pub(crate) fn router(document: Arc<OnceLock<Bytes>>) -> ApiRouter<AppState> {
                     async move { serve_document(&document) }
                 },
                 |op| {
-                    op.doc("getOpenApi", "operations", "This OpenAPI 3.1 document")
-                        .json::<serde_json::Value>(200, "The OpenAPI 3.1 document of every route.")
+                    op.doc("getOpenApi", "operations", "This OpenAPI 3.1 document").content(
+                        200,
+                        "application/json",
+                        "The OpenAPI 3.1 document of every route.",
+                        Some(json_schema!({"type": "object"})),
+                    )
                 },
             ),
         )
@@ -358,12 +369,59 @@ fn complete_operation(path: &str, method: &str, operation: &mut Operation) {
         "get" => {
             push_parameter_ref(operation, "MinPosition");
             push_parameter_ref(operation, "MinPositionHeader");
+            // A `min_position` that is not a position.
+            add_problem(operation, 422);
         }
-        "post" | "put" | "patch" | "delete" => push_parameter_ref(operation, "IdempotencyKey"),
+        "post" | "put" | "patch" | "delete" => {
+            push_parameter_ref(operation, "IdempotencyKey");
+            // The same key with a different request: `idempotency_mismatch`.
+            add_problem(operation, 422);
+        }
         _ => {}
     }
+    // Unknown query parameters and malformed headers.
+    add_problem(operation, 400);
     add_problem(operation, 500);
     add_problem(operation, 503);
+}
+
+/// Gives every integer schema of the document the bounds of its format (`int64`, `uint32`, …),
+/// which the handlers hold to: a value JSON Schema would allow but 64 bits cannot hold is
+/// not valid, and the document says so.
+pub fn bound_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            let is_integer = match object.get("type") {
+                Some(serde_json::Value::String(t)) => t == "integer",
+                Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            let bounds: Option<(i128, i128)> = match object.get("format").and_then(|f| f.as_str()) {
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64") => Some((i64::MIN.into(), i64::MAX.into())),
+                Some("uint8") => Some((0, u8::MAX.into())),
+                Some("uint16") => Some((0, u16::MAX.into())),
+                Some("uint32") => Some((0, u32::MAX.into())),
+                Some("uint64" | "uint") => Some((0, u64::MAX.into())),
+                _ => None,
+            };
+            if let (true, Some((lo, hi))) = (is_integer, bounds) {
+                let number = |n: i128| match u64::try_from(n) {
+                    Ok(n) => serde_json::Value::from(n),
+                    Err(_) => serde_json::Value::from(n as i64),
+                };
+                object.entry("minimum").or_insert_with(|| number(lo));
+                object.entry("maximum").or_insert_with(|| number(hi));
+            }
+            for v in object.values_mut() {
+                bound_integers(v);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 /// The `{name}` segments of a path template.
@@ -401,14 +459,42 @@ fn parameter_data(name: &str, description: &str, required: bool, schema: Schema)
     }
 }
 
+/// The schema of a shared parameter: what the server accepts, exactly (checked before the
+/// handler runs, `crate::params`).
+fn common_parameter_schema(component: &str) -> Schema {
+    match component {
+        // The id grammar of API.md §2.
+        "OrganizationId" => json_schema!({
+            "type": "string", "minLength": 1, "maxLength": 36,
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$"
+        }),
+        // Printable ASCII, as header values are.
+        "IdempotencyKey" => json_schema!({
+            "type": "string", "minLength": 1, "maxLength": 255,
+            "pattern": "^[\\x21-\\x7E]([\\x20-\\x7E]*[\\x21-\\x7E])?$"
+        }),
+        // A version: at most 19 digits, so every value it allows fits in 64 bits.
+        "IfMatch" => json_schema!({
+            "type": "string", "minLength": 1, "maxLength": 24,
+            "pattern": "^(W/)?\"?[0-9]{1,19}\"?$"
+        }),
+        "MinPositionHeader" | "LastEventId" => json_schema!({
+            "type": "string", "minLength": 1, "maxLength": 19, "pattern": "^[0-9]{1,19}$"
+        }),
+        _ => json_schema!({"type": "string"}),
+    }
+}
+
 fn add_components(components: &mut Components) {
     for (component, location, name, description) in COMMON_PARAMETERS {
-        let data = parameter_data(name, description, false, json_schema!({"type": "string"}));
+        let data = parameter_data(name, description, false, common_parameter_schema(component));
         let parameter = match *location {
             "query" => Parameter::Query {
                 parameter_data: ParameterData {
                     format: ParameterSchemaOrContent::Schema(SchemaObject {
-                        json_schema: json_schema!({"type": "integer", "minimum": 0}),
+                        json_schema: json_schema!({
+                            "type": "integer", "minimum": 0, "maximum": u64::MAX
+                        }),
                         example: None,
                         external_docs: None,
                     }),
@@ -542,6 +628,8 @@ pub(crate) trait OperationDoc: Sized {
     fn errors(self, statuses: &[u16]) -> Self;
     /// Query parameters, declared by a [`crate::extract::query_params`] struct.
     fn query<T: JsonSchema>(self) -> Self;
+    /// A shared header parameter (a component of [`COMMON_PARAMETERS`]).
+    fn header(self, component: &str) -> Self;
     /// Accepts `If-Match` (a single-user command).
     fn if_match(self) -> Self;
 }
@@ -622,8 +710,15 @@ impl OperationDoc for TransformOperation<'_> {
         self
     }
 
-    fn query<T: JsonSchema>(self) -> Self {
+    fn query<T: JsonSchema>(mut self) -> Self {
+        // A value outside its parameter's schema.
+        add_problem(self.inner_mut(), 422);
         self.input::<axum::extract::Query<T>>()
+    }
+
+    fn header(mut self, component: &str) -> Self {
+        push_parameter_ref(self.inner_mut(), component);
+        self
     }
 
     fn if_match(mut self) -> Self {
@@ -696,6 +791,13 @@ impl OperationInput for PublicCtx {
     }
 }
 
+/// A streamed response, counted against the caller's concurrent streams (429 beyond).
+impl OperationInput for crate::streams::Streams {
+    fn operation_input(_: &mut GenContext, operation: &mut Operation) {
+        add_problem(operation, 429);
+    }
+}
+
 /// Documented per operation ([`OperationDoc::query`]).
 impl OperationInput for QueryParams {
     fn operation_input(_: &mut GenContext, operation: &mut Operation) {
@@ -723,7 +825,8 @@ fn json_body<T: JsonSchema>(ctx: &mut GenContext, operation: &mut Operation, req
         required,
         extensions: IndexMap::new(),
     }));
-    for status in [400, 413, 415, 422] {
+    // 408: the body stopped arriving (`middleware::body_timeout`).
+    for status in [400, 408, 413, 415, 422] {
         add_problem(operation, status);
     }
 }

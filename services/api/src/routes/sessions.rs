@@ -175,11 +175,7 @@ async fn sign_in(
         ));
     }
     let idempotency = credential_idempotency(&app, &request).await?;
-    let limit_key = format!("{org}/{}/{account}", if by_email { "e" } else { "u" });
     let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&limit_key, address)
-        .map_err(rate_limited)?;
 
     // Users written before this request must be found: let the read models catch up first.
     let head = app.log().head();
@@ -189,6 +185,18 @@ async fn sign_in(
     } else {
         app.models().ids_by_username(org.as_str(), &account)?
     };
+    // One failure budget per account, whichever identifier names it: a known account's bucket
+    // is its id, so ten wrong passwords by username then ten by email are twenty tries of
+    // one bucket, not ten of two. An identifier that names nobody has a bucket of its own
+    // (so unknown accounts are limited exactly like known ones).
+    let limit_key = match ids.as_slice() {
+        [id] => format!("{org}/id/{id}"),
+        _ => format!("{org}/{}/{account}", if by_email { "e" } else { "u" }),
+    };
+    app.login_limiter()
+        .attempt(&limit_key, address)
+        .map_err(rate_limited)?;
+
     // A username several users share (with `enforce_unique_usernames: no`) names nobody.
     let loaded = match ids.as_slice() {
         [id] => Some(app.core().repo().load::<User>(&org, id).await?),

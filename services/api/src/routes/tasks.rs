@@ -146,6 +146,7 @@ query_params! {
         #[schemars(range(min = 1, max = 100))]
         limit: Option<u32>,
         /// `next_cursor` of the previous page.
+        #[schemars(pattern(crate::extract::CURSOR_PATTERN))]
         cursor: Option<String>,
     }
 }
@@ -472,6 +473,7 @@ async fn result(
     State(app): State<AppState>,
     ctx: Ctx,
     Path(id): Path<String>,
+    streams: crate::streams::Streams,
 ) -> ApiResult<Response> {
     let org = ctx.org.as_str();
     let task = find(&app, org, &id).await?;
@@ -500,6 +502,9 @@ async fn result(
             "The export file was kept 24 hours after the task ended and is gone.",
         ));
     };
+    // A download is a stream: it counts against the caller's streams while it lasts.
+    let permit = streams.gate.admit(&ctx.caller)?;
+    let body = crate::streams::holding(body, permit);
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

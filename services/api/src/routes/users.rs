@@ -145,6 +145,7 @@ query_params! {
     /// Query of `GET /v1/users/{id}`.
     pub(crate) struct GetUserQuery {
         /// A log position (a number) or an RFC 3339 time: the user as it was then.
+        #[schemars(pattern(crate::extract::AS_OF_PATTERN))]
         as_of: Option<String>,
     }
 }
@@ -155,6 +156,7 @@ query_params! {
     pub(crate) struct ListUsersQuery {
         /// Up to 256 characters: a prefix of the id, username or email, the whole name or
         /// display name, or any word of them; several words must all match.
+        #[schemars(length(max = 256))]
         search: Option<String>,
         /// User ids (repeatable).
         ids: Option<Vec<String>>,
@@ -170,6 +172,7 @@ query_params! {
         #[schemars(range(min = 1, max = 100))]
         limit: Option<u32>,
         /// A cursor from `next_cursor` or `prev_cursor`.
+        #[schemars(pattern(crate::extract::CURSOR_PATTERN))]
         cursor: Option<String>,
         /// `after` (default) or `before` the cursor.
         direction: Option<Direction>,
@@ -301,15 +304,17 @@ fn batch_items<T: serde::de::DeserializeOwned>(users: Vec<Value>) -> ApiResult<B
         .enumerate()
         .map(|(i, value)| {
             let prefix = format!("users[{i}]");
-            let parsed = serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    prefix.clone()
-                } else {
-                    format!("{prefix}.{path}")
-                };
-                FieldError::new(field, e.into_inner().to_string())
-            });
+            // Objects only, as every body (`crate::strict`).
+            let parsed = serde_path_to_error::deserialize::<_, T>(crate::strict::Strict(value))
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." {
+                        prefix.clone()
+                    } else {
+                        format!("{prefix}.{path}")
+                    };
+                    FieldError::new(field, e.into_inner().to_string())
+                });
             (prefix, parsed)
         })
         .collect())

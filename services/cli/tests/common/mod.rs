@@ -77,6 +77,11 @@ impl Roster {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -165,32 +170,14 @@ pub fn position(response: &reqwest::Response) -> u64 {
         .expect("x-roster-position header")
 }
 
-/// Where `nats-server` is (`make test` installs it from Debian's package into /usr/sbin).
+/// Where `nats-server` is (`make test-deps` installs 2.15 under target/testenv).
 pub fn nats_server_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from))
-        .map(|d| d.join("nats-server"))
-        .find(|c| c.is_file())
-        .expect(
-            "nats-server is not installed: `make test` installs it (apt-get install nats-server)",
-        )
+    roster_testsupport::nats_server_binary()
 }
 
 /// Whether this nats-server understands `sync_interval` (from 2.10 on).
 pub fn supports_sync_interval(binary: &Path) -> bool {
-    let out = Command::new(binary)
-        .arg("--version")
-        .output()
-        .expect("nats-server --version");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split('v').nth(1).unwrap_or_default();
-    let mut parts = version
-        .trim()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 10)
+    roster_testsupport::supports_sync_interval(binary)
 }
 
 /// One node of [`OpsCluster`].

@@ -9,7 +9,7 @@ use super::{DeleteMode, User, UserPublic};
 use crate::aggregate::{Aggregate, Decision, Recorded, Unique, UniqueChange};
 use crate::error::DomainError;
 use crate::settings::UniqueUsernames;
-use crate::values::{normalize_email, normalize_username};
+use crate::values::{legacy_email_forms, normalize_email, normalize_username};
 
 impl Aggregate for User {
     type Event = UserEvent;
@@ -294,14 +294,28 @@ fn username_change(
     )
 }
 
-/// The unique-value changes of an email going from `before` to `after`.
+/// The unique-value changes of an email going from `before` to `after`. An address holds its
+/// normalized form and also the spellings releases before IDNA comparison reserved
+/// ([`legacy_email_forms`]): an address taken then stays taken, however it is spelled now.
 fn email_change(before: Option<&str>, after: Option<&str>) -> Vec<UniqueChange> {
-    value_change(
-        before.map(normalize_email),
-        after.map(normalize_email),
-        true,
-        Unique::Email,
-    )
+    let forms = |e: Option<&str>| -> Vec<String> {
+        e.map(|e| {
+            let mut forms = legacy_email_forms(e);
+            forms.insert(0, normalize_email(e));
+            forms
+        })
+        .unwrap_or_default()
+    };
+    let (before, after) = (forms(before), forms(after));
+    let released = before
+        .iter()
+        .filter(|f| !after.contains(f))
+        .map(|f| UniqueChange::Release(Unique::Email(f.clone())));
+    let taken = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| UniqueChange::Claim(Unique::Email(f.clone())));
+    released.chain(taken).collect()
 }
 
 fn value_change(

@@ -19,6 +19,7 @@
 //! The last listed segment is where the next record goes, at `end_offset`.
 
 use super::state::{RecordLoc, State, Streams};
+use super::writer::{PROBE_INTERVAL, Request};
 use super::{Shared, checkpoint_path};
 use crate::codec::{DecodeError, Reader, put_bytes, put_i64, put_u64, put_varint};
 use crate::record::HEADER_LEN;
@@ -27,7 +28,8 @@ use crate::{Micros, Position, ReservationInfo};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use tokio::sync::mpsc::WeakSender;
 
 /// Version 3 holds keys as digests; version 2 (keys as text) is still read; a version-1
 /// checkpoint (no sharers) is unreadable, which costs one full scan.
@@ -255,10 +257,25 @@ pub(crate) fn parse_name(name: &str) -> Option<Position> {
 }
 
 /// The checkpoint thread: writes one whenever the writer nudges it, until the writer exits.
-pub(crate) fn run(shared: &Shared, nudges: Receiver<()>) {
-    while nudges.recv().is_ok() {
-        if let Err(e) = write(shared) {
-            tracing::warn!(dir = %shared.dir.display(), error = %e, "writing a checkpoint failed");
+/// While the log cannot write, it also asks the writer to probe the disk once per
+/// [`PROBE_INTERVAL`], so that the log resumes by itself once space returns.
+pub(crate) fn run(shared: &Shared, nudges: Receiver<()>, probes: &WeakSender<Request>) {
+    loop {
+        match nudges.recv_timeout(PROBE_INTERVAL) {
+            Ok(()) => {
+                if let Err(e) = write(shared) {
+                    tracing::warn!(dir = %shared.dir.display(), error = %e, "writing a checkpoint failed");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if shared.unavailable.lock().is_some()
+                    && let Some(writer) = probes.upgrade()
+                {
+                    // Full: the writer has work queued, which tries the disk anyway.
+                    let _ = writer.try_send(Request::Probe);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }

@@ -16,7 +16,7 @@ mod state;
 mod storage;
 mod writer;
 
-pub use storage::{StdStorage, Storage, StorageFile};
+pub use storage::{StdStorage, Storage, StorageFile, restrict_tree};
 
 use crate::{
     AppendError, Committed, EventLog, LogError, Micros, Position, RecordedEvent, ReservationInfo,
@@ -29,13 +29,14 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
-use writer::{Request, Writer};
+use writer::{AppendRequest, Request, Writer};
 
 /// What the writer reports for each acknowledged append, just before acknowledging it.
 #[derive(Clone, Debug)]
@@ -123,8 +124,12 @@ pub(crate) struct Shared {
     pub storage: Arc<dyn Storage>,
     pub options: EmbeddedOptions,
     pub state: RwLock<State>,
-    /// Set when a write or fsync failed: the reason. No append succeeds after that.
-    pub failed: Mutex<Option<String>>,
+    /// Set while the writer cannot write (a full disk, an I/O error): the reason. Cleared by
+    /// the next successful write; appends meanwhile fail with [`LogError::Unavailable`].
+    pub unavailable: Mutex<Option<String>>,
+    /// Set if the in-memory state refused a batch the writer had validated (a bug, never the
+    /// disk): the reason. No append succeeds after that.
+    pub broken: Mutex<Option<String>>,
     /// Head of the newest checkpoint on disk (0 = none), to skip rewriting an identical one.
     pub checkpointed_head: AtomicU64,
     /// One checkpoint write at a time (background thread, `checkpoint()`, `close()`).
@@ -186,6 +191,10 @@ impl EmbeddedLog {
         let storage = options.storage.clone();
         let existed = dir.exists();
         storage.create_dir_all(&dir)?;
+        if existed {
+            // Older releases created the log's files world-readable.
+            storage::restrict_tree(&dir)?;
+        }
         if !existed {
             // Make the new directory's own entry durable.
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -206,7 +215,8 @@ impl EmbeddedLog {
             dir,
             storage,
             state: RwLock::new(recovered.state),
-            failed: Mutex::new(None),
+            unavailable: Mutex::new(None),
+            broken: Mutex::new(None),
             checkpointed_head: AtomicU64::new(recovered.checkpoint_head),
             checkpoint_lock: Mutex::new(()),
             options,
@@ -221,9 +231,10 @@ impl EmbeddedLog {
         }
         let checkpointer = {
             let shared = shared.clone();
+            let probes = sender.downgrade();
             std::thread::Builder::new()
                 .name("eventlog-checkpoint".into())
-                .spawn(move || checkpoint::run(&shared, nudges))?
+                .spawn(move || checkpoint::run(&shared, nudges, &probes))?
         };
         let writer = Writer::new(shared.clone(), requests, head_tx, nudge);
         let writer = std::thread::Builder::new()
@@ -293,13 +304,16 @@ impl EventLog for EmbeddedLog {
     async fn append(&self, tx: Transaction) -> Result<Committed, AppendError> {
         let options = &self.shared().options;
         let size = state::validate_shape(&tx, options.max_record_size)?;
-        if let Some(reason) = self.shared().failed.lock().clone() {
-            return Err(writer::failed_error(&reason).into());
+        if let Some(reason) = self.shared().broken.lock().clone() {
+            return Err(LogError::Io(io::Error::other(format!(
+                "the log failed earlier and accepts no appends: {reason}"
+            )))
+            .into());
         }
         let sender = self.inner.sender.lock().clone().ok_or(LogError::Closed)?;
         let (reply, replied) = oneshot::channel();
         sender
-            .send(Request { tx, size, reply })
+            .send(Request::Append(AppendRequest { tx, size, reply }))
             .await
             .map_err(|_| LogError::Closed)?;
         drop(sender);
@@ -337,6 +351,17 @@ impl EventLog for EmbeddedLog {
 
     fn head(&self) -> Position {
         *self.inner.head.borrow()
+    }
+
+    fn writable(&self) -> Result<(), String> {
+        let shared = self.shared();
+        if let Some(reason) = shared.broken.lock().clone() {
+            return Err(reason);
+        }
+        match shared.unavailable.lock().clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
     }
 
     fn watch_head(&self) -> watch::Receiver<Position> {
@@ -377,11 +402,14 @@ impl EventLog for EmbeddedLog {
             // checkpoint thread and closes the head channel (ending subscriptions).
             join("writer", writer);
             join("checkpoint", checkpointer);
-            let result = if shared.failed.lock().is_some() {
-                Ok(())
-            } else {
-                checkpoint::write(&shared).map_err(LogError::Io)
-            };
+            if shared.broken.lock().is_none()
+                && let Err(e) = checkpoint::write(&shared)
+            {
+                // A checkpoint only shortens the next open's scan; a full disk must not make
+                // a clean stop fail.
+                tracing::warn!(dir = %shared.dir.display(), error = %e, "no checkpoint written on close");
+            }
+            let result: Result<(), LogError> = Ok(());
             let mut state = shared.state.write();
             if !state.closed {
                 // Release files and memory; reads now fail with `Closed`.
@@ -432,6 +460,7 @@ impl DirLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(storage::FILE_MODE)
             .open(dir.join("LOCK"))?;
         let deadline = Instant::now() + Self::WAIT;
         loop {

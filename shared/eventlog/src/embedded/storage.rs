@@ -3,9 +3,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+
+/// Mode of every file the log creates: only the server's user may read it.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the log creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// A directory-level file system, as the embedded log uses it.
 ///
@@ -43,7 +48,8 @@ pub trait StorageFile: Send + Sync + 'static {
     fn size(&self) -> io::Result<u64>;
 }
 
-/// The real file system (`std::fs`), the default [`Storage`].
+/// The real file system (`std::fs`), the default [`Storage`]. Files are created
+/// [`FILE_MODE`] and directories [`DIR_MODE`], whatever the process's umask.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdStorage;
 
@@ -61,6 +67,7 @@ impl Storage for StdStorage {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(path)?;
         Ok(Arc::new(StdFile(file)))
     }
@@ -77,7 +84,10 @@ impl Storage for StdStorage {
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -113,4 +123,33 @@ impl StorageFile for StdFile {
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+}
+
+/// Makes `root` and everything below it private to the server's user: directories
+/// [`DIR_MODE`], files [`FILE_MODE`] (other kinds of entry are left alone, and symbolic links
+/// are never followed). Stores written by releases that created files `0644` are tightened
+/// this way when they are opened.
+pub fn restrict_tree(root: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(root)?;
+    if meta.is_dir() {
+        restrict(root, &meta, DIR_MODE)?;
+        for entry in fs::read_dir(root)? {
+            let path = entry?.path();
+            match restrict_tree(&path) {
+                // Removed meanwhile (a checkpoint pruned, a temp file renamed): nothing to do.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    } else if meta.is_file() {
+        restrict(root, &meta, FILE_MODE)?;
+    }
+    Ok(())
+}
+
+fn restrict(path: &Path, meta: &fs::Metadata, mode: u32) -> io::Result<()> {
+    if meta.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
