@@ -11,61 +11,137 @@ pub struct TestApp {
     pub api_key: String,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The server (stopped before the directory below is removed).
+    pub running: Running,
     /// The data directory (kept until the app is dropped).
     pub dir: tempfile::TempDir,
-    running: Running,
 }
 
-/// A server running in a task of this process: its address and how to stop it. Dropping it
-/// asks the server to stop.
+/// A server running on a runtime of its own in this process: its address and how to stop it.
+/// When it stops (or is dropped, unless the test already failed) every event of its log is
+/// checked against its committed schema ([`crate::event_schemas`]); then it is asked to stop,
+/// and waited for.
 pub struct Running {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
+    /// A key of the server's (to read its log; a key of its own, so that the streams a test
+    /// holds do not count against it).
+    api_key: Option<String>,
+    /// Organizations other than the default one the test wrote to (their logs are checked too).
+    pub orgs: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    stopped: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+    /// Whether the log is checked against the event schemas when the server stops.
+    pub check_events: bool,
 }
 
 impl Running {
-    /// Builds the server from `config` (listening on port 0) and runs it in a task.
+    /// Builds the server from `config` (listening on port 0) and runs it on its own thread.
     pub async fn start(mut config: roster_api::Config) -> Self {
         config.listen = "127.0.0.1:0".parse().unwrap();
-        let app = roster_api::Application::build(config)
-            .await
-            .expect("server builds");
-        let address = format!("http://127.0.0.1:{}", app.port());
+        // Without keys the server makes one of its own, which a test finds in its file.
+        let api_key = (!config.api_keys.is_empty()).then(|| "event-schema-check".to_owned());
+        config.api_keys.extend(api_key.clone());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            app.run_until_stopped(async {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| format!("{e:#}"))
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let app = match roster_api::Application::build(config).await {
+                    Ok(app) => app,
+                    Err(e) => return drop(ready_tx.send(Err(format!("{e:#}")))),
+                };
+                let _ = ready_tx.send(Ok(app.port()));
+                let result = app
+                    .run_until_stopped(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                let _ = stopped_tx.send(result);
+            });
         });
+        let port = ready_rx
+            .await
+            .expect("server thread")
+            .unwrap_or_else(|e| panic!("server builds: {e}"));
         Self {
-            address,
+            address: format!("http://127.0.0.1:{port}"),
+            check_events: api_key.is_some(),
+            api_key,
+            orgs: Default::default(),
             shutdown: Some(tx),
-            server: Some(server),
+            stopped: Some(stopped_rx),
         }
     }
 
-    /// Stops the server gracefully and waits until it has.
+    /// Checks the log against the event schemas, stops the server gracefully and waits until
+    /// it has.
     pub async fn stop(&mut self) {
+        if let Some(check) = self.event_check()
+            && let Err(e) = check.run().await
+        {
+            panic!("events that do not match their schemas:\n{e}");
+        }
+        self.check_events = false;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(server) = self.server.take() {
-            server
+        if let Some(stopped) = self.stopped.take() {
+            let result = tokio::task::spawn_blocking(move || stopped.recv())
                 .await
-                .expect("server task")
+                .expect("waiting for the server");
+            result
+                .expect("server thread")
                 .expect("server stopped cleanly");
         }
     }
 }
 
+impl Running {
+    /// What the event check reads, while the server runs and the check is wanted.
+    fn event_check(&self) -> Option<crate::event_schemas::Check> {
+        let key = self.api_key.clone().filter(|_| self.check_events)?;
+        self.shutdown.as_ref()?;
+        Some(crate::event_schemas::Check {
+            address: self.address.clone(),
+            api_key: key,
+            orgs: self.orgs.lock().unwrap().iter().cloned().collect(),
+        })
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
+        // The test's runtime may be single-threaded and is blocked here: read the log from a
+        // thread of its own (the server runs on its own runtime).
+        let check = self
+            .event_check()
+            .filter(|_| !std::thread::panicking())
+            .map(|check| {
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime")
+                        .block_on(check.run())
+                })
+                .join()
+                .expect("checking the log")
+            });
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.recv_timeout(std::time::Duration::from_secs(10));
+        }
+        if let Some(Err(e)) = check {
+            panic!("events that do not match their schemas:\n{e}");
         }
     }
 }
@@ -132,9 +208,13 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// GET with the server key.
+    /// GET with the server key, reading its own writes: it first waits (`x-roster-min-position`)
+    /// for the read models to reach the log's head, as a client does that needs to see what it
+    /// wrote. A `min_position` in `path` takes precedence.
     pub async fn get(&self, path: &str) -> Response {
+        let head = self.head().await;
         self.request(Method::GET, path)
+            .header("x-roster-min-position", head.to_string())
             .send()
             .await
             .expect("request sent")
@@ -158,6 +238,9 @@ impl TestApp {
 
     /// A request with the server key in another organization (`x-organization-id`).
     pub fn in_org(&self, org: &str, method: Method, path: &str) -> RequestBuilder {
+        if roster_domain::OrgId::parse(org).is_ok() {
+            self.running.orgs.lock().unwrap().insert(org.to_owned());
+        }
         self.request(method, path).header("x-organization-id", org)
     }
 

@@ -8,6 +8,7 @@ mod concurrency;
 mod console;
 mod disk;
 mod erasure;
+mod event_schemas;
 mod events;
 mod fields;
 mod files;

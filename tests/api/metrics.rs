@@ -24,10 +24,15 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn requests_are_counted_by_route_template_method_and_status_class() {
     let app = spawn_app().await;
-    app.create_user(&json!({"id": "alice", "username": "alice"}))
+    let created = app
+        .create_user(&json!({"id": "alice", "username": "alice"}))
         .await;
+    let at = created["position"].as_u64().expect("position");
     for _ in 0..3 {
-        assert_eq!(app.get("/v1/users/alice").await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get_at("/v1/users/alice", at).await.status(),
+            StatusCode::OK
+        );
     }
     assert_eq!(
         app.get("/v1/users/nobody").await.status(),
@@ -149,4 +154,44 @@ async fn appends_batch_sizes_lag_and_tasks_are_exposed() {
     );
     assert!(text.contains("# TYPE roster_http_request_duration_seconds histogram"));
     assert!(text.contains("# TYPE roster_projection_lag_events gauge"));
+}
+
+#[tokio::test]
+async fn the_aggregate_cache_reports_its_hits_misses_and_budget() {
+    let app = spawn_app().await;
+    app.create_user(&json!({"id": "carol"})).await;
+    let before = scrape(&app).await;
+    let hits = |text: &str| {
+        sample(
+            text,
+            r#"roster_aggregate_cache_lookups_total{result="hit"}"#,
+        )
+    };
+    for n in 0..3 {
+        let response = app
+            .patch(
+                "/v1/users/carol",
+                &json!({"set": {"name": format!("Carol {n}")}}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let after = scrape(&app).await;
+    // Each update after the first finds the state its predecessor left in the cache.
+    assert!(hits(&after) - hits(&before) >= 2.0, "{after}");
+    assert!(
+        sample(
+            &after,
+            r#"roster_aggregate_cache_lookups_total{result="miss"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(&after, "roster_aggregate_cache_bytes") > 0.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "roster_aggregate_cache_budget_bytes"),
+        64.0 * 1024.0 * 1024.0,
+        "the default budget is 64 MiB"
+    );
 }

@@ -28,9 +28,10 @@ pub struct NatsApp {
     pub address: String,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The server (stopped before the directory below is removed).
+    pub running: Running,
     /// This server's own data directory (read models, export scratch files).
     pub data_dir: tempfile::TempDir,
-    running: Running,
 }
 
 /// Starts a server on the store `url` (comma-separated NATS URLs) and `namespace`.

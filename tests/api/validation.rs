@@ -292,6 +292,11 @@ async fn body_over_the_limit_is_413() {
     let (app, head) = app_with_one_user().await;
     let body = json!({"id": "big", "custom": {"x": "y".repeat(1024 * 1024 + 10)}});
     let response = app.post("/v1/users", &body).await;
+    assert_eq!(
+        response.headers()["connection"],
+        "close",
+        "the unread rest of the body ends the connection, and the answer says so"
+    );
     assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     let users: Vec<Value> = (0..100)
         .map(|i| json!({"id": format!("b{i}"), "name": "x".repeat(11_000)}))

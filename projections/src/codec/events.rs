@@ -311,10 +311,9 @@ impl PartsWriter for JsonWriter {
         S: Serialize + Default + PartialEq,
     {
         let mut data = object(serde_json::to_value(public)?);
-        let mut nulls = object(serde_json::to_value(S::default())?);
+        let nulls = erased_fields::<S>();
         // A type without personal fields has nothing to erase (its metadata may have had).
         if self.erased && !nulls.is_empty() {
-            null_leaves(&mut nulls);
             fill(&mut data, nulls);
             data.insert("erased".into(), Value::Bool(true));
         } else if !self.erased {
@@ -383,6 +382,14 @@ fn fill(data: &mut Map<String, Value>, nulls: Map<String, Value>) {
             }
         }
     }
+}
+
+/// The personal part `S` as an erased event shows it: every field `null` (empty for a type
+/// without personal fields). The event schemas describe this form too.
+pub fn erased_fields<S: Serialize + Default>() -> Map<String, Value> {
+    let mut nulls = object(serde_json::to_value(S::default()).unwrap_or_default());
+    null_leaves(&mut nulls);
+    nulls
 }
 
 /// An erased part as it reads: every field `null`, nested structs field by field (a

@@ -24,7 +24,9 @@ use roster_vault::{DataKey, KeyPool, KeyStore, VaultError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use events::{DecodedEvent, EventMeta, EventView, MetaPersonal, MetaPublic, public_meta};
+pub use events::{
+    DecodedEvent, EventMeta, EventView, MetaPersonal, MetaPublic, erased_fields, public_meta,
+};
 
 /// First byte of every value of format 2.
 pub const FORMAT_2: u8 = 2;

@@ -8,7 +8,9 @@
 //!   `roster_log_append_duration_seconds` — every append of the server, counted by wrapping
 //!   the [`EventLog`] ([`MeteredLog`]).
 //! - Read at scrape time: `roster_log_head_position`, `roster_projection_position`,
-//!   `roster_projection_lag_events` (head − checkpoint), `roster_tasks` (by status and kind).
+//!   `roster_projection_lag_events` (head − checkpoint), `roster_tasks` (by status and kind),
+//!   and the aggregate cache's `roster_aggregate_cache_lookups_total` (by `result`: `hit` or
+//!   `miss`), `roster_aggregate_cache_bytes` and `roster_aggregate_cache_budget_bytes`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +45,9 @@ pub struct Metrics {
     projection_position: IntGauge,
     projection_lag: IntGauge,
     tasks: IntGaugeVec,
+    cache_lookups: IntCounterVec,
+    cache_bytes: IntGauge,
+    cache_budget: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +138,24 @@ impl Metrics {
             &["status", "kind"],
         )
         .expect("valid metric");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "roster_aggregate_cache_lookups_total",
+                "Aggregate states looked up in the cache, by result (hit or miss).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let cache_bytes = IntGauge::new(
+            "roster_aggregate_cache_bytes",
+            "Estimated bytes of aggregate states held by the cache.",
+        )
+        .expect("valid metric");
+        let cache_budget = IntGauge::new(
+            "roster_aggregate_cache_budget_bytes",
+            "The aggregate cache's byte budget.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -144,6 +167,9 @@ impl Metrics {
             Box::new(projection_position.clone()),
             Box::new(projection_lag.clone()),
             Box::new(tasks.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(cache_budget.clone()),
         ] {
             registry
                 .register(collector)
@@ -165,6 +191,9 @@ impl Metrics {
             projection_position,
             projection_lag,
             tasks,
+            cache_lookups,
+            cache_bytes,
+            cache_budget,
         }
     }
 
@@ -217,6 +246,12 @@ impl Metrics {
                     .set(gauge(count));
             }
         }
+        for (result, total) in [("hit", scrape.cache.hits), ("miss", scrape.cache.misses)] {
+            let counter = self.cache_lookups.with_label_values(&[result]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.cache_bytes.set(gauge(scrape.cache.bytes));
+        self.cache_budget.set(gauge(scrape.cache.budget));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "encoding metrics");
@@ -234,6 +269,21 @@ pub struct Scrape {
     pub checkpoint: Position,
     /// Tasks per status and kind.
     pub tasks: Vec<(TaskStatus, TaskKind, u64)>,
+    /// The aggregate cache's counts since start.
+    pub cache: CacheStats,
+}
+
+/// The aggregate cache's lookups since start, and its size.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheStats {
+    /// Lookups that found a state.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// Bytes held (estimated).
+    pub bytes: u64,
+    /// The byte budget.
+    pub budget: u64,
 }
 
 const TASK_STATUSES: &[TaskStatus] = &[
@@ -358,6 +408,12 @@ mod tests {
             head: 10,
             checkpoint: 7,
             tasks: vec![(TaskStatus::Running, TaskKind::ExportUsers, 2)],
+            cache: CacheStats {
+                hits: 9,
+                misses: 3,
+                bytes: 4096,
+                budget: 65536,
+            },
         });
         assert!(text.contains(
             r#"roster_http_requests_total{method="GET",route="/v1/users/{id}",status="2xx"} 1"#
@@ -369,5 +425,11 @@ mod tests {
         assert!(text.contains(r#"roster_tasks{kind="export_users",status="running"} 2"#));
         assert!(text.contains(r#"roster_tasks{kind="delete_users",status="pending"} 0"#));
         assert!(text.contains(r#"roster_log_appends_total{outcome="committed"} 0"#));
+        assert!(text.contains(r#"roster_aggregate_cache_lookups_total{result="hit"} 9"#));
+        assert!(text.contains(r#"roster_aggregate_cache_lookups_total{result="miss"} 3"#));
+        assert!(
+            text.contains("roster_aggregate_cache_budget_bytes 65536"),
+            "{text}"
+        );
     }
 }

@@ -280,11 +280,22 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 /// path that does not decode, a body limit), which are plain text or empty, are rewritten
 /// with their status, a stable code and, for 4xx, their text as the detail; their headers
 /// (`Allow`, `Retry-After`) stay.
+///
+/// A 413 or 408 leaves the rest of the body unread, so the server closes that connection;
+/// it says so (`Connection: close`), or a client would reuse it and lose its next request.
 async fn problems(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
+    }
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     // Problems, and the JSON bodies a route answers on purpose (`/readyz` when not ready).
     let is_json = response

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use roster_domain::EventSet;
+use roster_domain::events::Parts;
 use roster_domain::session::{SessionRefreshed, SessionRevoked, SessionStarted};
 use roster_domain::settings::SettingsChanged;
 use roster_domain::task::{
@@ -24,12 +25,14 @@ use roster_domain::user::json::{
     UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
 };
 use roster_domain::user::{
-    EmailChanged, NameChanged, PhoneChanged, PrefsUpdated, SessionsRevoked, StatusChanged,
-    UserDeactivated, UserDeleted, UserReactivated, VerificationChanged,
+    EmailChanged, NameChanged, PasswordChanged, PhoneChanged, PrefsUpdated, SessionsRevoked,
+    StatusChanged, UserCreated, UserDeactivated, UserDeleted, UserPartiallyUpdated,
+    UserReactivated, UserReplaced, UserRestored, VerificationChanged, WalletAdjusted,
 };
+use roster_projections::codec::erased_fields;
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 /// Set (to anything) to write the files instead of comparing them.
 pub const WRITE_ENV: &str = "ROSTER_WRITE_SCHEMAS";
@@ -59,15 +62,17 @@ impl SchemaSet {
         self.insert(&name, &name, self.root::<T>(), None);
     }
 
-    /// Adds an event payload type as `<event_type>.json` (or `.v<N>.json` for an old version).
-    fn add_event<T: JsonSchema>(&mut self, event_type: &str, version: u32) {
+    /// Adds the JSON shape `T` of the event `E` as `<event_type>.json` (or `.v<N>.json` for an
+    /// old version): as recorded, or, when `E` has personal fields, as recorded or erased.
+    fn add_event<T: JsonSchema, E: Parts>(&mut self, event_type: &str, version: u32) {
         let current = current_schema_version(event_type);
         let file = if version == current {
             event_type.to_owned()
         } else {
             format!("{event_type}.v{version}")
         };
-        self.insert(&file, event_type, self.root::<T>(), Some(version));
+        let schema = with_erased_form(self.root::<T>(), &erased_fields::<E::Personal>());
+        self.insert(&file, event_type, schema, Some(version));
     }
 
     fn root<T: JsonSchema>(&self) -> schemars::Schema {
@@ -126,7 +131,7 @@ fn events() -> SchemaSet {
     let mut set = SchemaSet::new("events", SchemaSettings::draft2020_12());
     macro_rules! current {
         ($($name:ident: $t:ty),* $(,)?) => {
-            $( set.add_event::<$t>(stringify!($name), current_schema_version(stringify!($name))); )*
+            $( set.add_event::<$t, $name>(stringify!($name), current_schema_version(stringify!($name))); )*
         };
     }
     current!(
@@ -157,8 +162,73 @@ fn events() -> SchemaSet {
         TaskCanceled: TaskCanceled,
         SettingsChanged: SettingsChanged,
     );
-    set.add_event::<StatusChangedV1>("StatusChanged", 1);
+    set.add_event::<StatusChangedV1, StatusChanged>("StatusChanged", 1);
     set
+}
+
+/// `schema`, and when the event has personal fields (`nulls`: them as erased, see
+/// [`erased_fields`]), the alternative an analyst reads once the user's key is destroyed:
+/// those fields `null` and `"erased": true`.
+fn with_erased_form(schema: schemars::Schema, nulls: &Map<String, Value>) -> schemars::Schema {
+    if nulls.is_empty() {
+        return schema;
+    }
+    let Value::Object(mut recorded) = schema.to_value() else {
+        unreachable!("types have object schemas")
+    };
+    let defs = recorded.remove("$defs");
+    let empty = Map::new();
+    let defs_map = defs.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+    let mut root = Map::new();
+    for key in ["$schema", "title", "description"] {
+        if let Some(value) = recorded.remove(key) {
+            root.insert(key.into(), value);
+        }
+    }
+    let mut erased = Value::Object(recorded.clone());
+    nullable_at(&mut erased, nulls, defs_map);
+    erased["description"] = json!("The event after its user's data key was destroyed.");
+    erased["properties"]["erased"] = json!({
+        "const": true,
+        "description": "The personal fields are gone: each reads `null`."
+    });
+    match erased["required"].as_array_mut() {
+        Some(required) => required.push(json!("erased")),
+        None => erased["required"] = json!(["erased"]),
+    }
+    root.insert("anyOf".into(), json!([Value::Object(recorded), erased]));
+    if let Some(defs) = defs {
+        root.insert("$defs".into(), defs);
+    }
+    schemars::Schema::try_from(Value::Object(root)).expect("an object is a schema")
+}
+
+/// Makes the properties of `schema` named in `nulls` nullable, nested ones (a non-null
+/// member of `nulls`) field by field, resolving `$ref`s into `defs`.
+fn nullable_at(schema: &mut Value, nulls: &Map<String, Value>, defs: &Map<String, Value>) {
+    for (name, inner) in nulls {
+        let property = &mut schema["properties"][name.as_str()];
+        assert!(
+            !property.is_null(),
+            "the JSON view lacks the personal field {name}"
+        );
+        match inner {
+            Value::Object(inner) => {
+                if let Some(target) = property["$ref"].as_str() {
+                    let def = target.trim_start_matches("#/$defs/");
+                    let mut resolved = defs[def].clone();
+                    for (key, value) in property.as_object().into_iter().flatten() {
+                        if key != "$ref" {
+                            resolved[key.as_str()] = value.clone();
+                        }
+                    }
+                    *property = resolved;
+                }
+                nullable_at(property, inner, defs);
+            }
+            _ => *property = json!({"anyOf": [property.clone(), {"type": "null"}]}),
+        }
+    }
 }
 
 /// Every file of `schemas/`, by path relative to it, as written (pretty JSON and a newline).

@@ -145,9 +145,14 @@ impl Repository {
         &self.codec
     }
 
-    /// (hits, misses, bytes held) of the aggregate cache.
-    pub fn cache_stats(&self) -> (u64, u64, u64) {
-        (self.cache.hits(), self.cache.misses(), self.cache.weight())
+    /// (hits, misses, bytes held, byte budget) of the aggregate cache.
+    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        (
+            self.cache.hits(),
+            self.cache.misses(),
+            self.cache.weight(),
+            self.cache.capacity(),
+        )
     }
 
     fn cached<A: Aggregate>(&self, key: &str) -> Option<Loaded<A>> {

@@ -129,10 +129,17 @@ async fn metrics(State(app): State<AppState>) -> Response {
         tracing::warn!(error = %e, "counting tasks for /metrics");
         Vec::new()
     });
+    let (hits, misses, bytes, budget) = app.core().repo().cache_stats();
     let scrape = crate::metrics::Scrape {
         head: app.log().head(),
         checkpoint: app.models().checkpoint(),
         tasks,
+        cache: crate::metrics::CacheStats {
+            hits,
+            misses,
+            bytes,
+            budget,
+        },
     };
     let mut response = app.metrics().render(&scrape).into_response();
     response.headers_mut().insert(
