@@ -1,7 +1,7 @@
 //! The in-memory catalog: list order, status/role filters and prefix search, per organization.
 //!
-//! Search terms are personal data, so they live only in memory (DESIGN.md): the catalog is
-//! rebuilt from the sealed `users` rows at start-up and kept current by the projector.
+//! Search terms are personal data, so they live only in memory (docs/architecture.md): the catalog
+//! is rebuilt from the sealed `users` rows at start-up and kept current by the projector.
 //!
 //! Beside them, the username and email indexes: the blind hashes (keyed HMACs, never the
 //! values) of each user's normalized username and email, found by hash. They are rebuilt from

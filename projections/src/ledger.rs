@@ -1,4 +1,4 @@
-//! The wallet ledger (API.md §3 `GET /v1/users/{id}/wallet/ledger`): one item per
+//! The wallet ledger (docs/contract.md §3 `GET /v1/users/{id}/wallet/ledger`): one item per
 //! `WalletAdjusted` with `update_ledger`, keyed by the event's position. The caller's metadata
 //! is personal: sealed under the user's key, so erasing the user erases it.
 

@@ -1,4 +1,4 @@
-//! Roster's read side: events in, queryable read models out (DESIGN.md §Projections).
+//! Roster's read side: events in, queryable read models out (docs/architecture.md, read models).
 //!
 //! - [`codec`]: typed values ↔ stored bytes — the one helper that seals personal parts under
 //!   the user's key ([`codec::seal_parts`]), events ([`codec::events`]), and the first

@@ -1,6 +1,6 @@
-//! The sessions read model (API.md §3 `GET /v1/users/{id}/sessions`, §5): one row per session,
-//! keyed org, user, session (session ids are ULIDs, so a user's sessions sort by start). The
-//! ip and user agent of the sign-in are personal: sealed under the user's data key like every
+//! The sessions read model (docs/contract.md §3 `GET /v1/users/{id}/sessions`, §5): one row per
+//! session, keyed org, user, session (session ids are ULIDs, so a user's sessions sort by start).
+//! The ip and user agent of the sign-in are personal: sealed under the user's data key like every
 //! personal part, so erasing the user erases them.
 //!
 //! Beside it, in memory, the set of revoked sessions whose tokens could still be unexpired:

@@ -344,7 +344,7 @@ impl ReadModels {
         self.catalog.read().org(org).map_or(0, OrgCatalog::len)
     }
 
-    /// A page of users (API.md §3 `GET /v1/users`).
+    /// A page of users (docs/contract.md §3 `GET /v1/users`).
     pub async fn list(&self, org: &str, query: &ListQuery) -> Result<ListPage, StoreError> {
         let candidates = self.candidates(org, query)?;
         let (seqs, next_cursor, prev_cursor, total) = {

@@ -1,4 +1,4 @@
-//! The tasks read model (API.md §4): one row per task, its failures beside it, and the
+//! The tasks read model (docs/contract.md §4): one row per task, its failures beside it, and the
 //! organizations' settings. Nothing here is personal: stored as MessagePack, format 2.
 
 use roster_domain::settings::OrgSettings;

@@ -1,4 +1,4 @@
-//! The client's own account and public profiles (API.md §5).
+//! The client's own account and public profiles (docs/contract.md §5).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! The console (API.md §13): served from the binary with a strict policy, and used in a real
+//! The console (docs/console.md): served from the binary with a strict policy, and used in a real
 //! headless Chromium — sign in, search and open a user, step back in its history, block it,
 //! bulk tasks with live progress, the live event log, projections, settings, organizations, a
 //! 375 px phone and the keyboard alone.

@@ -1,7 +1,7 @@
-//! Erasure that is real (API.md §3 deletion modes, DESIGN.md "Personal data never reaches disk
-//! in plain text"): personal data is sealed under a per-user key from the start, and pruning or
-//! hard deletion destroys that key, so no file under the data directory can give the data back
-//! — while the log stays whole and replayable.
+//! Erasure that is real (docs/contract.md §3 deletion modes, docs/architecture.md "Personal data
+//! never reaches disk in plain text"): personal data is sealed under a per-user key from the
+//! start, and pruning or hard deletion destroys that key, so no file under the data directory can
+//! give the data back — while the log stays whole and replayable.
 //!
 //! Every personal field gets a distinct canary, and every request carries a canary
 //! `User-Agent`. The client address cannot be a canary here: every test request comes from

@@ -1,5 +1,6 @@
-//! Appwrite-style field endpoints (API.md §3): `PATCH /v1/users/{id}/email|name|password|phone|
-//! prefs|status|verification|verification/phone` and `GET /v1/users/{id}/prefs`.
+//! Appwrite-style field endpoints (docs/contract.md §3):
+//! `PATCH /v1/users/{id}/email|name|password|phone|prefs|status|verification|verification/phone`
+//! and `GET /v1/users/{id}/prefs`.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! A user's history (API.md §3, §6): activity log, raw events, `as_of`, export.
+//! A user's history (docs/contract.md §3, §6): activity log, raw events, `as_of`, export.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -1,11 +1,11 @@
-//! Deactivation, deletion in three modes, and restore (API.md §3).
+//! Deactivation, deletion in three modes, and restore (docs/contract.md §3).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// Scalar fields erased by pruning (API.md §3).
+/// Scalar fields erased by pruning (docs/contract.md §3).
 const PERSONAL_SCALARS: &[&str] = &[
     "username",
     "display_name",

@@ -1,5 +1,5 @@
-//! `GET /metrics` (API.md §7): Prometheus text with requests per route template, event-log
-//! appends, projection lag and tasks.
+//! `GET /metrics` (docs/contract.md §7): Prometheus text with requests per route template,
+//! event-log appends, projection lag and tasks.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -1,5 +1,5 @@
-//! `GET /openapi.json` and `GET /docs` (API.md §7): the document covers every route the server
-//! answers, and only those.
+//! `GET /openapi.json` and `GET /docs` (docs/contract.md §7): the document covers every route the
+//! server answers, and only those.
 
 use std::collections::BTreeSet;
 
@@ -10,8 +10,8 @@ use crate::helpers::{TestApp, json, spawn_app};
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 
-/// The contract's routes (API.md §3–§7), kept by hand: each one the server serves must be in
-/// the document.
+/// The contract's routes (docs/contract.md §3–§7), kept by hand: each one the server serves must be
+/// in the document.
 const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/users"),
     ("post", "/v1/users/upsert"),

@@ -1,4 +1,4 @@
-//! The read models' state and their rebuild while the server keeps serving (API.md §6):
+//! The read models' state and their rebuild while the server keeps serving (docs/contract.md §6):
 //! `GET /v1/projections` and `POST /v1/projections/{name}/rebuild`.
 
 use std::path::Path;

@@ -99,7 +99,8 @@ async fn wallet_adjustments_across_servers_lose_nothing() {
     let created = a.post("/v1/users", &json!({"id": "spender"})).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     // A write on one server is seen on the other once it has caught up to its position
-    // (API.md §1): with JetStream fsyncing before every acknowledgement that takes a moment.
+    // (docs/contract.md §1): with JetStream fsyncing before every acknowledgement that takes a
+    // moment.
     b.get_at("/v1/users/spender", position(&created)).await;
     const ADJUSTMENTS: usize = 120;
     let outcomes: Vec<(i64, StatusCode, u64)> = futures::stream::iter(0..ADJUSTMENTS)

@@ -1,4 +1,4 @@
-//! Client sessions (API.md §5): sign-in, refresh rotation with reuse detection, sign-out,
+//! Client sessions (docs/contract.md §5): sign-in, refresh rotation with reuse detection, sign-out,
 //! server-side session management, immediate revocation, rate limits and equal answers for a
 //! wrong password and an unknown account.
 

@@ -1,4 +1,4 @@
-//! Bulk operations as pollable tasks (API.md §4).
+//! Bulk operations as pollable tasks (docs/contract.md §4).
 
 use std::collections::HashSet;
 

@@ -1,5 +1,5 @@
-//! Custom tokens (API.md §5): minted by a server, used once by a client to sign in, signing the
-//! user up if the id is new.
+//! Custom tokens (docs/contract.md §5): minted by a server, used once by a client to sign in,
+//! signing the user up if the id is new.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

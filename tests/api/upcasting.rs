@@ -1,5 +1,5 @@
-//! Versioned events (DESIGN.md): a `StatusChanged` recorded by an older server as schema v1
-//! (`{"blocked": bool}`) sits in a real log; this server folds it into the user, answers
+//! Versioned events (docs/architecture.md): a `StatusChanged` recorded by an older server as schema
+//! v1 (`{"blocked": bool}`) sits in a real log; this server folds it into the user, answers
 //! commands from it, and shows it as v2 (`{"status": "active"|"blocked"}`), while new events are
 //! written as v2. The log itself is never rewritten.
 

@@ -1,5 +1,5 @@
-//! The wallet (API.md §3): atomic changesets, never below zero, no overflow, the ledger, and
-//! concurrent adjustments that lose nothing.
+//! The wallet (docs/contract.md §3): atomic changesets, never below zero, no overflow, the ledger,
+//! and concurrent adjustments that lose nothing.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -64,7 +64,7 @@ pub fn login_user(i: usize) -> (String, String) {
     (format!("login{i}"), format!("bench-password-{i}"))
 }
 
-/// A user object shaped like Roster's answer (API.md §2): what the ceiling returns.
+/// A user object shaped like Roster's answer (docs/contract.md §2): what the ceiling returns.
 pub fn canned_user(id: &str) -> Value {
     json!({
         "id": id, "organization_id": "default",

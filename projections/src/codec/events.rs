@@ -18,7 +18,7 @@ use super::{
     Codec, CodecError, FORMAT_2, Layout, Opened, Stored, from_msgpack, legacy, seal_parts,
 };
 
-/// Metadata recorded with every event (API.md §6).
+/// Metadata recorded with every event (docs/contract.md §6).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventMeta {
     /// Who acted: `server`, `user:<id>`, `task:<id>` or `system`.
@@ -284,8 +284,8 @@ impl Codec {
     }
 }
 
-/// An event as JSON, the way analysts see it (API.md §6): its parts merged into one object;
-/// once erased, the personal fields `null` and `"erased": true`.
+/// An event as JSON, the way analysts see it (docs/contract.md §6): its parts merged into one
+/// object; once erased, the personal fields `null` and `"erased": true`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventView {
     /// The payload.

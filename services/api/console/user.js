@@ -212,7 +212,8 @@ export async function userPage({ main, signal }, id) {
     }, 'End every session') : null,
     sessionBox));
 
-  // Memberships arrive with teams (API.md §9); until then the server answers 404.
+  // Memberships arrive with teams (planned: docs/contract.md, "Not yet available"); until then the
+  // server answers 404.
   async function loadMemberships() {
     try {
       const page = await get(path(user.id, '/memberships'));

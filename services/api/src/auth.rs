@@ -1,4 +1,4 @@
-//! Who is calling (API.md §1 "Authentication").
+//! Who is calling (docs/contract.md §1 "Authentication").
 //!
 //! - A *server* presents an API key as `Authorization: Bearer <key>` or `x-api-key: <key>`;
 //!   keys are compared as SHA-256 digests in constant time.

@@ -1,5 +1,5 @@
 //! The stores a server runs on, chosen by [`Store`]: the embedded log and key file in a
-//! directory, or NATS JetStream shared by several servers (DESIGN.md §The event log).
+//! directory, or NATS JetStream shared by several servers (docs/architecture.md, the event log).
 //!
 //! | what | embedded (`./data`) | NATS (`nats://…`) |
 //! |---|---|---|

@@ -1,4 +1,4 @@
-//! Events as analysts see them (API.md §6): personal parts opened, or `null` with
+//! Events as analysts see them (docs/contract.md §6): personal parts opened, or `null` with
 //! `"erased": true` once the user's key is destroyed; older schema versions upcast.
 
 use roster_eventlog::RecordedEvent;
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiResult;
 
-/// One event of the log (API.md §6).
+/// One event of the log (docs/contract.md §6).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 #[schemars(rename = "Event")]
 pub struct EventResource {

@@ -24,7 +24,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// What a cursor this server hands out looks like (URL-safe base64), for the OpenAPI
 /// document's query parameters: anything else is refused before a handler (or a wait) runs.
 pub(crate) const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{1,128}$";
-/// A user id (API.md §2): 1–36 of `a-z A-Z 0-9 . - _`, not starting with `.`, `-` or `_`.
+/// A user id (docs/contract.md §2): 1–36 of `a-z A-Z 0-9 . - _`, not starting with `.`, `-` or `_`.
 pub(crate) const ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$";
 /// `as_of`: a log position, or an RFC 3339 time.
 pub(crate) const AS_OF_PATTERN: &str = "^([0-9]{1,20}|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$";
@@ -201,8 +201,8 @@ impl FromRequestParts<AppState> for Ctx {
     }
 }
 
-/// A client's context (API.md §5 client endpoints): a valid access token, acting on its own
-/// user only. A server key gets 403: a server has no account of its own.
+/// A client's context (docs/contract.md §5 client endpoints): a valid access token, acting on its
+/// own user only. A server key gets 403: a server has no account of its own.
 pub struct ClientCtx {
     /// The context (its organization is the token's).
     pub ctx: Ctx,

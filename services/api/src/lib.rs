@@ -43,7 +43,7 @@ pub use serve::ConnectionLimits;
 pub use state::AppState;
 pub use streams::StreamLimits;
 
-/// How `roster serve` is configured (DESIGN.md §Configuration).
+/// How `roster serve` is configured (docs/architecture.md, configuration).
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free one).

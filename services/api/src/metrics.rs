@@ -1,5 +1,5 @@
-//! `GET /metrics` (API.md §7): Prometheus text format. Each server keeps its own registry (in
-//! [`crate::AppState`]), so several servers in one process — the tests — do not mix counts.
+//! `GET /metrics` (docs/contract.md §7): Prometheus text format. Each server keeps its own registry
+//! (in [`crate::AppState`]), so several servers in one process — the tests — do not mix counts.
 //!
 //! - `roster_http_requests_total` and `roster_http_request_duration_seconds`, labelled by
 //!   method, route template (`/v1/users/{id}`, never the raw path) and status class (`2xx`).

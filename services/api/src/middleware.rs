@@ -23,7 +23,7 @@ use crate::params::ParamRules;
 use crate::state::AppState;
 use crate::streams::{StreamGate, StreamLimits};
 
-/// How long a GET waits for the read models to reach `min_position` (API.md §1).
+/// How long a GET waits for the read models to reach `min_position` (docs/contract.md §1).
 const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 
 /// The request-level limits.

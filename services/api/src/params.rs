@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// Query parameters every GET accepts besides its own (API.md §1).
+/// Query parameters every GET accepts besides its own (docs/contract.md §1).
 const ANY_GET: &[&str] = &["min_position"];
 
 /// The parameters of every operation, by method and path template.

@@ -1,4 +1,5 @@
-//! Login rate limits (API.md §5): per account and per client address, in memory (per process).
+//! Login rate limits (docs/contract.md §5): per account and per client address, in memory (per
+//! process).
 //!
 //! Each key has a token bucket. Every sign-in attempt takes a token from both the account's and
 //! the address's bucket *before* the password is checked (so parallel guesses cannot outrun the

@@ -1,5 +1,5 @@
-//! The JSON Schemas in `schemas/` (API.md §6): one file per type, generated from the types
-//! themselves (schemars, JSON Schema draft 2020-12).
+//! The JSON Schemas in `schemas/` (docs/contract.md §6): one file per type, generated from the
+//! types themselves (schemars, JSON Schema draft 2020-12).
 //!
 //! - `schemas/events/<Type>.json`: the `data` of each event type at its current schema version
 //!   (`x-schema-version`); older versions still found in logs as `<Type>.v<N>.json`.

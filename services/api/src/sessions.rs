@@ -1,5 +1,5 @@
-//! Sessions (API.md §5): starting one, minting its tokens, revoking it. Each session is an
-//! aggregate of its own on its stream `session-<id>` (see `roster_domain::session`), loaded
+//! Sessions (docs/contract.md §5): starting one, minting its tokens, revoking it. Each session is
+//! an aggregate of its own on its stream `session-<id>` (see `roster_domain::session`), loaded
 //! and appended through the repository like every other.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -19,7 +19,7 @@ use crate::extract::Ctx;
 use crate::state::AppState;
 use crate::tokens::{ACCESS_TTL_SECS, AccessClaims, REFRESH_TTL_SECS, new_refresh_token};
 
-/// What a sign-in or a refresh answers (API.md §5).
+/// What a sign-in or a refresh answers (docs/contract.md §5).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct SessionTokens {
     /// The session.

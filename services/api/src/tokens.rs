@@ -1,4 +1,4 @@
-//! Token formats (API.md §5).
+//! Token formats (docs/contract.md §5).
 //!
 //! - **Access token**: a JWT signed HS256 with the server's 32-byte token key (`secrets/token.key`),
 //!   claims `sub` (user id), `sid` (session id), `org`, `iat`, `exp` (15 minutes), `typ: "access"`,

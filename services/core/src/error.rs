@@ -1,6 +1,6 @@
 //! One error type for every command, query and task, rendered as RFC 9457 problem details
-//! (API.md §1) by the HTTP layer and recorded by code in task failures. All stable codes live
-//! in the one table below, as meilisearch keeps its error codes.
+//! (docs/contract.md §1) by the HTTP layer and recorded by code in task failures. All stable codes
+//! live in the one table below, as meilisearch keeps its error codes.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` (API.md §1): the same key with the same request answers as the first
+//! `Idempotency-Key` (docs/contract.md §1): the same key with the same request answers as the first
 //! time without acting twice; with another request, 422 `idempotency_mismatch`.
 //!
 //! A key is claimed as a reservation in the same atomic append as the request's events, first
@@ -12,7 +12,7 @@
 use roster_eventlog::{EventLog, Micros, Position, Reservation};
 use roster_vault::BlindIndex;
 
-/// How long idempotency keys are remembered (API.md §1: at least 24 h).
+/// How long idempotency keys are remembered (docs/contract.md §1: at least 24 h).
 pub const TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
 
 /// A request's claim on its `Idempotency-Key`.

@@ -1,4 +1,4 @@
-//! The user object of API.md §2: what servers see of a user, in responses and exports.
+//! The user object of docs/contract.md §2: what servers see of a user, in responses and exports.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// A user as the API shows it to a server (API.md §2).
+/// A user as the API shows it to a server (docs/contract.md §2).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 #[schemars(rename = "User")]
 pub struct UserResource {

@@ -1,6 +1,6 @@
-//! Bulk tasks (API.md §4, DESIGN.md §Tasks) through the repository: recording one (durable
-//! before the 202), loading one from its stream (never from the read model: the worker must
-//! see its own writes), and appending to it. The worker crate runs them.
+//! Bulk tasks (docs/contract.md §4, docs/architecture.md) through the repository: recording one
+//! (durable before the 202), loading one from its stream (never from the read model: the worker
+//! must see its own writes), and appending to it. The worker crate runs them.
 //!
 //! A task is an aggregate of its own, on the stream `task-<id>`: `TaskCreated` is appended
 //! before the answer; the worker claims it with `TaskStarted` (optimistic on the task stream,

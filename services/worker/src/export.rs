@@ -11,6 +11,7 @@
 //! fetched from any other. Either way the file is first written to `<data>/exports/` and only
 //! published (renamed, or uploaded and removed) once complete.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -256,11 +257,12 @@ pub(crate) async fn run(
     let (mut lines, mut failed, mut bytes) = (0u64, 0u64, 0u64);
     let mut failures = Vec::new();
     if created.user_ids.is_empty() {
-        // One copy of the read models for the whole export, even if a rebuild switches them.
-        let models = core.models();
-        let mut rows = models.users_of(&org);
-        while let Some(row) = rows.next().await.map_err(|e| Stop::Failed(e.to_string()))? {
-            bytes += write_user(core, &task_id, row.user, &mut out)
+        // Rows are read and opened on one task while this one seals and writes them: the
+        // two halves of the work each take about one core.
+        let mut users = read_users(core, &org);
+        while let Some(user) = users.recv().await {
+            let user = user.map_err(Stop::Failed)?;
+            bytes += write_user(core, &task_id, user, &mut out)
                 .await
                 .map_err(io)?;
             lines += 1;
@@ -326,6 +328,33 @@ pub(crate) async fn run(
     }))
 }
 
+/// Every user of `org`, opened, from a task of its own (a bounded queue ahead of the writer;
+/// the task ends when the receiver is dropped). One copy of the read models for the whole
+/// export, even if a rebuild switches them meanwhile.
+fn read_users(
+    core: &Core,
+    org: &str,
+) -> tokio::sync::mpsc::Receiver<Result<roster_domain::User, String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let models = core.models();
+    let org = org.to_owned();
+    tokio::spawn(async move {
+        let mut rows = models.users_of(&org);
+        loop {
+            let next = match rows.next().await {
+                Ok(Some(row)) => Ok(row.user),
+                Ok(None) => return,
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = next.is_err();
+            if tx.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Writes one user's line, sealed under the user's key. Returns the bytes written.
 async fn write_user(
     core: &Core,
@@ -335,14 +364,20 @@ async fn write_user(
 ) -> std::io::Result<u64> {
     let user_id = user.public.id.to_string();
     let key = core.codec().key(user.public.key_id).await.ok().flatten();
-    let resource = serde_json::to_vec(&UserResource::new(user, None)).expect("users serialize");
     let line = match key {
         Some((kid, key)) => {
+            let resource =
+                serde_json::to_vec(&UserResource::new(user, None)).expect("users serialize");
             let ct = roster_vault::seal(&key, &aad(task_id, &user_id), &resource);
-            json!({"id": user_id, "kid": kid.to_string(), "ct": B64.encode(ct)})
+            Line {
+                id: user_id.as_str().into(),
+                kid: Some(kid.to_string().into()),
+                ct: Some(B64.encode(ct).into()),
+                erased: None,
+            }
         }
         // No key left: the user's personal data is erased; there is nothing to export but that.
-        None => json!({"id": user_id, "erased": true}),
+        None => Line::erased(&user_id),
     };
     let mut bytes = serde_json::to_vec(&line).expect("JSON serializes");
     bytes.push(b'\n');
@@ -366,7 +401,35 @@ async fn progress(
     running.record(core, command).await.map(|_| ())
 }
 
-/// The export file of a task, streamed back with each line opened; `None` if it is gone.
+/// One line of an export file: a user sealed under its own key, or the mark of an erased one.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    ct: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    erased: Option<bool>,
+}
+
+impl<'a> Line<'a> {
+    fn erased(id: &'a str) -> Self {
+        Self {
+            id: id.into(),
+            kid: None,
+            ct: None,
+            erased: Some(true),
+        }
+    }
+}
+
+/// Bytes of opened lines sent as one piece of the result's body.
+const RESULT_PIECE_BYTES: usize = 64 * 1024;
+
+/// The export file of a task, streamed back with each line opened (in pieces of about
+/// [`RESULT_PIECE_BYTES`]); `None` if it is gone.
 pub async fn stream_result(
     core: &Core,
     exports: &ExportStore,
@@ -376,43 +439,57 @@ pub async fn stream_result(
     let lines = exports.open(org, task_id).await?;
     let app = core.clone();
     let task_id = task_id.to_owned();
+    // The error that ended the file's reading, kept until the piece before it is sent.
+    let failed: Option<std::io::Error> = None;
     let stream = futures::stream::unfold(
-        (lines, app, task_id),
-        |(mut lines, app, task_id)| async move {
-            let line = match lines.next_line().await {
-                Ok(Some(line)) => line,
-                Ok(None) => return None,
-                Err(e) => return Some((Err(e), (lines, app, task_id))),
-            };
-            let mut out = open_line(&app, &task_id, &line).await;
-            out.push(b'\n');
-            Some((
-                Ok::<Bytes, std::io::Error>(Bytes::from(out)),
-                (lines, app, task_id),
-            ))
+        (lines, app, task_id, failed),
+        |(mut lines, app, task_id, failed)| async move {
+            if let Some(e) = failed {
+                return Some((Err(e), (lines, app, task_id, None)));
+            }
+            let mut piece = Vec::with_capacity(RESULT_PIECE_BYTES + 4096);
+            let mut failed = None;
+            while piece.len() < RESULT_PIECE_BYTES {
+                match lines.next_line().await {
+                    Ok(Some(line)) => {
+                        open_line(&app, &task_id, &line, &mut piece).await;
+                        piece.push(b'\n');
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            match (piece.is_empty(), failed) {
+                (true, None) => None,
+                (true, Some(e)) => Some((Err(e), (lines, app, task_id, None))),
+                (false, failed) => Some((Ok(Bytes::from(piece)), (lines, app, task_id, failed))),
+            }
         },
     );
     Some(stream)
 }
 
-async fn open_line(core: &Core, task_id: &str, line: &str) -> Vec<u8> {
-    let sealed: Value = serde_json::from_str(line).unwrap_or_default();
-    let id = sealed.get("id").and_then(Value::as_str).unwrap_or_default();
-    let kid = sealed
-        .get("kid")
-        .and_then(Value::as_str)
-        .and_then(|k| k.parse::<KeyId>().ok());
-    let ct = sealed
-        .get("ct")
-        .and_then(Value::as_str)
-        .and_then(|c| B64.decode(c).ok());
-    if let (Some(kid), Some(ct)) = (kid, ct)
+/// Appends the opened user of one line to `out` (`{"id", "erased": true}` once its key is gone).
+async fn open_line(core: &Core, task_id: &str, line: &str, out: &mut Vec<u8>) {
+    let sealed: Option<Line<'_>> = serde_json::from_str(line).ok();
+    let id = sealed.as_ref().map_or("", |l| &l.id);
+    if let Some(Line {
+        kid: Some(kid),
+        ct: Some(ct),
+        ..
+    }) = &sealed
+        && let Ok(kid) = kid.parse::<KeyId>()
+        && let Ok(ct) = B64.decode(ct.as_bytes())
         && let Ok(Some(key)) = core.codec().keys().get(kid).await
         && let Ok(plain) = roster_vault::open(&key, &aad(task_id, id), &ct)
     {
-        return plain;
+        out.extend_from_slice(&plain);
+        return;
     }
-    serde_json::to_vec(&json!({"id": id, "erased": true})).expect("JSON serializes")
+    serde_json::to_writer(&mut *out, &Line::erased(id)).expect("JSON serializes");
 }
 
 /// Deletes export files of tasks that ended more than [`RETENTION`] ago.

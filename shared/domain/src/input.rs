@@ -8,8 +8,8 @@ use crate::error::FieldError;
 use crate::user::{DEFAULT_ROLE, PersonalProfile, Profile, PublicProfile};
 use crate::values::*;
 
-/// The user fields a server sends to create or replace a user (API.md §2). Unknown fields are
-/// refused so typos do not vanish silently.
+/// The user fields a server sends to create or replace a user (docs/contract.md §2). Unknown fields
+/// are refused so typos do not vanish silently.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
@@ -98,7 +98,7 @@ pub fn check_object(field: &str, value: &Map<String, Value>) -> Result<(), Field
 }
 
 impl UserInput {
-    /// Applies every rule of API.md §2 and reports all broken ones at once.
+    /// Applies every rule of docs/contract.md §2 and reports all broken ones at once.
     pub fn validate(self) -> Result<ValidUser, Vec<FieldError>> {
         let mut errors = Vec::new();
         let id = match self.id.as_deref() {

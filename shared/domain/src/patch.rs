@@ -1,4 +1,4 @@
-//! Partial updates: `set` paths to values, `unset` paths (API.md §3 "Partial updates").
+//! Partial updates: `set` paths to values, `unset` paths (docs/contract.md §3 "Partial updates").
 //!
 //! A path is a top-level settable field (`name`, `role`, …) or a dotted path into `custom`,
 //! `metadata` or `prefs` (`custom.field2.subfield`); missing intermediate objects are created.

@@ -1,5 +1,5 @@
-//! Client sessions (API.md §5) as an aggregate of their own: each session's events live on its
-//! stream `session-<id>`, so a sign-in never changes the user's version (its ETag).
+//! Client sessions (docs/contract.md §5) as an aggregate of their own: each session's events live
+//! on its stream `session-<id>`, so a sign-in never changes the user's version (its ETag).
 //!
 //! A session works while it is not revoked, its refresh token has not expired, and the user's
 //! [`crate::User::sessions_valid_from`] is at or below the user version the sign-in was checked

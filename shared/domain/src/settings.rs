@@ -1,4 +1,4 @@
-//! Organization settings (API.md §3 `/v1/settings`), kept as events on the organization's
+//! Organization settings (docs/contract.md §3 `/v1/settings`), kept as events on the organization's
 //! `settings` stream.
 
 use schemars::JsonSchema;

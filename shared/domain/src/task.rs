@@ -1,5 +1,5 @@
-//! Bulk tasks (API.md §4) as an aggregate of their own: a task's events live on its stream
-//! `task-<id>`, and its state is folded from them like a user's.
+//! Bulk tasks (docs/contract.md §4) as an aggregate of their own: a task's events live on its
+//! stream `task-<id>`, and its state is folded from them like a user's.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -215,7 +215,7 @@ impl Aggregate for Task {
     }
 }
 
-/// Progress counters (API.md §4).
+/// Progress counters (docs/contract.md §4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Progress {
     /// Items acted on, or already in the requested state.

@@ -1,4 +1,4 @@
-//! Validated values, parsed once at the edge (API.md §2). Deeper code never re-validates.
+//! Validated values, parsed once at the edge (docs/contract.md §2). Deeper code never re-validates.
 
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
@@ -38,7 +38,8 @@ fn check_id(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A user id (API.md §2). `"unique()"` or no id at all means "generate one" ([`UserId::generate`]).
+/// A user id (docs/contract.md §2). `"unique()"` or no id at all means "generate one"
+/// ([`UserId::generate`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
 
@@ -227,9 +228,9 @@ impl Email {
     }
 }
 
-/// Emails compare case-insensitively (API.md §2), and their domains after IDNA processing:
-/// the local part NFKC-normalized and lowercased, the domain in its Unicode form (UTS 46
-/// ToUnicode, which lowercases too), so `Case@EXÄMPLE.com`, `case@exämple.com` and
+/// Emails compare case-insensitively (docs/contract.md §2), and their domains after IDNA
+/// processing: the local part NFKC-normalized and lowercased, the domain in its Unicode form
+/// (UTS 46 ToUnicode, which lowercases too), so `Case@EXÄMPLE.com`, `case@exämple.com` and
 /// `case@xn--exmple-cua.com` are one address. A domain that is not a valid IDNA name keeps
 /// the earlier normalization ([`legacy_normalize_email`]).
 ///

@@ -1,6 +1,6 @@
-//! Given/when/then tests of the User aggregate: every rule of API.md §2 and the partial-update
-//! rules of §3, plus the lifecycle and wallet rules, and the unique values each decision
-//! claims or releases.
+//! Given/when/then tests of the User aggregate: every rule of docs/contract.md §2 and the
+//! partial-update rules of §3, plus the lifecycle and wallet rules, and the unique values each
+//! decision claims or releases.
 
 use std::collections::BTreeMap;
 

@@ -24,7 +24,7 @@ pub use types::*;
 
 use futures::stream::BoxStream;
 
-/// The contract every event-log backend fulfils; see DESIGN.md §The event log.
+/// The contract every event-log backend fulfils; see docs/architecture.md, the event log.
 ///
 /// All positions are global, 1-based and gap-free: the first event ever appended has
 /// position 1, and `after = 0` means "from the beginning". Stream versions are 1-based too:

@@ -1,5 +1,5 @@
-//! Personal-data protection for Roster (DESIGN.md §The event log, "Personal data never reaches
-//! disk in plain text").
+//! Personal-data protection for Roster (docs/architecture.md, personal data and erasure:
+//! "Personal data never reaches disk in plain text").
 //!
 //! - [`DataKey`], [`seal`] and [`open`]: per-user data keys and AEAD (XChaCha20-Poly1305) for
 //!   the personal fields of events and read-model rows.

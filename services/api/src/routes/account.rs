@@ -1,4 +1,4 @@
-//! The client's own account (API.md §5, Nakama style) and public profiles:
+//! The client's own account (docs/contract.md §5, Nakama style) and public profiles:
 //! `GET`/`PUT`/`DELETE /v1/account`, `GET /v1/profiles`.
 //!
 //! A client acts only on the user of its token, and may change only the fields a user owns
@@ -236,7 +236,7 @@ async fn delete_account(State(app): State<AppState>, client: ClientCtx) -> ApiRe
     Ok(write_response(StatusCode::OK, body, outcome.position))
 }
 
-/// What one user may see of another (API.md §2 "Public profile").
+/// What one user may see of another (docs/contract.md §2 "Public profile").
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct PublicProfile {
     /// User id.

@@ -19,7 +19,7 @@ use crate::state::AppState;
 
 pub(crate) use crate::routes::openapi::OperationDoc;
 
-/// Most users in one upsert, batch update or restore (API.md §3).
+/// Most users in one upsert, batch update or restore (docs/contract.md §3).
 pub const MAX_BATCH: usize = 100;
 
 /// A user id from a path: one that cannot exist is simply not found.

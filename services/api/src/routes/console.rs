@@ -1,8 +1,8 @@
-//! The console (API.md §13): an admin web page at `GET /console`, its assets (`/console/<file>`)
-//! embedded in the binary from `services/api/console/`. Plain ES modules and a style sheet, no
-//! build step. The page calls only the public API with the server key it asks for (kept in
-//! the tab's session storage); these routes themselves need no credentials, since they serve
-//! nothing but the page.
+//! The console (docs/console.md): an admin web page at `GET /console`, its assets
+//! (`/console/<file>`) embedded in the binary from `services/api/console/`. Plain ES modules and
+//! a style sheet, no build step. The page calls only the public API with the server key it asks
+//! for (kept in the tab's session storage); these routes themselves need no credentials, since
+//! they serve nothing but the page.
 //!
 //! Every answer carries a Content-Security-Policy that allows scripts, styles and requests
 //! from this origin only (no inline script, no other host), and an `ETag`, so a browser
@@ -81,10 +81,10 @@ pub fn router() -> ApiRouter<AppState> {
             get_with(page, |op| {
                 op.doc("getConsole", "operations", "The admin console")
                     .describe(
-                        "A web page for admins (API.md §13): users, one user with its history \
-                         as of any position, tasks with live progress, the event log live, \
-                         projections and settings. It asks for the server API key and keeps \
-                         it in the tab's session storage; it calls only this API.",
+                        "A web page for admins (docs/console.md): users, one user with its \
+                         history as of any position, tasks with live progress, the event log \
+                         live, projections and settings. It asks for the server API key and \
+                         keeps it in the tab's session storage; it calls only this API.",
                     )
                     .content(200, "text/html", "The console's page.", None)
             }),

@@ -1,5 +1,5 @@
-//! The event log for analysts (API.md §6): pages, NDJSON to the end of the log, and a live
-//! tail over Server-Sent Events that resumes from `Last-Event-ID`.
+//! The event log for analysts (docs/contract.md §6): pages, NDJSON to the end of the log, and a
+//! live tail over Server-Sent Events that resumes from `Last-Event-ID`.
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;

@@ -1,4 +1,4 @@
-//! Appwrite-style field endpoints: one field per request (API.md §3).
+//! Appwrite-style field endpoints: one field per request (docs/contract.md §3).
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, patch_with};
@@ -280,7 +280,7 @@ async fn prefs(
         Some((_, Some(user))) => (user.personal.profile.prefs, user.public.version),
         _ => return Err(ApiError::not_found("No user with this id.")),
     };
-    // A single-user response: it carries the user's version as its ETag (API.md §1), so
+    // A single-user response: it carries the user's version as its ETag (docs/contract.md §1), so
     // the prefs can be changed with If-Match too.
     let mut response = write_response(StatusCode::OK, prefs, outcome.position);
     etag(response.headers_mut(), version);

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics` (API.md §7): no credentials.
+//! `/healthz`, `/readyz` and `/metrics` (docs/contract.md §7): no credentials.
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;

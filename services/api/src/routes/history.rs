@@ -1,5 +1,6 @@
-//! A user's history: activity log, raw events, and everything held on the user (API.md §3).
-//! Read straight from the log, so they are exact at any moment and cover erased fields.
+//! A user's history: activity log, raw events, and everything held on the user
+//! (docs/contract.md §3). Read straight from the log, so they are exact at any moment and cover
+//! erased fields.
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;

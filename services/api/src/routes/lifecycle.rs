@@ -1,4 +1,4 @@
-//! Deactivation, deletion in three modes, and restore (API.md §3).
+//! Deactivation, deletion in three modes, and restore (docs/contract.md §3).
 
 use std::time::Duration;
 

@@ -29,7 +29,7 @@ mod tokens;
 pub mod users;
 mod wallet;
 
-/// Paths that answer without credentials (API.md §7).
+/// Paths that answer without credentials (docs/contract.md §7).
 pub const PUBLIC_PATHS: &[&str] = &[
     health::HEALTHZ,
     health::READYZ,

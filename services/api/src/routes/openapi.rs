@@ -45,10 +45,13 @@ pub const CLIENT_TOKEN: &str = "client_access_token";
 
 /// Tags, in the order the documentation page shows them.
 const TAGS: &[(&str, &str)] = &[
-    ("users", "Create, read, change and list users (API.md §3)."),
+    (
+        "users",
+        "Create, read, change and list users (docs/contract.md §3).",
+    ),
     (
         "user fields",
-        "One field per request, Appwrite style (API.md §3).",
+        "One field per request, Appwrite style (docs/contract.md §3).",
     ),
     (
         "wallet",
@@ -59,28 +62,31 @@ const TAGS: &[(&str, &str)] = &[
         "Deactivation, deletion in three modes, restore.",
     ),
     ("history", "A user's activity log, raw events and export."),
-    ("tasks", "Bulk operations run as tasks (API.md §4)."),
+    (
+        "tasks",
+        "Bulk operations run as tasks (docs/contract.md §4).",
+    ),
     (
         "sessions",
-        "Client sign-in, refresh and sign-out; servers' view of sessions (API.md §5).",
+        "Client sign-in, refresh and sign-out; servers' view of sessions (docs/contract.md §5).",
     ),
-    ("tokens", "Single-use custom tokens (API.md §5)."),
+    ("tokens", "Single-use custom tokens (docs/contract.md §5)."),
     (
         "account",
-        "The signed-in client's own account, and public profiles (API.md §5).",
+        "The signed-in client's own account, and public profiles (docs/contract.md §5).",
     ),
     ("settings", "The organization's settings."),
     (
         "events",
-        "The event log for analysts and operators (API.md §6).",
+        "The event log for analysts and operators (docs/contract.md §6).",
     ),
     (
         "projections",
-        "This server's read models: position, lag, status, and rebuilds (API.md §6).",
+        "This server's read models: position, lag, status, and rebuilds (docs/contract.md §6).",
     ),
     (
         "operations",
-        "Health, readiness, metrics and this documentation (API.md §7): no credentials.",
+        "Health, readiness, metrics and this documentation (docs/contract.md §7): no credentials.",
     ),
 ];
 
@@ -314,7 +320,8 @@ pub(crate) fn finish(api: TransformOpenApi<'_>) -> TransformOpenApi<'_> {
 const DESCRIPTION: &str = "Roster keeps user accounts as an append-only event log; read \
 models answer queries. Errors are RFC 9457 problem details (`application/problem+json`) with a \
 stable `code`. Writes answer with their log position in `x-roster-position`; any GET accepts \
-`min_position` to read its own writes. See API.md for the contract.";
+`min_position` to read its own writes. The contract is docs/contract.md; docs/api.md says what \
+the server does beyond it.";
 
 fn operations_mut(item: &mut openapi::PathItem) -> Vec<(&'static str, &mut Operation)> {
     [
@@ -463,7 +470,7 @@ fn parameter_data(name: &str, description: &str, required: bool, schema: Schema)
 /// handler runs, `crate::params`).
 fn common_parameter_schema(component: &str) -> Schema {
     match component {
-        // The id grammar of API.md §2.
+        // The id grammar of docs/contract.md §2.
         "OrganizationId" => json_schema!({
             "type": "string", "minLength": 1, "maxLength": 36,
             "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,35}$"

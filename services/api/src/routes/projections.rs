@@ -1,4 +1,4 @@
-//! The read models' state and their rebuild (API.md §6): `GET /v1/projections`,
+//! The read models' state and their rebuild (docs/contract.md §6): `GET /v1/projections`,
 //! `POST /v1/projections/{name}/rebuild`.
 //!
 //! Every read model shares one checkpoint, so there is one projection, `read_models`

@@ -1,4 +1,4 @@
-//! Client sessions (API.md §5) and their management by servers (API.md §3):
+//! Client sessions (docs/contract.md §5) and their management by servers (docs/contract.md §3):
 //! `POST /v1/sessions`, `POST /v1/sessions/refresh`, `DELETE /v1/sessions/current`,
 //! `GET`/`DELETE /v1/users/{id}/sessions`, `DELETE /v1/users/{id}/sessions/{session_id}`.
 
@@ -38,7 +38,7 @@ use crate::sessions::{
 use crate::state::AppState;
 use crate::tokens::{REFRESH_TTL_SECS, hashes_equal, refresh_hash, split_refresh_token};
 
-/// Longest password looked at (API.md §2: passwords are at most 256 characters).
+/// Longest password looked at (docs/contract.md §2: passwords are at most 256 characters).
 const MAX_PASSWORD_CHARS: usize = 256;
 /// How long a sign-in waits for the read models to show the users written before it.
 const LOOKUP_WAIT: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! `/v1/settings`: the organization's settings (API.md §3).
+//! `/v1/settings`: the organization's settings (docs/contract.md §3).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Bulk operations and their tasks (API.md §4).
+//! Bulk operations and their tasks (docs/contract.md §4).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -283,7 +283,7 @@ async fn export(
     create(&app, &ctx, &body.digest, created).await
 }
 
-/// A task as the API shows it (API.md §4).
+/// A task as the API shows it (docs/contract.md §4).
 #[derive(Serialize, JsonSchema)]
 #[schemars(rename = "Task")]
 pub struct TaskResource {

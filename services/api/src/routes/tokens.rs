@@ -1,4 +1,4 @@
-//! Custom tokens (API.md §5): a server mints a single-use token for a user id
+//! Custom tokens (docs/contract.md §5): a server mints a single-use token for a user id
 //! (`POST /v1/tokens/custom`); the client exchanges it for a session
 //! (`POST /v1/tokens/signin`), which signs the user up if the id is new — the user's creation,
 //! the session and the token's use are one atomic append.

@@ -1,4 +1,4 @@
-//! `/v1/users`: create, upsert, partial update (one and batch), get, list (API.md §3).
+//! `/v1/users`: create, upsert, partial update (one and batch), get, list (docs/contract.md §3).
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};

@@ -1,4 +1,4 @@
-//! The virtual wallet (Nakama semantics) and its ledger (API.md §3).
+//! The virtual wallet (Nakama semantics) and its ledger (docs/contract.md §3).
 
 use std::collections::BTreeMap;
 

@@ -16,7 +16,7 @@ use super::profile::{
 use crate::events::FromJson;
 use crate::json_as_is;
 
-/// The user fields a server may set (API.md §2), as recorded in events and read models.
+/// The user fields a server may set (docs/contract.md §2), as recorded in events and read models.
 /// Every field except `role`, `lang_tag` and `timezone` is personal data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Profile {

@@ -20,7 +20,7 @@ use crate::keys::KeyId;
 use crate::time;
 use crate::values::{OrgId, UserId};
 
-/// How a user was deleted (API.md §3 "Deletion modes").
+/// How a user was deleted (docs/contract.md §3 "Deletion modes").
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]

@@ -1,4 +1,4 @@
-//! The user fields a server may set (API.md §2), in two parts: what is public (role,
+//! The user fields a server may set (docs/contract.md §2), in two parts: what is public (role,
 //! language, time zone) and what is personal data (everything else), sealed wherever stored.
 
 use schemars::JsonSchema;
@@ -112,7 +112,7 @@ pub struct UserPersonal {
     pub password_hash: Option<PasswordHash>,
 }
 
-/// Which field of the profile a path starts at (API.md §3 "Partial updates").
+/// Which field of the profile a path starts at (docs/contract.md §3 "Partial updates").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProfileField {
     /// `username`

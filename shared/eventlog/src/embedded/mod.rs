@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     pub checkpointed_head: AtomicU64,
     /// One checkpoint write at a time (background thread, `checkpoint()`, `close()`).
     pub checkpoint_lock: Mutex<()>,
+    /// Records stream reads read last (see [`read::RecordCache`]).
+    pub records: read::RecordCache,
 }
 
 /// The embedded event log: a cheap-to-clone handle; the log stops when the last handle is
@@ -219,6 +221,7 @@ impl EmbeddedLog {
             broken: Mutex::new(None),
             checkpointed_head: AtomicU64::new(recovered.checkpoint_head),
             checkpoint_lock: Mutex::new(()),
+            records: read::RecordCache::default(),
             options,
         });
 
@@ -277,8 +280,11 @@ impl EmbeddedLog {
         &self.inner.shared
     }
 
+    /// Plans a read under the state's lock and executes it; `cached`: through the record
+    /// cache (stream reads; a scan of the whole log would only flush it).
     async fn run_read(
         &self,
+        cached: bool,
         plan: impl FnOnce(&State) -> Vec<read::ReadItem>,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let items = {
@@ -289,12 +295,15 @@ impl EmbeddedLog {
             plan(&state)
         };
         if read::is_large(&items) {
-            tokio::task::spawn_blocking(move || read::execute(&items))
-                .await
-                .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?
+            let shared = self.inner.shared.clone();
+            tokio::task::spawn_blocking(move || {
+                read::execute(&items, cached.then_some(&shared.records))
+            })
+            .await
+            .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?
         } else {
             // A few preads, usually served from the page cache: cheaper than a thread hop.
-            read::execute(&items)
+            read::execute(&items, cached.then_some(&self.shared().records))
         }
     }
 }
@@ -332,8 +341,10 @@ impl EventLog for EmbeddedLog {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let key = state::stream_key(&stream.org, &stream.name);
-        self.run_read(|state| read::plan_stream(state, &key, from_version, limit))
-            .await
+        self.run_read(true, |state| {
+            read::plan_stream(state, &key, from_version, limit)
+        })
+        .await
     }
 
     async fn read_all(
@@ -341,7 +352,7 @@ impl EventLog for EmbeddedLog {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        self.run_read(|state| read::plan_all(state, after, limit))
+        self.run_read(false, |state| read::plan_all(state, after, limit))
             .await
     }
 

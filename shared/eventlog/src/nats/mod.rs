@@ -1,5 +1,5 @@
 //! The NATS JetStream backend: the log is one JetStream stream shared by every `roster serve`
-//! process (DESIGN.md §The event log, "NATS JetStream").
+//! process (docs/architecture.md, the event log).
 //!
 //! - **One message per commit.** nats-server 2.9 has no atomic multi-message publish, so a
 //!   whole transaction — events of several streams and its reservation effects — is one

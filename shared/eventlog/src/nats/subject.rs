@@ -2,7 +2,7 @@
 //! what a message holds (the optimistic-concurrency check is on the stream's sequence, so it
 //! does not depend on subjects):
 //!
-//! - one transaction on one stream `user-<id>`: `<prefix>.<org>.user.<id>` (DESIGN.md);
+//! - one transaction on one stream `user-<id>`: `<prefix>.<org>.user.<id>` (docs/architecture.md);
 //! - one transaction on one other stream: `<prefix>.<org>.stream.<name>`;
 //! - several streams (or group-committed transactions) of one org: `<prefix>.<org>.tx`;
 //! - several orgs: `<prefix>._all.tx`; the genesis message: `<prefix>._log.genesis`.
