@@ -1,5 +1,6 @@
 //! Events as analysts see them (docs/contract.md §6): personal parts opened, or `null` with
-//! `"erased": true` once the user's key is destroyed; older schema versions upcast.
+//! `"erased": true` once the user's key is destroyed; older schema versions upcast; password
+//! hashes never shown (`null` with `"redacted": true`).
 
 use roster_eventlog::RecordedEvent;
 use roster_projections::projector::event_time;
@@ -47,6 +48,8 @@ pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventRes
         // A stream of no aggregate this server knows: shown as recorded, without its data.
         None => (Map::new(), Map::new(), record.schema_version),
     };
+    let mut data = data;
+    redact(&mut data);
     Ok(EventResource {
         position: record.position,
         id: record.id.to_string(),
@@ -59,4 +62,43 @@ pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventRes
         data,
         metadata,
     })
+}
+
+/// The field of event data that holds a password hash (`UserCreated`, `UserReplaced`,
+/// `PasswordChanged`).
+pub const REDACTED_FIELD: &str = "password_hash";
+
+/// Hides a recorded password hash: every view of events (`/v1/events`, the SSE stream, a
+/// user's history and activity log) shows it `null`, with `"redacted": true`. The log keeps
+/// it (sealed), since sign-in is folded from it.
+pub fn redact(data: &mut Map<String, Value>) {
+    if let Some(hash) = data.get_mut(REDACTED_FIELD)
+        && !hash.is_null()
+    {
+        *hash = Value::Null;
+        data.insert("redacted".into(), Value::Bool(true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_password_hash_is_shown_null_and_marked_redacted() {
+        let mut data = json!({"password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        redact(&mut data);
+        assert_eq!(
+            Value::Object(data),
+            json!({"password_hash": null, "redacted": true})
+        );
+        // No hash recorded (a user created without a password): nothing to mark.
+        let mut data = json!({"password_hash": null}).as_object().cloned().unwrap();
+        redact(&mut data);
+        assert_eq!(Value::Object(data), json!({"password_hash": null}));
+    }
 }

@@ -71,7 +71,10 @@ impl SchemaSet {
         } else {
             format!("{event_type}.v{version}")
         };
-        let schema = with_erased_form(self.root::<T>(), &erased_fields::<E::Personal>());
+        let schema = with_erased_form(
+            with_redaction(self.root::<T>()),
+            &erased_fields::<E::Personal>(),
+        );
         self.insert(&file, event_type, schema, Some(version));
     }
 
@@ -169,6 +172,23 @@ fn events() -> SchemaSet {
 /// `schema`, and when the event has personal fields (`nulls`: them as erased, see
 /// [`erased_fields`]), the alternative an analyst reads once the user's key is destroyed:
 /// those fields `null` and `"erased": true`.
+/// An event that records a password hash shows it `null`, with `"redacted": true`, in every
+/// view (`crate::events::redact`): the schema says so.
+fn with_redaction(schema: schemars::Schema) -> schemars::Schema {
+    let mut value = schema.to_value();
+    if value["properties"]
+        .get(crate::events::REDACTED_FIELD)
+        .is_none()
+    {
+        return schemars::Schema::try_from(value).expect("an object is a schema");
+    }
+    value["properties"]["redacted"] = json!({
+        "const": true,
+        "description": "A password hash was recorded here; event views never show it (it reads `null`)."
+    });
+    schemars::Schema::try_from(value).expect("an object is a schema")
+}
+
 fn with_erased_form(schema: schemars::Schema, nulls: &Map<String, Value>) -> schemars::Schema {
     if nulls.is_empty() {
         return schema;

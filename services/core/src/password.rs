@@ -278,10 +278,16 @@ mod tests {
         );
         assert!(
             !hasher
-                .verify("wrong horse".into(), Some(hash))
+                .verify("wrong horse".into(), Some(hash.clone()))
                 .await
                 .unwrap()
         );
+        // Salted: the same password again is another hash.
+        let again = hasher
+            .hash(Password::parse("correct horse").unwrap())
+            .await
+            .unwrap();
+        assert_ne!(again.as_str(), hash.as_str());
     }
 
     /// Hashes computed in reused memory are argon2id's: the crate's own verifier accepts
