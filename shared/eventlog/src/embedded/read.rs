@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// Contiguous records are read with one `pread` up to this many bytes.
 const MAX_RUN_BYTES: u64 = 8 << 20;
 /// Bytes of verified record payloads the [`RecordCache`] keeps.
-const RECORD_CACHE_BYTES: usize = 8 << 20;
+const RECORD_CACHE_BYTES: usize = 32 << 20;
 
 /// Where a record is: its segment's first position and its offset there.
 type RecordAt = (Position, u64);
