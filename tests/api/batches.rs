@@ -78,46 +78,21 @@ async fn batches_of_more_than_100_or_of_none_are_422_and_create_nothing() {
     let app = spawn_app().await;
     let users: Vec<Value> = (0..101).map(|i| json!({"id": format!("u{i}")})).collect();
     let response = app.post("/v1/users/upsert", &json!({"users": users})).await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(fields(&problem), ["users"]);
     let patches: Vec<Value> = (0..101)
         .map(|i| json!({"id": format!("u{i}"), "set": {"name": "x"}}))
         .collect();
     let response = app.patch("/v1/users", &json!({"users": patches})).await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     for path in ["/v1/users/upsert"] {
         let response = app.post(path, &json!({"users": []})).await;
-        assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        assert_invalid(response).await;
     }
     let response = app.patch("/v1/users", &json!({"users": []})).await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     let response = app.post("/v1/users/upsert", &json!({"people": []})).await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     assert_eq!(app.head().await, 0);
     assert_eq!(app.list("").await["total"], 0);
     // Exactly 100 is fine.
@@ -145,12 +120,7 @@ async fn upsert_with_invalid_items_lists_every_one_by_index_and_applies_nothing(
             ]}),
         )
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     let mut got = fields(&problem);
     got.sort();
     assert_eq!(
@@ -182,12 +152,7 @@ async fn upsert_with_wrong_types_and_invalid_values_lists_both() {
             ]}),
         )
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(
         fields(&problem),
         ["users[1].name", "users[2].nickname", "users[3].email"],
@@ -232,12 +197,7 @@ async fn upsert_refused_for_uniqueness_applies_nothing() {
             &json!({"users": [{"id": "e"}, {"id": "e", "name": "again"}]}),
         )
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(fields(&problem), ["users[1].id"]);
     assert_eq!(app.head().await, head, "nothing was appended");
     assert_eq!(app.list_ids("").await, ["holder"]);
@@ -307,12 +267,7 @@ async fn batch_patch_with_invalid_items_lists_each_and_applies_nothing() {
             ]}),
         )
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     let mut got = fields(&problem);
     got.sort();
     assert_eq!(

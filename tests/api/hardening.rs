@@ -185,12 +185,7 @@ async fn parameters_are_checked_before_any_wait() {
     let response = app
         .get("/v1/users/alice/events?limit=-5&min_position=999999")
         .await;
-    let body = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let body = assert_invalid(response).await;
     assert_eq!(fields(&body), ["limit"]);
     let response = app
         .request(Method::GET, "/v1/users/alice?min_position=999999")
@@ -208,12 +203,7 @@ async fn parameters_are_checked_before_any_wait() {
         long_search.as_str(),
     ] {
         let response = app.get(query).await;
-        assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        assert_invalid(response).await;
     }
     let response = app
         .request(Method::GET, "/v1/users/alice")
@@ -243,12 +233,7 @@ async fn arrays_are_not_objects() {
     let before = app.head().await;
     let items: Vec<Value> = (0..15).map(|i| json!(format!("v{i}"))).collect();
     let response = app.post("/v1/users", &Value::Array(items)).await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     assert_eq!(app.head().await, before, "no user was created");
 
     let created = app
@@ -257,22 +242,12 @@ async fn arrays_are_not_objects() {
     let response = app
         .patch("/v1/users/p", &json!([{"display_name": "P"}, []]))
         .await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     // Nested objects too.
     let response = app
         .post("/v1/users/upsert", &json!({"users": [["q", "q"]]}))
         .await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     let user = app.user("p").await.unwrap();
     assert_eq!(user["display_name"], "Before");
     assert_eq!(user["version"], created["version"], "nothing changed");
@@ -328,12 +303,7 @@ async fn spoofable_names_are_refused_and_idn_emails_are_one_address() {
     let app = spawn_app().await;
     for username in ["ad\u{202E}nim", "a\u{2066}b\u{2069}", "pla\u{200B}in"] {
         let response = app.post("/v1/users", &json!({"username": username})).await;
-        let body = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let body = assert_invalid(response).await;
         assert_eq!(fields(&body), ["username"]);
     }
     let response = app
@@ -342,12 +312,7 @@ async fn spoofable_names_are_refused_and_idn_emails_are_one_address() {
             &json!({"display_name": "Ad\u{2066}min\u{2069}"}),
         )
         .await;
-    let body = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let body = assert_invalid(response).await;
     assert_eq!(fields(&body), ["display_name"]);
     let created = app
         .create_user(&json!({"id": "u", "display_name": "Plain"}))
@@ -358,12 +323,7 @@ async fn spoofable_names_are_refused_and_idn_emails_are_one_address() {
             &json!({"set": {"display_name": "x\u{202E}y"}}),
         )
         .await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     assert_eq!(app.user("u").await.unwrap()["version"], created["version"]);
 
     app.create_user(

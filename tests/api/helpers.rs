@@ -298,6 +298,16 @@ impl TestApp {
     }
 }
 
+/// Asserts a 422 `invalid_request` problem+json answer; returns the problem (see [`fields`]).
+pub async fn assert_invalid(response: Response) -> Value {
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    )
+    .await
+}
+
 /// Asserts a problem+json response with a status and code; returns the body.
 pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status, "status");

@@ -338,12 +338,7 @@ async fn as_of_a_position_or_a_time_gives_the_user_as_it_was() {
     assert_eq!(user["name"], "Second", "{shifted}");
     for bad in ["yesterday", "2024-13-01T00:00:00Z", "-5"] {
         let response = app.get(&format!("/v1/users/hist?as_of={bad}")).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), ["as_of"]);
     }
 }

@@ -92,12 +92,7 @@ async fn invalid_settings_are_422_and_change_nothing() {
         json!({"unique": "no"}),
     ] {
         let response = app.patch("/v1/settings", &body).await;
-        assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        assert_invalid(response).await;
     }
     let response = app
         .request(Method::PATCH, "/v1/settings")

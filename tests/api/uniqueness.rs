@@ -27,12 +27,7 @@ async fn usernames_collide_by_normalized_form() {
     let response = app
         .post("/v1/users", &json!({"username": "John Doe"}))
         .await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     assert_eq!(app.head().await, head, "nothing was appended");
     assert_eq!(app.list_ids("").await, ["john"]);
     // Names that normalize differently are free.

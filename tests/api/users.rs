@@ -178,12 +178,7 @@ async fn min_position_by_query_or_header_reads_your_writes() {
 async fn min_position_that_is_not_a_number_is_refused() {
     let app = spawn_app().await;
     let response = app.get("/v1/users?min_position=soon").await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(fields(&problem), ["min_position"]);
 }
 
@@ -273,7 +268,7 @@ async fn as_of_a_position_or_a_time_gives_the_user_as_it_was() {
     assert_eq!(app.user("hist").await.unwrap()["version"], 3);
     // Not a position or a time.
     let bad = app.get("/v1/users/hist?as_of=yesterday").await;
-    let problem = assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request").await;
+    let problem = assert_invalid(bad).await;
     assert_eq!(fields(&problem), ["as_of"]);
 }
 
@@ -401,20 +396,10 @@ async fn patch_of_each_read_only_path_is_422_and_changes_nothing() {
                 &json!({"set": {path: value, "name": "Changed"}}),
             )
             .await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), [format!("set.{path}")], "{problem}");
         let response = app.patch("/v1/users/ro", &json!({"unset": [path]})).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), ["unset[0]"], "{problem}");
     }
     assert_eq!(app.head().await, head, "nothing was appended");
@@ -434,12 +419,7 @@ async fn patch_of_a_path_both_set_and_unset_is_422() {
         json!({"set": {"custom": {}}, "unset": ["custom.a"]}),
     ] {
         let response = app.patch("/v1/users/both", &body).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), ["unset[0]"], "{body}: {problem}");
     }
     assert_eq!(app.head().await, head);
@@ -472,12 +452,7 @@ async fn patch_with_unknown_or_malformed_paths_is_422() {
         (json!({"unset": ["nickname"]}), "unset[0]"),
     ] {
         let response = app.patch("/v1/users/paths", &body).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), [field], "{problem}");
     }
     assert_eq!(app.head().await, head);

@@ -74,33 +74,18 @@ async fn wrong_types_are_422_naming_the_field() {
         (json!({"email": true}), "email"),
     ] {
         let response = app.post("/v1/users", &body).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), [field], "{body}: {problem}");
     }
     // The body itself of the wrong type.
     for body in [json!([]), json!("user"), json!(null)] {
         let response = app.post("/v1/users", &body).await;
-        assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        assert_invalid(response).await;
     }
     let response = app
         .patch("/v1/users/existing", &json!({"set": [], "unset": "name"}))
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(fields(&problem), ["set"]);
     assert_unchanged(&app, head).await;
 }
@@ -117,12 +102,7 @@ async fn unknown_and_read_only_fields_are_422() {
         json!({"created_at": "2020-01-01T00:00:00Z"}),
     ] {
         let response = app.post("/v1/users", &body).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         let name = body.as_object().unwrap().keys().next().unwrap().clone();
         assert_eq!(fields(&problem), [name], "{problem}");
     }
@@ -132,22 +112,12 @@ async fn unknown_and_read_only_fields_are_422() {
             &json!({"set": {"name": "x"}, "remove": ["name"]}),
         )
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(fields(&problem), ["remove"]);
     let response = app
         .patch("/v1/settings", &json!({"enforce_unique_usernames": true}))
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(
         fields(&problem),
         ["enforce_unique_usernames"],
@@ -198,12 +168,7 @@ async fn field_rules_of_the_user_object() {
         (json!({"prefs": {"x": "y".repeat(64 * 1024)}}), "prefs"),
     ] {
         let response = app.post("/v1/users", &body).await;
-        let problem = assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        let problem = assert_invalid(response).await;
         assert_eq!(fields(&problem), [field], "{problem}");
     }
     // Every broken rule is reported at once.
@@ -213,12 +178,7 @@ async fn field_rules_of_the_user_object() {
             &json!({"id": "-x", "name": "n".repeat(129), "email": "nope", "password": "short"}),
         )
         .await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     let mut got = fields(&problem);
     got.sort();
     assert_eq!(got, ["email", "id", "name", "password"]);
@@ -400,12 +360,7 @@ async fn bad_query_parameters_are_refused() {
     }
     let search = "s".repeat(257);
     let response = app.get(&format!("/v1/users?search={search}")).await;
-    let problem = assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    let problem = assert_invalid(response).await;
     assert_eq!(fields(&problem), ["search"]);
     let response = app.get("/v1/users/existing?colour=red").await;
     assert_problem(response, StatusCode::BAD_REQUEST, "invalid_request").await;

@@ -80,12 +80,7 @@ async fn a_changeset_applies_whole_or_not_at_all() {
         .send()
         .await
         .unwrap();
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_request",
-    )
-    .await;
+    assert_invalid(response).await;
     assert_eq!(
         app.head().await,
         head,
@@ -141,12 +136,7 @@ async fn bad_wallet_requests_are_refused() {
         json!({"changeset": {"coins": 1}, "metadata": {"big": "x".repeat(17 * 1024)}}),
     ] {
         let response = app.post("/v1/users/w/wallet", &body).await;
-        assert_problem(
-            response,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-        )
-        .await;
+        assert_invalid(response).await;
     }
     assert_problem(
         app.post(
