@@ -173,6 +173,22 @@ async fn wait_http(url: &str, what: &str, log: &Path) {
     }
 }
 
+/// Waits until the file at `log` contains `needle`, for at most 60 s.
+async fn wait_log(log: &Path, needle: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no \"{needle}\" in its log after 60 s; log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The server that leads the log's stream, as a node sees it.
 async fn stream_leader(net: &Net, nodes: &[usize]) -> Option<String> {
     for &node in nodes {
@@ -281,6 +297,16 @@ async fn a_partitioned_leader_loses_nothing_acknowledged() {
             &["-c".into(), conf.display().to_string()],
             &log,
         ));
+    }
+    // The servers give up on a log without quorum after `--nats-timeout`: start them only
+    // once every node knows the JetStream metadata leader (a slow machine takes seconds).
+    for host in 1..=3 {
+        wait_log(
+            &dir.path().join(format!("n{host}.log")),
+            "metadata leader",
+            &format!("JetStream node n{host}"),
+        )
+        .await;
     }
     let urls: Vec<String> = (1..=3)
         .map(|h| format!("nats://{}:4222", net.address(h)))
@@ -459,6 +485,29 @@ async fn a_partitioned_leader_loses_nothing_acknowledged() {
 
     let t = std::mem::take(&mut *tally.lock());
     let at = t.max_position;
+    // A server whose read models are behind `at` answers 503 projection_lagging with
+    // Retry-After (after waiting 5 s): retried as a client would, and the time it took said.
+    for (server, host) in servers.iter().zip([4, 5]) {
+        let started = Instant::now();
+        loop {
+            let r = http
+                .get(format!("{server}/v1/users?limit=1&min_position={at}"))
+                .header("x-api-key", KEY)
+                .send()
+                .await;
+            if r.as_ref().is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{server} did not reach position {at} in 60 s; log:\n{}",
+                std::fs::read_to_string(dir.path().join(format!("roster-{host}.log")))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        println!("{server} reached position {at} in {:?}", started.elapsed());
+    }
     let mut lost = 0;
     let mut double = 0;
     let mut wallets = Vec::new();
