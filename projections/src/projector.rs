@@ -266,7 +266,7 @@ impl ReadModels {
         let entry = &mut changes.touched[index];
         let current = entry.after.take();
         let seq = match (&current, event) {
-            (_, UserEvent::UserCreated(_)) => record.position,
+            (_, UserEvent::UserCreated(_)) | (None, UserEvent::UserImported(_)) => record.position,
             (Some(row), _) => row.seq,
             (None, _) => 0,
         };
@@ -433,6 +433,7 @@ fn changes_identity(event: &UserEvent) -> bool {
     matches!(
         event,
         UserEvent::UserCreated(_)
+            | UserEvent::UserImported(_)
             | UserEvent::UserReplaced(_)
             | UserEvent::UserPartiallyUpdated(_)
             | UserEvent::EmailChanged(_)

@@ -276,6 +276,8 @@ async fn mixed_log() -> World {
             projection: None,
             server: None,
             total: 2,
+            on_conflict: None,
+            include_password_hashes: false,
         }),
     )
     .await;
@@ -304,7 +306,9 @@ async fn mixed_log() -> World {
                 user_id: "u9".into(),
                 code: "not_found".into(),
                 detail: "no such user".into(),
+                line: None,
             }],
+            counters: Default::default(),
         }),
     )
     .await;

@@ -65,7 +65,7 @@ pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventRes
 }
 
 /// The field of event data that holds a password hash (`UserCreated`, `UserReplaced`,
-/// `PasswordChanged`).
+/// `UserImported`, `PasswordChanged`, `PasswordRehashed`).
 pub const REDACTED_FIELD: &str = "password_hash";
 
 /// Hides a recorded password hash: every view of events (`/v1/events`, the SSE stream, a

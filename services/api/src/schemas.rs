@@ -21,13 +21,14 @@ use roster_domain::task::{
     TaskCanceled, TaskCompleted, TaskCreated, TaskFailed, TaskProgressed, TaskStarted,
 };
 use roster_domain::user::json::{
-    PasswordChangedJson, StatusChangedV1, UserCreatedJson, UserPartiallyUpdatedJson,
-    UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
+    PasswordChangedJson, StatusChangedV1, UserCreatedJson, UserImportedJson,
+    UserPartiallyUpdatedJson, UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
 };
 use roster_domain::user::{
-    EmailChanged, NameChanged, PasswordChanged, PhoneChanged, PrefsUpdated, SessionsRevoked,
-    StatusChanged, UserCreated, UserDeactivated, UserDeleted, UserPartiallyUpdated,
-    UserReactivated, UserReplaced, UserRestored, VerificationChanged, WalletAdjusted,
+    EmailChanged, NameChanged, PasswordChanged, PasswordRehashed, PhoneChanged, PrefsUpdated,
+    SessionsRevoked, StatusChanged, UserCreated, UserDeactivated, UserDeleted, UserImported,
+    UserPartiallyUpdated, UserReactivated, UserReplaced, UserRestored, VerificationChanged,
+    WalletAdjusted,
 };
 use roster_projections::codec::erased_fields;
 use schemars::JsonSchema;
@@ -154,6 +155,8 @@ fn events() -> SchemaSet {
         UserDeleted: UserDeleted,
         UserRestored: UserRestoredJson,
         SessionsRevoked: SessionsRevoked,
+        UserImported: UserImportedJson,
+        PasswordRehashed: PasswordRehashed,
         SessionStarted: SessionStarted,
         SessionRefreshed: SessionRefreshed,
         SessionRevoked: SessionRevoked,

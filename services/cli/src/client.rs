@@ -85,6 +85,47 @@ impl Client {
         Ok(response)
     }
 
+    /// POST JSON; fails with the server's problem detail on an error status.
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post_body(
+            path,
+            "application/json",
+            reqwest::Body::from(body.to_string()),
+        )
+        .await
+    }
+
+    /// POST a body of `content_type` (a stream, for files); the JSON answer, or the server's
+    /// problem detail on an error status.
+    pub async fn post_body(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{}", self.args.url.trim_end_matches('/'), path);
+        let response = self
+            .http
+            .post(&url)
+            .header("x-api-key", &self.key)
+            .header("x-organization-id", &self.args.org)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let detail = body
+                .get("detail")
+                .and_then(Value::as_str)
+                .unwrap_or("no detail");
+            bail!("{status}: {detail}");
+        }
+        Ok(body)
+    }
+
     /// GET a path; fails with the server's problem detail on an error status.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.args.url.trim_end_matches('/'), path);

@@ -16,6 +16,7 @@ mod client;
 mod events;
 mod replay;
 mod tasks;
+mod users;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,8 @@ enum Commands {
     Serve(ServeArgs),
     /// Bulk tasks on a running server: list, show, wait.
     Tasks(tasks::TasksArgs),
+    /// Users of a running server: import from an NDJSON file, export to one.
+    Users(users::UsersArgs),
     /// The event log of a running server: export to a file, or follow live.
     Events(events::EventsArgs),
     /// Rebuild the read models offline from the log (stop the server first).
@@ -210,6 +213,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Commands::Serve(args) => runtime.block_on(serve(args)),
         Commands::Tasks(args) => runtime.block_on(tasks::run(args)),
+        Commands::Users(args) => runtime.block_on(users::run(args)),
         Commands::Events(args) => runtime.block_on(events::run(args)),
         Commands::Replay(args) => runtime.block_on(replay::run(args)),
     }

@@ -81,7 +81,9 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<()> {
             let task = client.get(&format!("/v1/tasks/{id}")).await?;
             println!("{}", serde_json::to_string_pretty(&task)?);
         }
-        TasksCommand::Wait { id } => wait(&client, &id).await?,
+        TasksCommand::Wait { id } => {
+            wait(&client, &id).await?;
+        }
     }
     Ok(())
 }
@@ -90,7 +92,9 @@ fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
-async fn wait(client: &Client, id: &str) -> anyhow::Result<()> {
+/// Waits for task `id` to end, with a progress bar; the ended task, or an error unless it
+/// completed.
+pub(crate) async fn wait(client: &Client, id: &str) -> anyhow::Result<Value> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -115,7 +119,7 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<()> {
             "completed" => {
                 bar.finish();
                 println!("completed: {done} done, {failed} failed of {total}");
-                return Ok(());
+                return Ok(task);
             }
             "failed" | "canceled" => {
                 bar.abandon();

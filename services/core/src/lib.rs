@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod idempotency;
+pub mod imported_hash;
 pub mod live;
 pub mod password;
 pub mod repository;

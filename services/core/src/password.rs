@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use argon2::password_hash::{Output, ParamsString, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use roster_domain::Password;
+
+use crate::imported_hash::ImportedHash;
 use tokio::sync::oneshot;
 
 /// Most password jobs waiting for a thread before new ones are refused (per core).
@@ -234,6 +236,54 @@ impl PasswordHasher {
         .await?
     }
 
+    /// Hashes `password` as it was typed (no length rules: a password that matched an imported
+    /// hash is rehashed whatever it is).
+    pub async fn rehash(&self, password: String) -> Result<roster_domain::PasswordHash, HashError> {
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            hash_with(password.as_bytes(), &salt)
+                .map(roster_domain::PasswordHash)
+                .map_err(|e| HashError::Failed(format!("argon2: {e}")))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches a stored hash — Roster's own argon2id or one imported from
+    /// another system ([`ImportedHash`]) — and whether a match should be rehashed with
+    /// Roster's own parameters. An imported hash is checked by its algorithm and then the
+    /// dummy argon2id is verified as well, so a weak imported hash (md5, sha*, phpass) takes
+    /// at least what an argon2id one takes: an unknown user, an imported md5 user and an
+    /// argon2id user cannot be told apart by time.
+    pub async fn verify_stored(
+        &self,
+        password: String,
+        hash: Option<roster_domain::PasswordHash>,
+    ) -> Result<Verified, HashError> {
+        self.run(move || {
+            let own = hash
+                .as_ref()
+                .filter(|h| h.as_str().starts_with(OWN_PREFIX))
+                .and_then(|h| PasswordHash::new(h.as_str()).ok());
+            if let Some(own) = own {
+                return Verified {
+                    matches: verify_with(password.as_bytes(), &own),
+                    rehash: false,
+                };
+            }
+            let imported = hash.as_ref().and_then(ImportedHash::from_stored);
+            let matches = imported
+                .as_ref()
+                .is_some_and(|h| h.verify(password.as_bytes()));
+            let dummy = PasswordHash::new(dummy_hash()).expect("the dummy hash parses");
+            std::hint::black_box(verify_with(password.as_bytes(), &dummy));
+            Verified {
+                matches,
+                rehash: matches,
+            }
+        })
+        .await
+    }
+
     /// Whether `password` matches `hash`. Without a hash (unknown user, no password, a hash
     /// that does not parse) it verifies against the dummy hash and answers false: the same work
     /// either way. argon2's own comparison of the outputs is constant-time.
@@ -253,6 +303,19 @@ impl PasswordHasher {
         .await
     }
 }
+
+/// What [`PasswordHasher::verify_stored`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The password matches.
+    pub matches: bool,
+    /// It matched a hash other than Roster's own argon2id with the server's parameters:
+    /// replace it (`PasswordRehashed`).
+    pub rehash: bool,
+}
+
+/// How Roster's own hashes begin (argon2id, version 19, the server's parameters).
+const OWN_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 
 #[cfg(test)]
 mod tests {

@@ -97,7 +97,18 @@ pub async fn append(
 /// Records a task (once per `Idempotency-Key`: a repeat gets the first task back) and wakes
 /// the worker.
 pub async fn record(core: &Core, req: &Request, created: TaskCreated) -> ApiResult<TaskAccepted> {
-    let task_id = ulid::Ulid::new().to_string();
+    record_with_id(core, req, &ulid::Ulid::new().to_string(), created).await
+}
+
+/// [`record`] with the task's id chosen by the caller (an import stores its lines under it
+/// first). A repeated request answers the first one's task, whose id differs.
+pub async fn record_with_id(
+    core: &Core,
+    req: &Request,
+    task_id: &str,
+    created: TaskCreated,
+) -> ApiResult<TaskAccepted> {
+    let task_id = task_id.to_owned();
     let mut work = core.repo().work(&req.org, req.meta.clone());
     work.decide::<Task>(&task_id, &Loaded::default(), &TaskCommand::Create(created))
         .await?;

@@ -103,6 +103,7 @@ async fn chunk(
             done: done_before + done_now,
             failed: failed_before + failed_now,
             failures: chunk_failures,
+            counters: Default::default(),
         });
         let staged = work
             .decide(&running.id, &running.loaded, &progress)
@@ -140,6 +141,7 @@ fn failure(user_id: &str, e: &ApiError) -> TaskFailure {
         user_id: user_id.to_owned(),
         code: e.code.as_str().to_owned(),
         detail: e.detail.clone(),
+        line: None,
     }
 }
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use roster_core::Core;
+use roster_core::imported_hash::ImportedHash;
 use roster_core::resource::UserResource;
 use roster_core::tasks::LoadedTask;
 use roster_domain::KeyId;
@@ -134,7 +135,7 @@ impl ExportStore {
     }
 
     /// The lines of a task's export file; `None` if there is none (never written, or deleted).
-    async fn open(
+    pub(crate) async fn open(
         &self,
         org: &str,
         task_id: &str,
@@ -199,7 +200,7 @@ impl ExportStore {
     }
 
     /// Deletes a task's export file. Returns whether this call removed it.
-    async fn remove(&self, org: &str, task_id: &str) -> bool {
+    pub(crate) async fn remove(&self, org: &str, task_id: &str) -> bool {
         match self {
             Self::Local(dir) => tokio::fs::remove_file(local_path(dir, org, task_id))
                 .await
@@ -219,7 +220,7 @@ fn object_name(org: &str, task_id: &str) -> String {
 }
 
 /// Where a task's export file is written before it is published (the local data directory).
-fn part_path(core: &Core, org: &str, task_id: &str) -> PathBuf {
+pub(crate) fn part_path(core: &Core, org: &str, task_id: &str) -> PathBuf {
     core.data_dir()
         .join("exports")
         .join(org)
@@ -262,9 +263,15 @@ pub(crate) async fn run(
         let mut users = read_users(core, &org);
         while let Some(user) = users.recv().await {
             let user = user.map_err(Stop::Failed)?;
-            bytes += write_user(core, &task_id, user, &mut out)
-                .await
-                .map_err(io)?;
+            bytes += write_user(
+                core,
+                &task_id,
+                user,
+                created.include_password_hashes,
+                &mut out,
+            )
+            .await
+            .map_err(io)?;
             lines += 1;
             if lines % PROGRESS_EVERY == 0 {
                 progress(
@@ -286,9 +293,15 @@ pub(crate) async fn run(
             match row {
                 Some(row) => {
                     let user = row.user.clone();
-                    bytes += write_user(core, &task_id, user, &mut out)
-                        .await
-                        .map_err(io)?;
+                    bytes += write_user(
+                        core,
+                        &task_id,
+                        user,
+                        created.include_password_hashes,
+                        &mut out,
+                    )
+                    .await
+                    .map_err(io)?;
                     lines += 1;
                 }
                 None => {
@@ -297,6 +310,7 @@ pub(crate) async fn run(
                         user_id: user_id.clone(),
                         code: roster_core::Code::NotFound.as_str().into(),
                         detail: "no user with this id".into(),
+                        line: None,
                     });
                 }
             }
@@ -356,18 +370,38 @@ fn read_users(
 }
 
 /// Writes one user's line, sealed under the user's key. Returns the bytes written.
+/// With `hashes` the line carries the user's `password_hash` as an import line gives it
+/// (docs/import.md), so the file imports back with working passwords.
 async fn write_user(
     core: &Core,
     task_id: &str,
     user: roster_domain::User,
+    hashes: bool,
     out: &mut tokio::io::BufWriter<tokio::fs::File>,
 ) -> std::io::Result<u64> {
     let user_id = user.public.id.to_string();
     let key = core.codec().key(user.public.key_id).await.ok().flatten();
     let line = match key {
         Some((kid, key)) => {
-            let resource =
-                serde_json::to_vec(&UserResource::new(user, None)).expect("users serialize");
+            let hash = match hashes {
+                true => user
+                    .personal
+                    .password_hash
+                    .as_ref()
+                    .and_then(ImportedHash::from_stored),
+                false => None,
+            };
+            let resource = UserResource::new(user, None);
+            let resource = match hash {
+                Some(hash) => {
+                    let mut object = serde_json::to_value(&resource).expect("users serialize");
+                    object["password_hash"] =
+                        serde_json::to_value(&hash).expect("hashes serialize");
+                    serde_json::to_vec(&object)
+                }
+                None => serde_json::to_vec(&resource),
+            }
+            .expect("users serialize");
             let ct = roster_vault::seal(&key, &aad(task_id, &user_id), &resource);
             Line {
                 id: user_id.as_str().into(),
@@ -397,6 +431,7 @@ async fn progress(
         done: lines,
         failed,
         failures,
+        counters: Default::default(),
     });
     running.record(core, command).await.map(|_| ())
 }

@@ -9,6 +9,7 @@
 
 pub mod bulk;
 pub mod export;
+pub mod import;
 pub mod rebuild;
 
 use std::collections::HashSet;
@@ -262,6 +263,7 @@ impl Worker {
         tracing::info!(task = id, kind = ?created.kind, resume_at = state.next_index, "task started");
         let outcome = match created.kind {
             TaskKind::ExportUsers => export::run(self, &task, &created, &mut running).await,
+            TaskKind::ImportUsers => import::run(self, &created, &state, &mut running).await,
             TaskKind::RebuildProjection => {
                 let total = total.unwrap_or_default();
                 rebuild::run(self, &created, total, &mut running).await

@@ -268,6 +268,7 @@ impl Recorder<'_> {
             done,
             failed: 0,
             failures: Vec::new(),
+            counters: Default::default(),
         });
         match self.running.record(self.core, command).await {
             Ok(_) => Ok(()),

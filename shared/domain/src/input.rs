@@ -37,6 +37,10 @@ pub struct UserInput {
     pub role: Option<String>,
     /// 8–256 characters; stored only as an argon2id hash.
     pub password: Option<String>,
+    /// Instead of `password`: a hash another system made, `{"algorithm", "hash", …}`
+    /// (docs/import.md lists the algorithms). Replaced by an argon2id hash at the first
+    /// sign-in.
+    pub password_hash: Option<Map<String, Value>>,
     /// Application fields (≤ 16 KB).
     pub custom: Option<Map<String, Value>>,
     /// Server-owned metadata (≤ 16 KB).
@@ -54,6 +58,8 @@ pub struct ValidUser {
     pub profile: Profile,
     /// The password, to be hashed by the caller.
     pub password: Option<Password>,
+    /// A hash another system made, to be checked by the caller (`roster_core::imported_hash`).
+    pub password_hash: Option<Map<String, Value>>,
 }
 
 /// Rules for the optional free-text fields: (field, max characters).
@@ -156,11 +162,18 @@ impl UserInput {
                 None
             }
         };
+        if password.is_some() && self.password_hash.is_some() {
+            errors.push(FieldError::new(
+                "password_hash",
+                "send either password or password_hash, not both",
+            ));
+        }
         if errors.is_empty() {
             Ok(ValidUser {
                 id,
                 profile,
                 password,
+                password_hash: self.password_hash,
             })
         } else {
             Err(errors)

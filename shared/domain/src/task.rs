@@ -1,6 +1,8 @@
 //! Bulk tasks (docs/contract.md §4) as an aggregate of their own: a task's events live on its
 //! stream `task-<id>`, and its state is folded from them like a user's.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,8 @@ pub enum TaskKind {
     DeleteUsers,
     /// Export users to an NDJSON file.
     ExportUsers,
+    /// Import users from an NDJSON file (`POST /v1/users/import`).
+    ImportUsers,
     /// Rebuild a read model beside the live one.
     RebuildProjection,
 }
@@ -60,12 +64,28 @@ impl TaskStatus {
 /// An item a task could not act on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskFailure {
-    /// The user.
+    /// The user (for an import line that names none and could not be read: empty).
     pub user_id: String,
-    /// Stable error code (`not_found`, `conflict`, `invalid_request`).
+    /// Stable error code (`not_found`, `conflict`, `invalid_request`, `id_taken`, …).
     pub code: String,
     /// What went wrong.
     pub detail: String,
+    /// The import line (numbered from 1); only import tasks say it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+}
+
+/// What an import does with a line whose `id` exists (`on_conflict`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// The line fails (`id_taken`).
+    #[default]
+    Fail,
+    /// The existing user stays; the line counts as done.
+    Skip,
+    /// The existing user is replaced whole by the line.
+    Replace,
 }
 
 /// A task was requested.
@@ -91,6 +111,12 @@ pub struct TaskCreated {
     pub server: Option<String>,
     /// Number of items (for exports of every user, counted when the task starts).
     pub total: u64,
+    /// Import tasks: what to do with a line whose user exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<OnConflict>,
+    /// Export tasks: whether lines carry `password_hash`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_password_hashes: bool,
 }
 
 /// A worker took the task (again, after a crash or a lost lease).
@@ -115,6 +141,10 @@ pub struct TaskProgressed {
     /// The failures of this chunk.
     #[serde(default)]
     pub failures: Vec<TaskFailure>,
+    /// Kind-specific counts so far (imports: `created`, `replaced`, `skipped`,
+    /// `weak_hashes`), so a resumed task reports the whole run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// The task ended normally.
@@ -257,6 +287,9 @@ pub struct Task {
     pub error: Option<String>,
     /// The stream version (for optimistic appends).
     pub version: u64,
+    /// Kind-specific counts (see [`TaskProgressed::counters`]).
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
 }
 
 impl Task {
@@ -283,6 +316,7 @@ impl Task {
                 result: None,
                 error: None,
                 version,
+                counters: BTreeMap::new(),
             },
             (None, _) => return None,
             (Some(mut task), event) => {
@@ -300,6 +334,9 @@ impl Task {
                         task.next_index = p.next_index;
                         task.progress.done = p.done;
                         task.progress.failed = p.failed;
+                        if !p.counters.is_empty() {
+                            task.counters = p.counters.clone();
+                        }
                     }
                     TaskEvent::TaskCompleted(c) => {
                         task.status = TaskStatus::Completed;

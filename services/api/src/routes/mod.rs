@@ -19,6 +19,7 @@ mod events;
 mod fields;
 mod health;
 mod history;
+mod import;
 pub(crate) mod lifecycle;
 pub mod openapi;
 mod projections;
@@ -60,6 +61,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(lifecycle::router())
         .merge(history::router())
         .merge(tasks::router())
+        .merge(import::router())
         .merge(sessions::router())
         .merge(tokens::router())
         .merge(account::router())
@@ -84,6 +86,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     fields::command_schemas(out);
     wallet::command_schemas(out);
     lifecycle::command_schemas(out);
+    import::command_schemas(out);
     tasks::command_schemas(out);
     sessions::command_schemas(out);
     tokens::command_schemas(out);

@@ -589,7 +589,7 @@ fn header_ref(component: &str) -> ReferenceOr<Header> {
 }
 
 /// Adds the shared problem response for `status` (its codes are listed in the component).
-fn add_problem(operation: &mut Operation, status: u16) {
+pub(crate) fn add_problem(operation: &mut Operation, status: u16) {
     let responses = operation.responses.get_or_insert_with(Default::default);
     responses
         .responses

@@ -203,6 +203,8 @@ async fn rebuild(
         created_by_id: None,
         projection: Some(name),
         server: Some(app.server_id().to_owned()),
+        on_conflict: None,
+        include_password_hashes: false,
         total: 0,
     };
     let accepted = roster_core::tasks::record(app.core(), &request, created).await?;

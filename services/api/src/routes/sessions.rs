@@ -208,13 +208,16 @@ async fn sign_in(
         .filter(|u| !u.is_deleted());
     // One argon2id verification whatever happened above (a dummy hash without a user), so a
     // wrong password and an unknown account take the same time and get the same answer.
-    let matches = app
+    // An imported hash (another system's algorithm) is verified by its algorithm, then also
+    // costs the dummy argon2id: no hash is cheaper to check than Roster's own.
+    let typed = password.clone();
+    let verified = app
         .core()
         .hasher()
-        .verify(password, user.and_then(|u| u.password_hash().cloned()))
+        .verify_stored(password, user.and_then(|u| u.password_hash().cloned()))
         .await
         .map_err(busy)?;
-    let (Some(user), Some(loaded), true) = (user, loaded.as_ref(), matches) else {
+    let (Some(user), Some(loaded), true) = (user, loaded.as_ref(), verified.matches) else {
         return Err(bad_credentials());
     };
     app.login_limiter().succeeded(&limit_key, address);
@@ -222,6 +225,17 @@ async fn sign_in(
 
     let session = NewSession::new(SessionMethod::Password);
     let mut work = app.core().repo().work(&org, session_meta(&ctx, user.id()));
+    if verified.rehash {
+        // Replaced by Roster's own argon2id in the same append as the session, before the
+        // answer: the imported hash is never checked again.
+        let own = app.core().hasher().rehash(typed).await.map_err(busy)?;
+        work.decide::<User>(
+            user.id().as_str(),
+            loaded,
+            &UserCommand::RehashPassword(own),
+        )
+        .await?;
+    }
     work.decide::<Session>(
         &session.id,
         &Loaded::default(),

@@ -194,6 +194,11 @@ pub(crate) struct ExportUsers {
     /// Only `ndjson` (the default).
     #[serde(default)]
     format: Option<String>,
+    /// Each line carries the user's `password_hash` (as an import line takes it), so the file
+    /// imports back into another organization or server with working passwords. The lines
+    /// are sealed per user like the rest of the file.
+    #[serde(default)]
+    include_password_hashes: Option<bool>,
 }
 
 /// Checks the id list (1 to 100 000 ids, or none for exports) and drops repeats.
@@ -236,6 +241,8 @@ fn bulk(kind: TaskKind, user_ids: Vec<String>) -> TaskCreated {
         created_by_id: None,
         projection: None,
         server: None,
+        on_conflict: None,
+        include_password_hashes: false,
     }
 }
 
@@ -276,10 +283,11 @@ async fn export(
     if body.value.format.as_deref().is_some_and(|f| f != "ndjson") {
         return Err(ApiError::invalid_field("format", "must be ndjson"));
     }
-    let created = bulk(
+    let mut created = bulk(
         TaskKind::ExportUsers,
         ids(body.value.user_ids.unwrap_or_default(), true)?,
     );
+    created.include_password_hashes = body.value.include_password_hashes.unwrap_or(false);
     create(&app, &ctx, &body.digest, created).await
 }
 
@@ -392,7 +400,7 @@ async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiR
         .transpose()?;
     let kind = query
         .get("kind")
-        .map(|k| parse_enum("kind", k, "deactivate_users, reactivate_users, delete_users, export_users, rebuild_projection"))
+        .map(|k| parse_enum("kind", k, "deactivate_users, reactivate_users, delete_users, export_users, import_users, rebuild_projection"))
         .transpose()?;
     let limit = query.number("limit", 1, 100)?.unwrap_or(25) as usize;
     let page = app

@@ -5,6 +5,7 @@ use aide::axum::routing::{get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use roster_core::imported_hash::ImportedHash;
 use roster_core::users::Item;
 use roster_core::{AsOf, Loaded};
 use roster_domain::settings::UniqueUsernames;
@@ -240,15 +241,25 @@ async fn create_item(
     upsert: bool,
     field_prefix: Option<String>,
 ) -> ApiResult<Item> {
-    let password_hash = match valid.password {
-        Some(p) => Some(
+    let password_hash = match (valid.password, valid.password_hash) {
+        (Some(p), _) => Some(
             app.core()
                 .hasher()
                 .hash(p)
                 .await
                 .map_err(ApiError::internal)?,
         ),
-        None => None,
+        // Another system's hash: checked here, verified by its algorithm at sign-in.
+        (None, Some(object)) => {
+            let field = match &field_prefix {
+                Some(prefix) => format!("{prefix}.password_hash"),
+                None => "password_hash".to_owned(),
+            };
+            let hash = ImportedHash::parse(&serde_json::Value::Object(object))
+                .map_err(|m| ApiError::invalid_field(field, m))?;
+            Some(hash.to_stored())
+        }
+        (None, None) => None,
     };
     let id = valid.id.unwrap_or_else(UserId::generate);
     let create = CreateUser {

@@ -23,6 +23,26 @@ pub struct CreateUser {
     pub usernames: UniqueUsernames,
 }
 
+/// Imports a user (`POST /v1/users/import`): what [`CreateUser`] holds, plus what the system
+/// it comes from kept.
+#[derive(Clone, Debug)]
+pub struct ImportUser {
+    /// Id, organization, fields, password hash, username rule.
+    pub create: CreateUser,
+    /// When it was created there.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Email verified there.
+    pub email_verified: bool,
+    /// Phone verified there.
+    pub phone_verified: bool,
+    /// Its status there.
+    pub status: super::Status,
+    /// Its balances there (each ≥ 0, checked at the edge).
+    pub wallet: super::Wallet,
+    /// `on_conflict=replace`: an existing user is replaced whole; else `IdTaken`.
+    pub replace: bool,
+}
+
 /// Sets and unsets paths.
 #[derive(Clone, Debug)]
 pub struct PatchUser {
@@ -60,6 +80,10 @@ pub enum UserCommand {
     ChangePhone(Option<Phone>),
     /// Replace the password hash.
     ChangePassword(PasswordHash),
+    /// Replace an imported hash by Roster's own of the same password (ends no session).
+    RehashPassword(PasswordHash),
+    /// Import (create, or replace whole).
+    Import(Box<ImportUser>),
     /// Replace the preferences (size checked at the edge).
     ReplacePrefs(JsonObject),
     /// Block (`true`) or unblock.

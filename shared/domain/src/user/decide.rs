@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::command::{CreateUser, PatchUser, UserCommand, WalletChange};
+use super::command::{CreateUser, ImportUser, PatchUser, UserCommand, WalletChange};
 use super::events::*;
 use super::profile::{Profile, UserPersonal};
-use super::{DeleteMode, User, UserPublic};
+use super::{DeleteMode, Status, User, UserPublic};
 use crate::aggregate::{Aggregate, Decision, Recorded, Unique, UniqueChange};
 use crate::error::DomainError;
 use crate::settings::UniqueUsernames;
@@ -94,6 +94,15 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
                 },
             )))
         }
+        C::RehashPassword(hash) => {
+            existing_live(state)?;
+            Ok(Decision::event(UserEvent::PasswordRehashed(
+                PasswordRehashed {
+                    password_hash: Some(hash.clone()),
+                },
+            )))
+        }
+        C::Import(import) => imported(state, import),
         C::ReplacePrefs(prefs) => {
             let user = existing_live(state)?;
             Ok(Decision::when(
@@ -186,6 +195,53 @@ fn created(create: &CreateUser) -> Decision<UserEvent> {
     }))
     .with_uniques(uniques)
     .with_fresh_key()
+}
+
+fn imported(state: Option<&User>, import: &ImportUser) -> Decided {
+    let create = &import.create;
+    let profile = &create.profile;
+    let before = match state {
+        None => None,
+        Some(_) if !import.replace => return Err(DomainError::IdTaken),
+        Some(user) if user.is_deleted() => {
+            return Err(DomainError::Conflict(
+                "the existing user is deleted: restore it before replacing it by import",
+            ));
+        }
+        Some(user) => Some(user),
+    };
+    let uniques = username_change(
+        before.and_then(User::username),
+        profile.personal.username.as_deref(),
+        create.usernames,
+    )
+    .into_iter()
+    .chain(email_change(
+        before.and_then(User::email),
+        profile.personal.email.as_deref(),
+    ));
+    let decision = Decision::event(UserEvent::UserImported(UserImported {
+        public: UserImportedPublic {
+            user_id: create.id.clone(),
+            organization_id: create.org.clone(),
+            key_id: before.and_then(|u| u.public.key_id),
+            profile: profile.public.clone(),
+            created_at: import.created_at,
+            email_verified: import.email_verified,
+            phone_verified: import.phone_verified,
+            status: import.status,
+            wallet: import.wallet.clone(),
+        },
+        personal: UserPersonal {
+            profile: profile.personal.clone(),
+            password_hash: create.password_hash.clone(),
+        },
+    }))
+    .with_uniques(uniques);
+    Ok(match before {
+        None => decision.with_fresh_key(),
+        Some(_) => decision,
+    })
 }
 
 fn replaced(user: &User, create: &CreateUser) -> Decided {
@@ -401,6 +457,7 @@ fn apply(state: Option<User>, event: &UserEvent, at: Recorded<'_>) -> Option<Use
             },
             personal: e.personal.clone(),
         },
+        (before, UserEvent::UserImported(e)) => imported_user(before, e, time, version),
         // Events other than creation on a missing user cannot be recorded by `decide`; if the
         // log holds one anyway, the state stays missing rather than inventing a user.
         (None, _) => return None,
@@ -421,6 +478,53 @@ fn apply(state: Option<User>, event: &UserEvent, at: Recorded<'_>) -> Option<Use
     Some(user)
 }
 
+/// The user a `UserImported` makes: new, or `before` replaced whole (its password kept when
+/// the line has none, its creation time when the line gives none).
+fn imported_user(
+    before: Option<User>,
+    e: &UserImported,
+    time: chrono::DateTime<chrono::Utc>,
+    version: u64,
+) -> User {
+    let p = &e.public;
+    let created_at = p
+        .created_at
+        .or(before.as_ref().map(|u| u.public.created_at))
+        .unwrap_or(time);
+    let password_hash = e.personal.password_hash.clone().or_else(|| {
+        before
+            .as_ref()
+            .and_then(|u| u.personal.password_hash.clone())
+    });
+    let deactivated = p.status == Status::Deactivated;
+    let deleted = p.status == Status::Deleted;
+    User {
+        public: UserPublic {
+            id: p.user_id.clone(),
+            organization_id: p.organization_id.clone(),
+            key_id: p.key_id,
+            profile: p.profile.clone(),
+            email_verified: p.email_verified,
+            phone_verified: p.phone_verified,
+            blocked: p.status == Status::Blocked,
+            wallet: p.wallet.clone(),
+            created_at,
+            updated_at: time,
+            deactivated_at: deactivated.then_some(time),
+            deactivated_by: None,
+            deleted_at: deleted.then_some(time),
+            deletion: deleted.then_some(DeleteMode::Soft),
+            erased: false,
+            sessions_valid_from: version,
+            version,
+        },
+        personal: UserPersonal {
+            profile: e.personal.profile.clone(),
+            password_hash,
+        },
+    }
+}
+
 /// Applies an event other than creation; false if it ends the user (hard deletion).
 fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono::Utc>) -> bool {
     // The events that may change the address or the number (pruning clears the flags itself).
@@ -438,7 +542,9 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
         )
     });
     match event {
-        UserEvent::UserCreated(_) => unreachable!("creation is applied by `apply`"),
+        UserEvent::UserCreated(_) | UserEvent::UserImported(_) => {
+            unreachable!("creation and import are applied by `apply`")
+        }
         UserEvent::UserReplaced(e) => {
             user.public.profile = e.public.profile.clone();
             user.personal.profile = e.personal.profile.clone();
@@ -454,6 +560,7 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
         UserEvent::NameChanged(e) => user.personal.profile.name = e.name.clone(),
         UserEvent::PhoneChanged(e) => user.personal.profile.phone = e.phone.clone(),
         UserEvent::PasswordChanged(e) => user.personal.password_hash = e.password_hash.clone(),
+        UserEvent::PasswordRehashed(e) => user.personal.password_hash = e.password_hash.clone(),
         UserEvent::PrefsUpdated(e) => user.personal.profile.prefs = e.prefs.clone(),
         UserEvent::VerificationChanged(e) => {
             if let Some(v) = e.email_verified {

@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::DeleteMode;
+use chrono::{DateTime, Utc};
+
 use super::profile::{JsonObject, PasswordHash, PublicProfile, UserPersonal};
+use super::{DeleteMode, Status, Wallet};
 use crate::events::KeyedEvents;
 use crate::keys::KeyId;
 use crate::values::{OrgId, UserId};
@@ -49,6 +51,43 @@ pub struct UserReplaced {
     pub public: ProfilePart,
     /// The new personal fields; a `None` password hash keeps the password.
     pub personal: UserPersonal,
+}
+
+/// A user was imported (`POST /v1/users/import`): created with what the system it came from
+/// kept — creation time, verification flags, status, wallet — or, with `on_conflict=replace`,
+/// an existing user replaced whole by the imported line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserImported {
+    /// Ids, the public fields, flags, status and wallet.
+    pub public: UserImportedPublic,
+    /// The personal fields and the password hash (`None` keeps a replaced user's password).
+    pub personal: UserPersonal,
+}
+
+/// The public part of [`UserImported`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserImportedPublic {
+    /// The user's id, as the import line gave it.
+    pub user_id: UserId,
+    /// Its organization.
+    pub organization_id: OrgId,
+    /// The data key sealing its personal data (a fresh one for a new user, the user's own for
+    /// a replaced one).
+    pub key_id: Option<KeyId>,
+    /// Role, language, time zone.
+    pub profile: PublicProfile,
+    /// When the user was created in the system it came from; `None`: when it was imported
+    /// (or, replacing, when it was created here).
+    #[serde(default, with = "crate::time::micros_option")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Whether the email was verified there.
+    pub email_verified: bool,
+    /// Whether the phone was verified there.
+    pub phone_verified: bool,
+    /// Its status there (`deleted`: imported soft-deleted).
+    pub status: Status,
+    /// Its balances there (no ledger items: the ledger's history is not imported).
+    pub wallet: Wallet,
 }
 
 /// A public profile as an event part.
@@ -106,6 +145,16 @@ pub struct PhoneChanged {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PasswordChanged {
     /// The new hash.
+    #[serde(default)]
+    pub password_hash: Option<PasswordHash>,
+}
+
+/// A password hash made by another system (an imported one) was replaced by Roster's own
+/// argon2id hash of the same password, at its first successful sign-in. Not a password
+/// change: it ends no session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PasswordRehashed {
+    /// The argon2id hash.
     #[serde(default)]
     pub password_hash: Option<PasswordHash>,
 }
@@ -228,10 +277,12 @@ pub struct SessionsRevoked {}
 two_parts! {
     UserCreated => (UserCreatedPublic, UserPersonal),
     UserReplaced => (ProfilePart, UserPersonal),
+    UserImported => (UserImportedPublic, UserPersonal),
     UserPartiallyUpdated => (PathChanges, PathChanges),
     WalletAdjusted => (WalletChangePart, LedgerNote),
 }
-one_part!(personal: EmailChanged, NameChanged, PhoneChanged, PasswordChanged, PrefsUpdated);
+one_part!(personal: EmailChanged, NameChanged, PhoneChanged, PasswordChanged, PrefsUpdated,
+    PasswordRehashed);
 one_part!(public: VerificationChanged, StatusChanged, UserDeactivated, UserReactivated,
     UserDeleted, UserRestored, SessionsRevoked);
 
@@ -270,6 +321,10 @@ event_set! {
         UserRestored(UserRestored) = 1,
         /// See [`SessionsRevoked`].
         SessionsRevoked(SessionsRevoked) = 1,
+        /// See [`UserImported`].
+        UserImported(UserImported) = 1,
+        /// See [`PasswordRehashed`].
+        PasswordRehashed(PasswordRehashed) = 1,
     }
 }
 
@@ -277,6 +332,7 @@ impl KeyedEvents for UserEvent {
     fn assign_key(&mut self, key: KeyId) {
         match self {
             UserEvent::UserCreated(e) => e.public.key_id = Some(key),
+            UserEvent::UserImported(e) => e.public.key_id = Some(key),
             UserEvent::UserRestored(e) => e.key_id = Some(key),
             _ => {}
         }
@@ -299,7 +355,9 @@ impl UserEvent {
         match self {
             UserEvent::UserReplaced(e) => e.personal.password_hash.is_some(),
             UserEvent::StatusChanged(e) => e.blocked(),
+            // A replacement by import is a new account state whole: sessions of the old one end.
             UserEvent::PasswordChanged(_)
+            | UserEvent::UserImported(_)
             | UserEvent::UserDeactivated(_)
             | UserEvent::UserDeleted(_)
             | UserEvent::SessionsRevoked(_) => true,

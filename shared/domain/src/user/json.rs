@@ -117,6 +117,37 @@ pub struct UserReplacedJson {
     pub password_hash: Option<String>,
 }
 
+/// A user was imported: created (or, with `on_conflict=replace`, replaced whole) with the
+/// creation time, verification flags, status and wallet the system it came from kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "UserImported")]
+pub struct UserImportedJson {
+    /// The user's id.
+    pub user_id: String,
+    /// Its organization.
+    pub organization_id: String,
+    /// The data key sealing its personal data.
+    pub key_id: Option<String>,
+    /// Its fields.
+    pub profile: Profile,
+    /// When it was created there; `null`: when it was imported (replacing: kept).
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Email verified there.
+    pub email_verified: bool,
+    /// Phone verified there.
+    pub phone_verified: bool,
+    /// Its status there.
+    pub status: super::Status,
+    /// Its balances there.
+    #[serde(default)]
+    pub wallet: BTreeMap<String, i64>,
+    /// The password hash it came with (its algorithm's), if any; `null` when replacing keeps
+    /// the password.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
 /// Some fields were set or unset by path.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "UserPartiallyUpdated")]
@@ -213,6 +244,30 @@ impl FromJson for UserReplaced {
     }
 }
 
+impl FromJson for UserImported {
+    fn from_json(_v: u32, data: Map<String, Value>) -> Result<Self, String> {
+        let json: UserImportedJson = parse(data)?;
+        let (public, personal) = json.profile.into_parts();
+        Ok(UserImported {
+            public: UserImportedPublic {
+                user_id: crate::values::UserId::parse(&json.user_id)?,
+                organization_id: crate::values::OrgId::parse(&json.organization_id)?,
+                key_id: json.key_id.and_then(|k| k.parse().ok()),
+                profile: public,
+                created_at: json.created_at,
+                email_verified: json.email_verified,
+                phone_verified: json.phone_verified,
+                status: json.status,
+                wallet: json.wallet,
+            },
+            personal: UserPersonal {
+                profile: personal,
+                password_hash: hash(json.password_hash),
+            },
+        })
+    }
+}
+
 impl FromJson for UserPartiallyUpdated {
     fn from_json(_v: u32, data: Map<String, Value>) -> Result<Self, String> {
         let json: UserPartiallyUpdatedJson = parse(data)?;
@@ -280,6 +335,7 @@ json_as_is!(
     NameChanged,
     PhoneChanged,
     PasswordChanged,
+    PasswordRehashed,
     PrefsUpdated,
     VerificationChanged,
     UserDeactivated,

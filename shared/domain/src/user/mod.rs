@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use command::{CreateUser, PatchUser, UserCommand, WalletChange};
+pub use command::{CreateUser, ImportUser, PatchUser, UserCommand, WalletChange};
 pub use events::*;
 pub use profile::*;
 
