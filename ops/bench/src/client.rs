@@ -74,6 +74,24 @@ impl Conn {
         Ok(builder.body(Full::new(body.unwrap_or_default()))?)
     }
 
+    /// POSTs an NDJSON body and reads the whole answer.
+    pub async fn send_ndjson(
+        &mut self,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let mut request = self.request(Method::POST, path, Some(body))?;
+        request.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
     /// Sends a request and reads the whole answer.
     pub async fn send(
         &mut self,

@@ -6,6 +6,7 @@
 pub mod chart;
 pub mod client;
 pub mod fixtures;
+pub mod import;
 pub mod load;
 pub mod machine;
 pub mod proc;

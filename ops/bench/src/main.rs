@@ -600,6 +600,10 @@ impl Bench {
             let job = self.replay(&store, head).await;
             self.jobs.push(job);
         }
+        if self.wanted("import") {
+            let job = self.import().await;
+            self.jobs.push(job);
+        }
         if !self.args.keep_store {
             let _ = std::fs::remove_dir_all(&store);
         }
@@ -809,6 +813,27 @@ impl Bench {
                 JobResult::missing("W8", name, "failed", format!("{e:#}"))
             }
         }
+    }
+
+    /// `import`: the big user count through `POST /v1/users/import`, on a server of its own
+    /// with an empty store ([`roster_bench::import`]).
+    async fn import(&self) -> JobResult {
+        let store = self.args.work.join("roster-import-store");
+        let _ = std::fs::remove_dir_all(&store);
+        if let Err(e) = std::fs::create_dir_all(&store) {
+            return JobResult::missing("import", "import".into(), "failed", e.to_string());
+        }
+        let job = match self.start_roster(&store).await {
+            Ok((server, target)) => {
+                let job =
+                    roster_bench::import::run(&target, server.pid(), self.plan.big_users).await;
+                let _ = server.stop(Duration::from_secs(60)).await;
+                job
+            }
+            Err(e) => JobResult::missing("import", "import".into(), "failed", format!("{e:#}")),
+        };
+        let _ = std::fs::remove_dir_all(&store);
+        job
     }
 
     /// W6: `roster replay` of the (stopped) store.
@@ -1229,6 +1254,21 @@ fn targets(
             load,
             1.0,
             "baseline's load rate",
+        ),
+        check(
+            "import 1 000 000 users ≥ 1 × baseline's load rate, ≤ +128 MB",
+            job("import").zip(load_rate("baseline:")).map(|(j, b)| {
+                format!(
+                    "{:.2} × baseline's load rate ({:.0} users/s), +{:.0} MB",
+                    j.rate_per_sec / b,
+                    j.rate_per_sec,
+                    growth(j)
+                )
+            }),
+            job("import")
+                .filter(|j| big(j))
+                .zip(load_rate("baseline:"))
+                .and_then(|(j, b)| full(j.rate_per_sec >= b && growth(j) <= 128.0)),
         ),
         check(
             "W6 replay ≥ 0.25 × raw scan",
