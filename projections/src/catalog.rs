@@ -351,6 +351,7 @@ mod tests {
                 erased: false,
                 sessions_valid_from: 1,
                 version: 1,
+                tokens: Default::default(),
             },
             personal: UserPersonal {
                 profile: PersonalProfile {

@@ -29,19 +29,22 @@ pub enum Table {
     TaskFailures = b'f',
     /// Organization settings.
     Settings = b'c',
+    /// Data keys of issued purpose tokens, by expiry (destroyed once expired).
+    TokenKeys = b'k',
     /// Checkpoint and format.
     Meta = b'm',
 }
 
 impl Table {
     /// Every table holding read-model data (all but [`Table::Meta`]).
-    pub const DATA: [Table; 6] = [
+    pub const DATA: [Table; 7] = [
         Table::Users,
         Table::Ledger,
         Table::Sessions,
         Table::Tasks,
         Table::TaskFailures,
         Table::Settings,
+        Table::TokenKeys,
     ];
 
     /// A key of this table built from NUL-separated parts.
@@ -75,6 +78,7 @@ impl Table {
             Table::Tasks => "tasks",
             Table::TaskFailures => "task_failures",
             Table::Settings => "settings",
+            Table::TokenKeys => "token_keys",
             Table::Meta => "meta",
         }
     }
@@ -108,6 +112,16 @@ pub fn failure_key(org: &str, id: &str, index: u64) -> Vec<u8> {
 /// Key of an organization's settings.
 pub fn settings_key(org: &str) -> Vec<u8> {
     Table::Settings.key(&[org.as_bytes()])
+}
+
+/// The token-keys entry of a purpose token's data key expiring at `expires_at` (micros): the
+/// expiry big-endian first, so a scan up to now finds the expired ones.
+pub fn token_key(expires_at: i64, key_id: roster_domain::KeyId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(25);
+    key.push(Table::TokenKeys as u8);
+    key.extend_from_slice(&(expires_at.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(&key_id.to_bytes());
+    key
 }
 
 /// The part of `key` after `prefix`, as text.

@@ -26,7 +26,7 @@ use roster_eventlog::{EventLog, Position, RecordedEvent};
 
 use crate::codec::{CodecError, DecodedEvent};
 use crate::keys::{email_hash, username_hash};
-use crate::layout::{Table, failure_key, ledger_key, settings_key, task_key, user_key};
+use crate::layout::{Table, failure_key, ledger_key, settings_key, task_key, token_key, user_key};
 use crate::ledger::LedgerItem;
 use crate::rows::{Indexed, Row};
 use crate::sessions::SessionChanges;
@@ -126,6 +126,8 @@ pub(crate) struct Changes {
     task_failures: Vec<(Vec<u8>, TaskFailure)>,
     /// Session rows.
     pub(crate) sessions: SessionChanges,
+    /// Keys of issued purpose tokens, by expiry.
+    token_keys: Vec<Vec<u8>>,
 }
 
 impl ReadModels {
@@ -274,6 +276,16 @@ impl ReadModels {
         if event.erases_key() {
             changes.erase.extend(key_before);
         }
+        // A used or superseded purpose token's key goes with the same guarantee; an issued
+        // one's is remembered until it expires (`ReadModels::expired_token_keys`).
+        changes.erase.extend(event.ended_token_keys());
+        if let UserEvent::TokenIssued(e) | UserEvent::PasswordResetRequested(e) = event
+            && let Some(kid) = e.public.key_id
+        {
+            changes
+                .token_keys
+                .push(token_key(e.public.expires_at.timestamp_micros(), kid));
+        }
         match event {
             UserEvent::UserDeleted(UserDeleted {
                 mode: DeleteMode::Hard,
@@ -346,6 +358,9 @@ impl ReadModels {
         }
         for (org, settings) in &changes.settings {
             batch.insert(settings_key(org), crate::tasks::encode_settings(settings));
+        }
+        for key in &changes.token_keys {
+            batch.insert(key.clone(), &[][..]);
         }
         Ok(batch)
     }

@@ -276,6 +276,42 @@ impl ReadModels {
         Ok(out)
     }
 
+    /// Destroys the data keys of purpose tokens that expired before `now_micros` (at most
+    /// `limit` of them) and forgets them; how many. A key is forgotten only after it is
+    /// destroyed, so a crash between the two destroys it again — harmless.
+    pub async fn sweep_expired_token_keys(
+        &self,
+        now_micros: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let start = [Table::TokenKeys as u8];
+        let mut end = start.to_vec();
+        end.extend_from_slice(&(now_micros.max(0) as u64).to_be_bytes());
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        for key in self.tree.range(start.to_vec()..end).keys().take(limit) {
+            let key = key?;
+            if let Some(id) = key.get(9..25).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+                ids.push(roster_domain::KeyId::from_bytes(id));
+            }
+            entries.push(key);
+        }
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.codec
+            .keys()
+            .destroy(&ids)
+            .await
+            .map_err(crate::codec::CodecError::from)?;
+        let mut batch = sled::Batch::default();
+        for key in &entries {
+            batch.remove(key.clone());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(entries.len())
+    }
+
     /// Why the projector is failing, if it is (it retries until the batch applies).
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().clone()

@@ -28,6 +28,7 @@ mod openapi;
 mod organizations;
 mod privacy;
 mod projections;
+mod recovery;
 mod restart;
 mod scaleout;
 mod sessions;

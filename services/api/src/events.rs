@@ -64,18 +64,25 @@ pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventRes
     })
 }
 
-/// The field of event data that holds a password hash (`UserCreated`, `UserReplaced`,
-/// `UserImported`, `PasswordChanged`, `PasswordRehashed`).
-pub const REDACTED_FIELD: &str = "password_hash";
+/// The fields of event data that hold a password hash (`UserCreated`, `UserReplaced`,
+/// `UserImported`, `PasswordChanged`, `PasswordRehashed`) or a purpose token and its hash
+/// (`TokenIssued`, `PasswordResetRequested`).
+pub const REDACTED_FIELDS: [&str; 3] = ["password_hash", "token", "token_hash"];
 
-/// Hides a recorded password hash: every view of events (`/v1/events`, the SSE stream, a
-/// user's history and activity log) shows it `null`, with `"redacted": true`. The log keeps
-/// it (sealed), since sign-in is folded from it.
+/// Hides recorded password hashes and purpose tokens: every view of events (`/v1/events`, the
+/// SSE stream, a user's history and activity log) shows them `null`, with `"redacted": true`.
+/// The log keeps them (sealed), since sign-in and redemption are folded from them.
 pub fn redact(data: &mut Map<String, Value>) {
-    if let Some(hash) = data.get_mut(REDACTED_FIELD)
-        && !hash.is_null()
-    {
-        *hash = Value::Null;
+    let mut redacted = false;
+    for field in REDACTED_FIELDS {
+        if let Some(value) = data.get_mut(field)
+            && !value.is_null()
+        {
+            *value = Value::Null;
+            redacted = true;
+        }
+    }
+    if redacted {
         data.insert("redacted".into(), Value::Bool(true));
     }
 }

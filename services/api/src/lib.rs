@@ -107,6 +107,8 @@ pub struct Application {
     state: AppState,
     codec: Codec,
     worker: tokio::task::JoinHandle<()>,
+    /// Destroys the keys of expired purpose tokens.
+    sweeper: tokio::task::JoinHandle<()>,
     /// The API key created on this start, if none existed (to print once).
     pub generated_api_key: Option<String>,
     /// The API keys the server accepts.
@@ -185,6 +187,7 @@ impl Application {
             backend.exports.clone(),
             metrics,
         );
+        let sweeper = tokio::spawn(routes::sweep_token_keys(state.clone()));
         let worker = roster_worker::Worker::new(core, backend.exports.clone(), backend.exclusive)
             .with_lease(config.task_lease)
             .spawn();
@@ -210,6 +213,7 @@ impl Application {
             state,
             codec,
             worker,
+            sweeper,
             generated_api_key,
             api_keys,
             connection: config.connection,
@@ -232,6 +236,8 @@ impl Application {
         // and the task resumes at its last recorded index on the next start.
         self.worker.abort();
         let _ = self.worker.await;
+        self.sweeper.abort();
+        let _ = self.sweeper.await;
         self.log.close().await.context("closing the event log")?;
         self.state
             .core()

@@ -21,14 +21,14 @@ use roster_domain::task::{
     TaskCanceled, TaskCompleted, TaskCreated, TaskFailed, TaskProgressed, TaskStarted,
 };
 use roster_domain::user::json::{
-    PasswordChangedJson, StatusChangedV1, UserCreatedJson, UserImportedJson,
+    PasswordChangedJson, StatusChangedV1, TokenIssuedJson, UserCreatedJson, UserImportedJson,
     UserPartiallyUpdatedJson, UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
 };
 use roster_domain::user::{
     EmailChanged, NameChanged, PasswordChanged, PasswordRehashed, PhoneChanged, PrefsUpdated,
-    SessionsRevoked, StatusChanged, UserCreated, UserDeactivated, UserDeleted, UserImported,
-    UserPartiallyUpdated, UserReactivated, UserReplaced, UserRestored, VerificationChanged,
-    WalletAdjusted,
+    SessionsRevoked, StatusChanged, TokenIssued, TokenUsed, UserCreated, UserDeactivated,
+    UserDeleted, UserImported, UserPartiallyUpdated, UserReactivated, UserReplaced, UserRestored,
+    VerificationChanged, WalletAdjusted,
 };
 use roster_projections::codec::erased_fields;
 use schemars::JsonSchema;
@@ -157,6 +157,8 @@ fn events() -> SchemaSet {
         SessionsRevoked: SessionsRevoked,
         UserImported: UserImportedJson,
         PasswordRehashed: PasswordRehashed,
+        TokenIssued: TokenIssuedJson,
+        TokenUsed: TokenUsed,
         SessionStarted: SessionStarted,
         SessionRefreshed: SessionRefreshed,
         SessionRevoked: SessionRevoked,
@@ -169,25 +171,26 @@ fn events() -> SchemaSet {
         SettingsChanged: SettingsChanged,
     );
     set.add_event::<StatusChangedV1, StatusChanged>("StatusChanged", 1);
+    set.add_event::<TokenIssuedJson, TokenIssued>("PasswordResetRequested", 1);
     set
 }
 
 /// `schema`, and when the event has personal fields (`nulls`: them as erased, see
 /// [`erased_fields`]), the alternative an analyst reads once the user's key is destroyed:
 /// those fields `null` and `"erased": true`.
-/// An event that records a password hash shows it `null`, with `"redacted": true`, in every
-/// view (`crate::events::redact`): the schema says so.
+/// An event that records a password hash or a purpose token shows it `null`, with
+/// `"redacted": true`, in every view (`crate::events::redact`): the schema says so.
 fn with_redaction(schema: schemars::Schema) -> schemars::Schema {
     let mut value = schema.to_value();
-    if value["properties"]
-        .get(crate::events::REDACTED_FIELD)
-        .is_none()
+    if !crate::events::REDACTED_FIELDS
+        .iter()
+        .any(|f| value["properties"].get(f).is_some())
     {
         return schemars::Schema::try_from(value).expect("an object is a schema");
     }
     value["properties"]["redacted"] = json!({
         "const": true,
-        "description": "A password hash was recorded here; event views never show it (it reads `null`)."
+        "description": "A password hash or a purpose token (or its hash) was recorded here; event views never show it (it reads `null`)."
     });
     schemars::Schema::try_from(value).expect("an object is a schema")
 }

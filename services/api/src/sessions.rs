@@ -15,9 +15,15 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::Ctx;
+use axum::response::{IntoResponse, Response};
+
+use crate::extract::{Ctx, QueryParams};
+use crate::routes::common::{PageQuery, decode_cursor, encode_cursor};
 use crate::state::AppState;
 use crate::tokens::{ACCESS_TTL_SECS, AccessClaims, REFRESH_TTL_SECS, new_refresh_token};
+
+/// How long a new session waits for the read models to show it before answering.
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a sign-in or a refresh answers (docs/contract.md §5).
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -101,6 +107,53 @@ pub fn session_meta(ctx: &Ctx, user_id: &UserId) -> EventMeta {
 }
 
 impl AppState {
+    /// Starts a session for `user` (as `loaded`) in `work` — after whatever `work` already
+    /// staged (a rehash, a used token) — commits it with `idempotency`'s claim, and answers
+    /// 201 with the session's tokens once the read models show it.
+    pub(crate) async fn start_session(
+        &self,
+        mut work: roster_core::repository::Work<'_>,
+        user: &User,
+        loaded: &Loaded<User>,
+        method: SessionMethod,
+        idempotency: Option<&IdempotencyClaim>,
+        request: &Request,
+    ) -> ApiResult<axum::response::Response> {
+        let org = work.org().clone();
+        let session = NewSession::new(method);
+        work.decide::<Session>(
+            &session.id,
+            &Loaded::default(),
+            &session.start(user, loaded.version, None),
+        )
+        .await?;
+        if let Some(claim) = idempotency {
+            work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
+        }
+        let committed = work
+            .commit()
+            .await
+            .map_err(|e| session_commit_error(e, request))?
+            .ok_or_else(|| ApiError::internal("a sign-in recorded nothing"))?;
+        // The token's first use must find the session's user in the read models.
+        self.wait_for(committed.last_position, SESSION_WAIT).await;
+        let tokens = self.session_tokens(
+            &org,
+            user.id().as_str(),
+            &session.id,
+            loaded.version,
+            committed.last_position,
+            session.refresh_token,
+            session.refresh_expires_at,
+            committed.last_position,
+        );
+        Ok(crate::resource::write_response(
+            axum::http::StatusCode::CREATED,
+            tokens,
+            committed.last_position,
+        ))
+    }
+
     /// The tokens of a session: a new access token next to the given refresh token.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn session_tokens(
@@ -343,4 +396,102 @@ pub(crate) async fn all_sessions(
             return Ok(out);
         }
     }
+}
+
+/// A page of a user's sessions, newest first.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct SessionPage {
+    /// The sessions.
+    sessions: Vec<SessionView>,
+    /// Pass as `cursor` for the next (older) page.
+    next_cursor: Option<String>,
+}
+
+/// `?limit=&cursor=` over a user's sessions, newest first (a server's view of any user, a
+/// client's of its own).
+pub(crate) async fn sessions_page(
+    app: &AppState,
+    org: &OrgId,
+    user_id: &UserId,
+    query: &QueryParams,
+) -> ApiResult<Response> {
+    query.only(PageQuery::NAMES)?;
+    let limit = query.number("limit", 1, 100)?.unwrap_or(100) as usize;
+    let before = match query.get("cursor") {
+        Some(c) => Some(session_cursor(c)?),
+        None => None,
+    };
+    let row = app
+        .models()
+        .get(org.as_str(), user_id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("No user with this id."))?;
+    let (rows, more) = app
+        .models()
+        .sessions_of(org.as_str(), user_id.as_str(), limit, before.as_deref())
+        .await?;
+    let next_cursor = if more {
+        rows.last().map(|r| encode_cursor('s', &r.info.id))
+    } else {
+        None
+    };
+    let now = Utc::now();
+    let sessions = rows
+        .into_iter()
+        .map(|r| SessionView::new(r, row.user.public.sessions_valid_from, now))
+        .collect();
+    Ok(axum::Json(SessionPage {
+        sessions,
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// A session id from a cursor (ULIDs: letters and digits only).
+fn session_cursor(cursor: &str) -> ApiResult<String> {
+    let id: String = decode_cursor('s', cursor)?;
+    if id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(id)
+    } else {
+        Err(ApiError::invalid_field(
+            "cursor",
+            "is not a cursor this server returned",
+        ))
+    }
+}
+
+/// Ends one session of `user_id` (204); 404 if the user has no session with this id.
+pub(crate) async fn revoke_users_session(
+    app: &AppState,
+    ctx: &Ctx,
+    user_id: &UserId,
+    session_id: &str,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::not_found("This user has no session with this id.");
+    if session_id.is_empty()
+        || session_id.len() > 64
+        || !session_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(not_found());
+    }
+    match app.load_session(&ctx.org, session_id).await?.state {
+        Some(session) if session.user_id == *user_id => {}
+        _ => return Err(not_found()),
+    }
+    let position = app
+        .revoke_session(
+            &ctx.org,
+            session_id,
+            roster_domain::session::REASON_REVOKED,
+            &ctx.meta,
+        )
+        .await?;
+    Ok(no_content(position))
+}
+
+/// 204 with the write's position.
+pub(crate) fn no_content(position: u64) -> Response {
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    crate::resource::position_header(response.headers_mut(), position);
+    response
 }

@@ -219,6 +219,10 @@ impl From<DomainError> for ApiError {
                 ApiError::new(Code::WalletNegative, e.to_string())
             }
             e @ DomainError::WalletOverflow { .. } => ApiError::new(Code::Conflict, e.to_string()),
+            DomainError::TokenInvalid => ApiError::new(
+                Code::Unauthorized,
+                "The token is not valid: it is wrong, used, superseded or expired.",
+            ),
         }
     }
 }

@@ -59,6 +59,9 @@ pub enum DomainError {
     /// The command conflicts with the aggregate's state (it exists, or has ended).
     #[error("{0}")]
     Conflict(&'static str),
+    /// A purpose token is wrong, used, superseded or expired (one answer for all of them).
+    #[error("token not valid")]
+    TokenInvalid,
     /// A wallet change would overflow a 64-bit balance.
     #[error("wallet balance of {currency} would overflow")]
     WalletOverflow {

@@ -34,6 +34,8 @@ pub enum SessionMethod {
     Password,
     /// A single-use custom token (`POST /v1/tokens/signin`).
     CustomToken,
+    /// A magic-link purpose token (`POST /v1/sessions/magic`).
+    MagicLink,
 }
 
 /// A client signed in. Holds no personal data: the request's ip and user agent ride in the

@@ -23,6 +23,8 @@ mod import;
 pub(crate) mod lifecycle;
 pub mod openapi;
 mod projections;
+mod recovery;
+pub use recovery::sweep_token_keys;
 mod sessions;
 mod settings;
 mod tasks;
@@ -65,6 +67,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(sessions::router())
         .merge(tokens::router())
         .merge(account::router())
+        .merge(recovery::router())
         .merge(settings::router())
         .merge(events::router())
         .merge(projections::router())
@@ -91,6 +94,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     sessions::command_schemas(out);
     tokens::command_schemas(out);
     account::command_schemas(out);
+    recovery::command_schemas(out);
     settings::command_schemas(out);
 }
 

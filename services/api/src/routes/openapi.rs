@@ -75,6 +75,11 @@ const TAGS: &[(&str, &str)] = &[
         "account",
         "The signed-in client's own account, and public profiles (docs/contract.md §5).",
     ),
+    (
+        "recovery",
+        "Purpose tokens (verification, password reset, magic links), account recovery and a \
+         client's own sessions (docs/contract.md §9, docs/recovery.md).",
+    ),
     ("settings", "The organization's settings."),
     (
         "events",

@@ -9,31 +9,29 @@ use aide::axum::ApiRouter;
 use aide::axum::routing::{delete_with, get_with, post_with};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{Duration as ChronoDuration, Utc};
-use roster_core::repository::{CommitError, Loaded};
+use roster_core::repository::CommitError;
 use roster_core::users::Item;
 use roster_domain::session::{
-    REASON_REFRESH_REUSE, REASON_REVOKED, REASON_SIGNED_OUT, Session, SessionCommand,
-    SessionMethod, SessionRefreshed,
+    REASON_REFRESH_REUSE, REASON_SIGNED_OUT, SessionCommand, SessionMethod, SessionRefreshed,
 };
 use roster_domain::user::UserCommand;
 use roster_domain::values::{normalize_email, normalize_username};
 use roster_domain::{Status, User};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ClientCtx, Ctx, Json, PublicCtx, QueryParams};
-use crate::resource::{position_header, write_response};
+use crate::resource::write_response;
 use crate::routes::common::{
-    OperationDoc, PageQuery, bad_credentials, busy, decode_cursor, encode_cursor, execute,
-    parse_user_id, refuse_status,
+    OperationDoc, PageQuery, bad_credentials, busy, execute, parse_user_id, refuse_status,
 };
 use crate::schemas::SchemaSet;
 use crate::sessions::{
-    NewSession, SessionTokens, SessionView, credential_idempotency, session_commit_error,
-    session_meta,
+    SessionPage, SessionTokens, SessionView, credential_idempotency, no_content,
+    revoke_users_session, session_commit_error, session_meta, sessions_page,
 };
 use crate::state::AppState;
 use crate::tokens::{REFRESH_TTL_SECS, hashes_equal, refresh_hash, split_refresh_token};
@@ -223,7 +221,6 @@ async fn sign_in(
     app.login_limiter().succeeded(&limit_key, address);
     refuse_status(user.status())?;
 
-    let session = NewSession::new(SessionMethod::Password);
     let mut work = app.core().repo().work(&org, session_meta(&ctx, user.id()));
     if verified.rehash {
         // Replaced by Roster's own argon2id in the same append as the session, before the
@@ -236,37 +233,15 @@ async fn sign_in(
         )
         .await?;
     }
-    work.decide::<Session>(
-        &session.id,
-        &Loaded::default(),
-        &session.start(user, loaded.version, None),
+    app.start_session(
+        work,
+        user,
+        loaded,
+        SessionMethod::Password,
+        idempotency.as_ref(),
+        &request,
     )
-    .await?;
-    if let Some(claim) = &idempotency {
-        work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
-    }
-    let committed = work
-        .commit()
-        .await
-        .map_err(|e| session_commit_error(e, &request))?
-        .ok_or_else(|| ApiError::internal("a sign-in recorded nothing"))?;
-    // The token's first use must find the session's user in the read models.
-    app.wait_for(committed.last_position, LOOKUP_WAIT).await;
-    let tokens = app.session_tokens(
-        &org,
-        user.id().as_str(),
-        &session.id,
-        loaded.version,
-        committed.last_position,
-        session.refresh_token,
-        session.refresh_expires_at,
-        committed.last_position,
-    );
-    Ok(write_response(
-        StatusCode::CREATED,
-        tokens,
-        committed.last_position,
-    ))
+    .await
 }
 
 /// `POST /v1/sessions/refresh`.
@@ -397,21 +372,6 @@ async fn sign_out(State(app): State<AppState>, client: ClientCtx) -> ApiResult<R
     Ok(no_content(position))
 }
 
-fn no_content(position: u64) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    position_header(response.headers_mut(), position);
-    response
-}
-
-/// A page of a user's sessions, newest first.
-#[derive(Serialize, JsonSchema)]
-pub(crate) struct SessionPage {
-    /// The sessions.
-    sessions: Vec<SessionView>,
-    /// Pass as `cursor` for the next (older) page.
-    next_cursor: Option<String>,
-}
-
 /// `GET /v1/users/{id}/sessions?limit=&cursor=`: the user's sessions, newest first.
 async fn list_sessions(
     State(app): State<AppState>,
@@ -419,50 +379,8 @@ async fn list_sessions(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> ApiResult<Response> {
-    query.only(PageQuery::NAMES)?;
     let user_id = parse_user_id(&id)?;
-    let limit = query.number("limit", 1, 100)?.unwrap_or(100) as usize;
-    let before = match query.get("cursor") {
-        Some(c) => Some(session_cursor(c)?),
-        None => None,
-    };
-    let row = app
-        .models()
-        .get(ctx.org.as_str(), user_id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::not_found("No user with this id."))?;
-    let (rows, more) = app
-        .models()
-        .sessions_of(ctx.org.as_str(), user_id.as_str(), limit, before.as_deref())
-        .await?;
-    let next_cursor = if more {
-        rows.last().map(|r| encode_cursor('s', &r.info.id))
-    } else {
-        None
-    };
-    let now = Utc::now();
-    let sessions = rows
-        .into_iter()
-        .map(|r| SessionView::new(r, row.user.public.sessions_valid_from, now))
-        .collect();
-    Ok(axum::Json(SessionPage {
-        sessions,
-        next_cursor,
-    })
-    .into_response())
-}
-
-/// A session id from a cursor (ULIDs: letters and digits only).
-fn session_cursor(cursor: &str) -> ApiResult<String> {
-    let id: String = decode_cursor('s', cursor)?;
-    if id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Ok(id)
-    } else {
-        Err(ApiError::invalid_field(
-            "cursor",
-            "is not a cursor this server returned",
-        ))
-    }
+    sessions_page(&app, &ctx.org, &user_id, &query).await
 }
 
 /// `DELETE /v1/users/{id}/sessions`: ends every session of the user (204). Recorded on the
@@ -488,19 +406,5 @@ async fn revoke_one(
     Path((id, session_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let user_id = parse_user_id(&id)?;
-    let not_found = || ApiError::not_found("This user has no session with this id.");
-    if session_id.is_empty()
-        || session_id.len() > 64
-        || !session_id.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
-        return Err(not_found());
-    }
-    match app.load_session(&ctx.org, &session_id).await?.state {
-        Some(session) if session.user_id == user_id => {}
-        _ => return Err(not_found()),
-    }
-    let position = app
-        .revoke_session(&ctx.org, &session_id, REASON_REVOKED, &ctx.meta)
-        .await?;
-    Ok(no_content(position))
+    revoke_users_session(&app, &ctx, &user_id, &session_id).await
 }

@@ -107,4 +107,8 @@ pub enum UserCommand {
     RevokeSessions,
     /// Apply a wallet changeset atomically.
     AdjustWallet(WalletChange),
+    /// Issue a purpose token.
+    IssueToken(super::IssueToken),
+    /// Redeem a purpose token.
+    RedeemToken(super::RedeemToken),
 }

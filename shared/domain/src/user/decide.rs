@@ -173,6 +173,8 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
             )))
         }
         C::AdjustWallet(change) => adjusted(existing_live(state)?, change),
+        C::IssueToken(issue) => super::tokens::issue(existing_live(state)?, issue),
+        C::RedeemToken(redeem) => super::tokens::redeem(state, redeem),
     }
 }
 
@@ -454,6 +456,7 @@ fn apply(state: Option<User>, event: &UserEvent, at: Recorded<'_>) -> Option<Use
                 // works for this one.
                 sessions_valid_from: version,
                 version,
+                tokens: Default::default(),
             },
             personal: e.personal.clone(),
         },
@@ -517,6 +520,7 @@ fn imported_user(
             erased: false,
             sessions_valid_from: version,
             version,
+            tokens: Default::default(),
         },
         personal: UserPersonal {
             profile: e.personal.profile.clone(),
@@ -550,6 +554,7 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
             user.personal.profile = e.personal.profile.clone();
             if e.personal.password_hash.is_some() {
                 user.personal.password_hash = e.personal.password_hash.clone();
+                user.public.tokens.clear();
             }
         }
         UserEvent::UserPartiallyUpdated(e) => user.with_profile(|p| {
@@ -559,7 +564,11 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
         UserEvent::EmailChanged(e) => user.personal.profile.email = e.email.clone(),
         UserEvent::NameChanged(e) => user.personal.profile.name = e.name.clone(),
         UserEvent::PhoneChanged(e) => user.personal.profile.phone = e.phone.clone(),
-        UserEvent::PasswordChanged(e) => user.personal.password_hash = e.password_hash.clone(),
+        UserEvent::PasswordChanged(e) => {
+            user.personal.password_hash = e.password_hash.clone();
+            // A new password kills every purpose token.
+            user.public.tokens.clear();
+        }
         UserEvent::PasswordRehashed(e) => user.personal.password_hash = e.password_hash.clone(),
         UserEvent::PrefsUpdated(e) => user.personal.profile.prefs = e.prefs.clone(),
         UserEvent::VerificationChanged(e) => {
@@ -587,9 +596,16 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
             user.public.deactivated_at = None;
             user.public.deactivated_by = None;
         }
+        UserEvent::TokenIssued(e) | UserEvent::PasswordResetRequested(e) => {
+            super::tokens::apply_issued(&mut user.public.tokens, e, at)
+        }
+        UserEvent::TokenUsed(e) => {
+            user.public.tokens.remove(&e.purpose);
+        }
         UserEvent::UserDeleted(e) => match e.mode {
             DeleteMode::Hard => return false,
             DeleteMode::Soft => {
+                user.public.tokens.clear();
                 user.public.deleted_at = Some(at);
                 user.public.deletion = Some(DeleteMode::Soft);
             }
@@ -598,6 +614,7 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
                 user.public.deletion = Some(DeleteMode::Pruning);
                 // What is left is role, language and time zone.
                 user.personal = UserPersonal::default();
+                user.public.tokens.clear();
                 user.public.email_verified = false;
                 user.public.phone_verified = false;
                 user.public.erased = true;

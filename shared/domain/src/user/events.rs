@@ -274,7 +274,56 @@ pub struct UserRestored {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionsRevoked {}
 
+/// A purpose token was issued for the user (`POST /v1/users/{id}/tokens`); the same fields
+/// make `PasswordResetRequested` (account recovery).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenIssued {
+    /// Purpose, expiry, and the token sealed under its own key.
+    pub public: TokenIssuedPublic,
+    /// The token's hash and the address it is bound to.
+    pub personal: TokenSecret,
+}
+
+/// The public part of [`TokenIssued`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenIssuedPublic {
+    /// What the token is for.
+    pub purpose: super::tokens::Purpose,
+    /// When it stops working.
+    #[serde(with = "crate::time::micros")]
+    pub expires_at: DateTime<Utc>,
+    /// The key of its own the token is sealed under (destroyed when the token is used,
+    /// superseded or expires).
+    pub key_id: Option<KeyId>,
+    /// The token, sealed under `key_id` (base64url). Event views show it `null`.
+    pub token: Option<String>,
+    /// The key of the token of the same purpose this one supersedes (destroyed).
+    pub supersedes: Option<KeyId>,
+}
+
+/// The personal part of [`TokenIssued`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenSecret {
+    /// Hex SHA-256 of the token (never the token). Event views show it `null`.
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    /// The email or phone number a verification token verifies.
+    #[serde(default)]
+    pub bound_to: Option<String>,
+}
+
+/// A purpose token was redeemed; it works no more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenUsed {
+    /// Its purpose.
+    pub purpose: super::tokens::Purpose,
+    /// Its key (destroyed).
+    #[serde(default)]
+    pub key_id: Option<KeyId>,
+}
+
 two_parts! {
+    TokenIssued => (TokenIssuedPublic, TokenSecret),
     UserCreated => (UserCreatedPublic, UserPersonal),
     UserReplaced => (ProfilePart, UserPersonal),
     UserImported => (UserImportedPublic, UserPersonal),
@@ -284,7 +333,7 @@ two_parts! {
 one_part!(personal: EmailChanged, NameChanged, PhoneChanged, PasswordChanged, PrefsUpdated,
     PasswordRehashed);
 one_part!(public: VerificationChanged, StatusChanged, UserDeactivated, UserReactivated,
-    UserDeleted, UserRestored, SessionsRevoked);
+    UserDeleted, UserRestored, SessionsRevoked, TokenUsed);
 
 event_set! {
     /// Every event of the User aggregate.
@@ -325,6 +374,12 @@ event_set! {
         UserImported(UserImported) = 1,
         /// See [`PasswordRehashed`].
         PasswordRehashed(PasswordRehashed) = 1,
+        /// See [`TokenIssued`].
+        TokenIssued(TokenIssued) = 1,
+        /// Account recovery issued a password reset token; see [`TokenIssued`].
+        PasswordResetRequested(TokenIssued) = 1,
+        /// See [`TokenUsed`].
+        TokenUsed(TokenUsed) = 1,
     }
 }
 

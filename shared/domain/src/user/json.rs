@@ -148,6 +148,52 @@ pub struct UserImportedJson {
     pub password_hash: Option<String>,
 }
 
+/// A purpose token was issued (`TokenIssued`, and `PasswordResetRequested` for account
+/// recovery). Event views show `token` and `token_hash` as `null` (`"redacted": true`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "TokenIssued")]
+pub struct TokenIssuedJson {
+    /// What the token is for.
+    pub purpose: super::Purpose,
+    /// When it stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// The key of its own the token is sealed under.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The token, sealed (always shown `null`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The key of the superseded token of the same purpose, if there was one.
+    #[serde(default)]
+    pub supersedes: Option<String>,
+    /// The token's hash (always shown `null`).
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    /// The email or phone number a verification token is for.
+    #[serde(default)]
+    pub bound_to: Option<String>,
+}
+
+impl FromJson for TokenIssued {
+    fn from_json(_v: u32, data: Map<String, Value>) -> Result<Self, String> {
+        let json: TokenIssuedJson = parse(data)?;
+        let key = |k: Option<String>| k.and_then(|k| k.parse().ok());
+        Ok(TokenIssued {
+            public: TokenIssuedPublic {
+                purpose: json.purpose,
+                expires_at: json.expires_at,
+                key_id: key(json.key_id),
+                token: json.token,
+                supersedes: key(json.supersedes),
+            },
+            personal: TokenSecret {
+                token_hash: json.token_hash,
+                bound_to: json.bound_to,
+            },
+        })
+    }
+}
+
 /// Some fields were set or unset by path.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "UserPartiallyUpdated")]
@@ -343,6 +389,7 @@ json_as_is!(
     UserDeleted,
     UserRestored,
     SessionsRevoked,
+    TokenUsed,
 );
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod decide;
 mod events;
 pub mod json;
 mod profile;
+mod tokens;
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use command::{CreateUser, ImportUser, PatchUser, UserCommand, WalletChange};
 pub use events::*;
 pub use profile::*;
+pub use tokens::{IssueToken, LiveToken, Purpose, RECOVERY_INTERVAL_SECS, RedeemToken, Tokens};
 
 use crate::keys::KeyId;
 use crate::time;
@@ -104,6 +106,10 @@ pub struct UserPublic {
     pub sessions_valid_from: u64,
     /// The user stream's version (ETag).
     pub version: u64,
+    /// Live purpose tokens (only in the state folded from the log: read-model rows, which
+    /// nothing redeems tokens against, do not store them).
+    #[serde(skip)]
+    pub tokens: Tokens,
 }
 
 impl User {
