@@ -155,6 +155,17 @@ pub(crate) fn refuse_status(status: Status) -> ApiResult<()> {
     }
 }
 
+/// A 429 for too many attempts at a credential (`what`: "sign-in attempts"), with
+/// `Retry-After`.
+pub(crate) fn rate_limited(what: &str, seconds: u64) -> ApiError {
+    let mut e = ApiError::new(
+        Code::RateLimited,
+        format!("Too many {what}; retry in {seconds} s."),
+    );
+    e.retry_after = Some(seconds);
+    e
+}
+
 /// A 503 for a password pool that is full, else a 500.
 pub(crate) fn busy(e: roster_core::password::HashError) -> ApiError {
     match e {

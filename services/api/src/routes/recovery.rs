@@ -31,7 +31,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ClientCtx, Ctx, Json, PublicCtx, QueryParams};
 use crate::resource::user_response;
-use crate::routes::common::{OperationDoc, PageQuery, busy, parse_user_id, refuse_status};
+use crate::routes::common::{
+    OperationDoc, PageQuery, busy, parse_user_id, rate_limited, refuse_status,
+};
 use crate::schemas::SchemaSet;
 use crate::sessions::{credential_idempotency, session_meta};
 use crate::state::AppState;
@@ -374,11 +376,7 @@ async fn redeem(
     new_password: Option<roster_domain::PasswordHash>,
 ) -> ApiResult<(User, roster_core::repository::Loaded<User>, u64)> {
     let (user_id, hash) = read_token(token).ok_or_else(invalid_token)?;
-    let limit_key = format!("{}/token/{user_id}", ctx.org);
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&limit_key, address)
-        .map_err(rate_limited)?;
+    let (limit_key, address) = take_attempt(app, ctx, &user_id)?;
     let command = UserCommand::RedeemToken(RedeemToken {
         purposes,
         token_hash: hash,
@@ -414,13 +412,17 @@ async fn redeem(
     ))
 }
 
-fn rate_limited(seconds: u64) -> ApiError {
-    let mut e = ApiError::new(
-        Code::RateLimited,
-        format!("Too many attempts; retry in {seconds} s."),
-    );
-    e.retry_after = Some(seconds);
-    e
+/// Takes a redemption attempt against `user` from the caller's address (the sign-in
+/// limiter's budget); returns what [`LoginLimiter::succeeded`] needs once the token is good.
+///
+/// [`LoginLimiter::succeeded`]: crate::ratelimit::LoginLimiter::succeeded
+fn take_attempt(app: &AppState, ctx: &Ctx, user: &UserId) -> ApiResult<(String, Option<IpAddr>)> {
+    let key = format!("{}/token/{user}", ctx.org);
+    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
+    app.login_limiter()
+        .attempt(&key, address)
+        .map_err(|s| rate_limited("token attempts", s))?;
+    Ok((key, address))
 }
 
 /// `POST /v1/account/verification`.
@@ -473,11 +475,7 @@ async fn magic_sign_in(
     let request = app.request(&ctx, Some(&body.digest));
     let idempotency = credential_idempotency(&app, &request).await?;
     let (user_id, hash) = read_token(&body.value.token).ok_or_else(invalid_token)?;
-    let limit_key = format!("{}/token/{user_id}", ctx.org);
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&limit_key, address)
-        .map_err(rate_limited)?;
+    let (limit_key, address) = take_attempt(&app, &ctx, &user_id)?;
     let repo = app.core().repo();
     let loaded = repo.load::<User>(&ctx.org, user_id.as_str()).await?;
     let command = UserCommand::RedeemToken(RedeemToken {
@@ -522,7 +520,7 @@ async fn recover(
     let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
     app.login_limiter()
         .attempt(&format!("{}/recovery/{email}", ctx.org), address)
-        .map_err(rate_limited)?;
+        .map_err(|s| rate_limited("recovery requests", s))?;
     tokio::spawn(async move {
         if let Err(e) = recover_in_background(&app, &ctx, &email).await {
             tracing::warn!(error = %e.detail, "account recovery could not issue a token");

@@ -26,7 +26,8 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ClientCtx, Ctx, Json, PublicCtx, QueryParams};
 use crate::resource::write_response;
 use crate::routes::common::{
-    OperationDoc, PageQuery, bad_credentials, busy, execute, parse_user_id, refuse_status,
+    OperationDoc, PageQuery, bad_credentials, busy, execute, parse_user_id, rate_limited,
+    refuse_status,
 };
 use crate::schemas::SchemaSet;
 use crate::sessions::{
@@ -120,15 +121,6 @@ pub(crate) fn read_model_schemas(out: &mut SchemaSet) {
     out.add::<SessionTokens>();
 }
 
-fn rate_limited(seconds: u64) -> ApiError {
-    let mut e = ApiError::new(
-        Code::RateLimited,
-        format!("Too many sign-in attempts; retry in {seconds} s."),
-    );
-    e.retry_after = Some(seconds);
-    e
-}
-
 /// `POST /v1/sessions`: exactly one of `email` or `username`, and `password`.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -193,7 +185,7 @@ async fn sign_in(
     };
     app.login_limiter()
         .attempt(&limit_key, address)
-        .map_err(rate_limited)?;
+        .map_err(|s| rate_limited("sign-in attempts", s))?;
 
     // A username several users share (with `enforce_unique_usernames: no`) names nobody.
     let loaded = match ids.as_slice() {
