@@ -199,6 +199,12 @@ impl ReadModels {
                 row.info.expires_at = r.expires_at;
                 row
             }
+            (Some(mut row), SessionEvent::SessionRenewed(r)) => {
+                row.info.refreshed_at = Some(at);
+                row.info.expires_at = r.expires_at;
+                row.info.user_version = r.user_version;
+                row
+            }
             (Some(mut row), SessionEvent::SessionRevoked(r)) => {
                 if row.info.revoked_at.is_none() {
                     row.info.revoked_at = Some(at);

@@ -63,6 +63,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/v1/account/password/reset"),
     ("post", "/v1/sessions/magic"),
     ("post", "/v1/account/recovery"),
+    ("patch", "/v1/account/password"),
     ("get", "/v1/account/sessions"),
     ("delete", "/v1/account/sessions/{session_id}"),
     ("get", "/v1/profiles"),

@@ -6,7 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::sessions::{PASSWORD, as_client, sign_in, try_sign_in, user_with_password};
+use crate::sessions::{
+    PASSWORD, account_status, as_client, sign_in, try_sign_in, user_with_password,
+};
 
 /// Issues a token of `purpose` for `id` (server key); panics unless 201.
 async fn issue(app: &TestApp, id: &str, purpose: &str, ttl: Option<u64>) -> String {
@@ -392,4 +394,71 @@ async fn a_client_lists_and_ends_its_own_sessions_only() {
             .unwrap();
         assert_eq!(still.status(), StatusCode::OK);
     }
+}
+
+#[tokio::test]
+async fn changing_ones_own_password_keeps_only_the_calling_session() {
+    let app = spawn_app().await;
+    user_with_password(&app, "frank").await;
+    let calling = sign_in(&app, "frank").await;
+    let other = sign_in(&app, "frank").await;
+    let magic = issue(&app, "frank", "magic_link", None).await;
+    let change = |body: Value| {
+        as_client(
+            &app,
+            &calling["access_token"],
+            Method::PATCH,
+            "/v1/account/password",
+        )
+        .json(&body)
+        .send()
+    };
+
+    // A wrong current password: 403, and nothing changes.
+    let wrong = change(json!({"current_password": "not it", "password": "my new passphrase"}))
+        .await
+        .unwrap();
+    assert_problem(wrong, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(account_status(&app, &other).await, StatusCode::OK);
+
+    let response = change(json!({"current_password": PASSWORD, "password": "my new passphrase"}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let renewed = json(response).await;
+    assert_eq!(renewed["session_id"], calling["session_id"]);
+    // The calling session goes on with its new tokens; every other one has ended, and so have
+    // the user's purpose tokens.
+    assert_eq!(account_status(&app, &renewed).await, StatusCode::OK);
+    assert_eq!(account_status(&app, &other).await, StatusCode::UNAUTHORIZED);
+    // Its access token from before the change was replaced by the one in the answer.
+    assert_eq!(
+        account_status(&app, &calling).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let refreshed = anonymous_post(
+        &app,
+        "/v1/sessions/refresh",
+        &json!({"refresh_token": renewed["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(
+        account_status(&app, &json(refreshed).await).await,
+        StatusCode::OK
+    );
+    let response = anonymous_post(&app, "/v1/sessions/magic", &json!({"token": magic})).await;
+    assert_refused(response).await;
+    // The new password signs in; the old one does not.
+    sign_in_with(&app, "frank", "my new passphrase").await;
+    let old = try_sign_in(&app, &json!({"username": "frank", "password": PASSWORD})).await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    // A server key is not a client: 403.
+    let response = app
+        .request(Method::PATCH, "/v1/account/password")
+        .json(&json!({"current_password": PASSWORD, "password": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use roster_domain::EventSet;
 use roster_domain::events::Parts;
-use roster_domain::session::{SessionRefreshed, SessionRevoked, SessionStarted};
+use roster_domain::session::{SessionRefreshed, SessionRenewed, SessionRevoked, SessionStarted};
 use roster_domain::settings::SettingsChanged;
 use roster_domain::task::{
     TaskCanceled, TaskCompleted, TaskCreated, TaskFailed, TaskProgressed, TaskStarted,
@@ -161,6 +161,7 @@ fn events() -> SchemaSet {
         TokenUsed: TokenUsed,
         SessionStarted: SessionStarted,
         SessionRefreshed: SessionRefreshed,
+        SessionRenewed: SessionRenewed,
         SessionRevoked: SessionRevoked,
         TaskCreated: TaskCreated,
         TaskStarted: TaskStarted,

@@ -68,6 +68,21 @@ pub struct SessionRefreshed {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The session was carried over a change of its user's password by the session itself
+/// (`PATCH /v1/account/password`): it gets a new refresh token and counts as signed in
+/// against the user version after the change, so it keeps working while every other ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionRenewed {
+    /// The session's user.
+    pub user_id: UserId,
+    /// The user version the session now counts as signed in against.
+    pub user_version: u64,
+    /// Hex SHA-256 of the new refresh token's secret.
+    pub refresh_hash: String,
+    /// When the new refresh token expires.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// The session was ended; none of its tokens work any more.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionRevoked {
@@ -77,8 +92,13 @@ pub struct SessionRevoked {
     pub reason: String,
 }
 
-one_part!(public: SessionStarted, SessionRefreshed, SessionRevoked);
-json_as_is!(SessionStarted, SessionRefreshed, SessionRevoked);
+one_part!(public: SessionStarted, SessionRefreshed, SessionRevoked, SessionRenewed);
+json_as_is!(
+    SessionStarted,
+    SessionRefreshed,
+    SessionRevoked,
+    SessionRenewed
+);
 
 event_set! {
     /// Every event of a session.
@@ -89,6 +109,8 @@ event_set! {
         SessionRefreshed(SessionRefreshed) = 1,
         /// See [`SessionRevoked`].
         SessionRevoked(SessionRevoked) = 1,
+        /// See [`SessionRenewed`].
+        SessionRenewed(SessionRenewed) = 1,
     }
 }
 
@@ -101,6 +123,7 @@ impl SessionEvent {
             SessionEvent::SessionStarted(e) => e.user_id.as_str(),
             SessionEvent::SessionRefreshed(e) => e.user_id.as_str(),
             SessionEvent::SessionRevoked(e) => e.user_id.as_str(),
+            SessionEvent::SessionRenewed(e) => e.user_id.as_str(),
         }
     }
 }
@@ -119,6 +142,8 @@ pub enum SessionCommand {
     },
     /// Exchange its refresh token (the caller checked the presented one).
     Refresh(SessionRefreshed),
+    /// Carry it over its own password change.
+    Renew(SessionRenewed),
     /// End it; nothing if it already ended.
     Revoke {
         /// `signed_out`, `revoked` or `refresh_token_reuse`.
@@ -162,6 +187,12 @@ impl Aggregate for Session {
             }
             (Some(_), SessionCommand::Refresh(r)) => {
                 Ok(Decision::event(SessionEvent::SessionRefreshed(r.clone())))
+            }
+            (Some(s), SessionCommand::Renew(_)) if s.is_revoked() => {
+                Err(DomainError::Conflict("the session has ended"))
+            }
+            (Some(_), SessionCommand::Renew(r)) => {
+                Ok(Decision::event(SessionEvent::SessionRenewed(r.clone())))
             }
             (Some(s), SessionCommand::Revoke { reason }) => {
                 Ok(Decision::when(!s.is_revoked(), || {
@@ -239,6 +270,14 @@ impl Session {
                         session.previous_hashes.push(old);
                         session.refreshed_at = Some(at_time);
                         session.expires_at = r.expires_at;
+                    }
+                    SessionEvent::SessionRenewed(r) => {
+                        let old =
+                            std::mem::replace(&mut session.refresh_hash, r.refresh_hash.clone());
+                        session.previous_hashes.push(old);
+                        session.refreshed_at = Some(at_time);
+                        session.expires_at = r.expires_at;
+                        session.user_version = r.user_version;
                     }
                     SessionEvent::SessionRevoked(r) => {
                         if session.revoked_at.is_none() {
