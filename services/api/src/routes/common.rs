@@ -166,6 +166,21 @@ pub(crate) fn rate_limited(what: &str, seconds: u64) -> ApiError {
     e
 }
 
+/// Longest password accepted (docs/contract.md §2).
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// A new password as the request gave it: 1 to 256 characters.
+pub(crate) fn new_password(password: &str) -> ApiResult<roster_domain::Password> {
+    let chars = password.chars().count();
+    if chars == 0 || chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid_field(
+            "password",
+            format!("must be 1 to {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
+    roster_domain::Password::parse(password).map_err(|m| ApiError::invalid_field("password", m))
+}
+
 /// A 503 for a password pool that is full, else a 500.
 pub(crate) fn busy(e: roster_core::password::HashError) -> ApiError {
     match e {

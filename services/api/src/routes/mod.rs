@@ -24,6 +24,7 @@ pub(crate) mod lifecycle;
 pub mod openapi;
 mod projections;
 mod recovery;
+mod self_service;
 pub use recovery::sweep_token_keys;
 mod sessions;
 mod settings;
@@ -68,6 +69,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(tokens::router())
         .merge(account::router())
         .merge(recovery::router())
+        .merge(self_service::router())
         .merge(settings::router())
         .merge(events::router())
         .merge(projections::router())
@@ -95,6 +97,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     tokens::command_schemas(out);
     account::command_schemas(out);
     recovery::command_schemas(out);
+    self_service::command_schemas(out);
     settings::command_schemas(out);
 }
 

@@ -1,7 +1,7 @@
 //! Purpose tokens, account recovery and self-service (docs/recovery.md):
 //! `POST /v1/users/{id}/tokens`, `POST /v1/account/verification`,
-//! `POST /v1/account/password/reset`, `POST /v1/sessions/magic`, `POST /v1/account/recovery`,
-//! `GET /v1/account/sessions`, `DELETE /v1/account/sessions/{session_id}`.
+//! `POST /v1/account/password/reset`, `POST /v1/sessions/magic`, `POST /v1/account/recovery`
+//! (a client's other self-service calls are in `self_service`).
 //!
 //! A token is `<user id>.<43 characters of base64url randomness>`; the log records only its
 //! SHA-256 (sealed under the user's key) and the token itself sealed under a data key of its
@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use aide::axum::ApiRouter;
-use aide::axum::routing::{delete_with, get_with, patch_with, post_with};
+use aide::axum::routing::post_with;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,19 +20,19 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use roster_core::repository::CommitError;
-use roster_domain::session::{SessionCommand, SessionMethod, SessionRenewed};
+use roster_domain::session::SessionMethod;
 use roster_domain::user::{IssueToken, Purpose, RedeemToken, UserCommand};
 use roster_domain::values::normalize_email;
-use roster_domain::{KeyId, OrgId, Password, User, UserId};
+use roster_domain::{KeyId, OrgId, User, UserId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ClientCtx, Ctx, Json, PublicCtx, QueryParams};
-use crate::resource::{user_response, write_response};
+use crate::extract::{Ctx, Json, PublicCtx};
+use crate::resource::user_response;
 use crate::routes::common::{
-    OperationDoc, PageQuery, busy, parse_user_id, rate_limited, refuse_status,
+    OperationDoc, busy, new_password, parse_user_id, rate_limited, refuse_status,
 };
 use crate::schemas::SchemaSet;
 use crate::sessions::{credential_idempotency, session_meta};
@@ -42,8 +42,6 @@ use crate::state::AppState;
 const DEFAULT_TTL_SECS: u64 = 3600;
 /// The longest a token may live.
 const MAX_TTL_SECS: u64 = 86_400;
-/// Longest password accepted (docs/contract.md §2).
-const MAX_PASSWORD_CHARS: usize = 256;
 /// How long redemption waits for the read models before looking a user up.
 const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
@@ -116,49 +114,6 @@ pub fn router() -> ApiRouter<AppState> {
                 .errors(&[429])
             }),
         )
-        .api_route(
-            "/v1/account/password",
-            patch_with(change_own_password, |op| {
-                op.doc(
-                    "changeAccountPassword",
-                    "recovery",
-                    "Change one's own password",
-                )
-                .describe(
-                    "With the current password. Every other session of the user ends; the \
-                         calling one stays, with new tokens in the answer (its old access and \
-                         refresh tokens stop working). A wrong current password is 403 and \
-                         counts against the account's sign-in budget.",
-                )
-                .json::<crate::sessions::SessionTokens>(200, "The calling session's new tokens.")
-                .errors(&[403, 409, 429, 503])
-            }),
-        )
-        .api_route(
-            "/v1/account/sessions",
-            get_with(own_sessions, |op| {
-                op.doc(
-                    "listAccountSessions",
-                    "recovery",
-                    "The client's own sessions",
-                )
-                .describe("Newest first, ended ones included.")
-                .query::<PageQuery>()
-                .json::<crate::sessions::SessionPage>(200, "A page of sessions.")
-            }),
-        )
-        .api_route(
-            "/v1/account/sessions/{session_id}",
-            delete_with(revoke_own_session, |op| {
-                op.doc(
-                    "revokeAccountSession",
-                    "recovery",
-                    "End one of the client's sessions",
-                )
-                .no_content("The session has ended.")
-                .errors(&[404])
-            }),
-        )
 }
 
 /// Schemas of this module's request bodies.
@@ -167,20 +122,6 @@ pub(crate) fn command_schemas(out: &mut SchemaSet) {
     out.add::<RedeemBody>();
     out.add::<ResetBody>();
     out.add::<RecoveryBody>();
-    out.add::<ChangePasswordBody>();
-}
-
-/// `PATCH /v1/account/password`.
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "ChangeAccountPassword")]
-pub(crate) struct ChangePasswordBody {
-    /// The password now.
-    #[schemars(length(min = 1, max = 256))]
-    current_password: String,
-    /// The new one, 1 to 256 characters.
-    #[schemars(length(min = 1, max = 256))]
-    password: String,
 }
 
 /// `POST /v1/users/{id}/tokens`.
@@ -578,124 +519,6 @@ async fn recover_in_background(app: &AppState, ctx: &Ctx, email: &str) -> ApiRes
         Err(e) if e.code.status().is_client_error() => Ok(()),
         other => other.map(|_| ()),
     }
-}
-
-/// A new password as the request gave it: 1 to 256 characters.
-fn new_password(password: &str) -> ApiResult<Password> {
-    let chars = password.chars().count();
-    if chars == 0 || chars > MAX_PASSWORD_CHARS {
-        return Err(ApiError::invalid_field(
-            "password",
-            format!("must be 1 to {MAX_PASSWORD_CHARS} characters"),
-        ));
-    }
-    Password::parse(password).map_err(|m| ApiError::invalid_field("password", m))
-}
-
-/// `PATCH /v1/account/password`: the user's password changes (ending every session) and the
-/// calling session is carried over in the same append (`SessionRenewed`), so it is the only
-/// one left. Answers with its new tokens once the read models show the change.
-async fn change_own_password(
-    State(app): State<AppState>,
-    client: ClientCtx,
-    body: Json<ChangePasswordBody>,
-) -> ApiResult<Response> {
-    let ChangePasswordBody {
-        current_password,
-        password,
-    } = body.value;
-    let password = new_password(&password)?;
-    let ctx = &client.ctx;
-    let org = &ctx.org;
-    // The account's sign-in budget: guessing the current password here is guessing it there.
-    let limit_key = format!("{org}/id/{}", client.user_id);
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&limit_key, address)
-        .map_err(|s| rate_limited("password attempts", s))?;
-    let repo = app.core().repo();
-    let loaded = repo.load::<User>(org, client.user_id.as_str()).await?;
-    let user = loaded
-        .state
-        .as_ref()
-        .ok_or_else(|| ApiError::not_found("No user with this id."))?;
-    let verified = app
-        .core()
-        .hasher()
-        .verify_stored(current_password, user.password_hash().cloned())
-        .await
-        .map_err(busy)?;
-    if !verified.matches {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            "The current password is not correct.",
-        ));
-    }
-    app.login_limiter().succeeded(&limit_key, address);
-    let hash = app.core().hasher().hash(password).await.map_err(busy)?;
-    let (refresh_token, refresh_hash) = crate::tokens::new_refresh_token(&client.session_id);
-    let expires_at = Utc::now() + chrono::Duration::seconds(crate::tokens::REFRESH_TTL_SECS);
-    let command = UserCommand::ChangePassword(hash);
-    let outcome = roster_core::repository::retrying(|| async {
-        let loaded = repo.load::<User>(org, client.user_id.as_str()).await?;
-        let session = app.load_session(org, &client.session_id).await?;
-        let mut work = repo.work(org, ctx.meta.clone());
-        let staged = work
-            .decide::<User>(client.user_id.as_str(), &loaded, &command)
-            .await
-            .map_err(ApiError::from)?;
-        let user_version = loaded.version + staged.events.len() as u64;
-        let renew = SessionCommand::Renew(SessionRenewed {
-            user_id: client.user_id.clone(),
-            user_version,
-            refresh_hash: refresh_hash.clone(),
-            expires_at,
-        });
-        work.decide(&client.session_id, &session, &renew)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(work.commit().await?.map(|c| (c, user_version)))
-    })
-    .await
-    .map_err(crate::sessions::commit_error)?;
-    let (committed, user_version) =
-        outcome.ok_or_else(|| ApiError::internal("a password change recorded nothing"))?;
-    // The other sessions' tokens are refused from the moment this answer arrives.
-    app.wait_for(committed.last_position, roster_core::users::REVOCATION_WAIT)
-        .await;
-    let tokens = app.session_tokens(
-        org,
-        client.user_id.as_str(),
-        &client.session_id,
-        user_version,
-        committed.last_position,
-        refresh_token,
-        expires_at,
-        committed.last_position,
-    );
-    Ok(write_response(
-        StatusCode::OK,
-        tokens,
-        committed.last_position,
-    ))
-}
-
-/// `GET /v1/account/sessions`: the client's own sessions.
-async fn own_sessions(
-    State(app): State<AppState>,
-    client: ClientCtx,
-    query: QueryParams,
-) -> ApiResult<Response> {
-    crate::sessions::sessions_page(&app, &client.ctx.org, &client.user_id, &query).await
-}
-
-/// `DELETE /v1/account/sessions/{session_id}`: ends one of the client's sessions (204).
-async fn revoke_own_session(
-    State(app): State<AppState>,
-    client: ClientCtx,
-    Path(session_id): Path<String>,
-) -> ApiResult<Response> {
-    crate::sessions::revoke_users_session(&app, &client.ctx, &client.user_id, &session_id).await
 }
 
 /// How often expired tokens' keys are looked for.
