@@ -11,6 +11,8 @@
 //! | `t` tasks | org NUL task id | the task |
 //! | `f` task failures | org NUL task id NUL index (u64 BE) | the failure |
 //! | `c` settings | org | the organization's settings |
+//! | `w` webhooks | org NUL webhook id | the webhook (no secret) |
+//! | `k` token keys | expiry (i64 BE) key id | nothing |
 //! | `m` meta | `checkpoint`, `format` | position (u64 BE), read-model format |
 
 /// A read model's table byte.
@@ -31,13 +33,15 @@ pub enum Table {
     Settings = b'c',
     /// Data keys of issued purpose tokens, by expiry (destroyed once expired).
     TokenKeys = b'k',
+    /// Webhooks (without their secrets).
+    Webhooks = b'w',
     /// Checkpoint and format.
     Meta = b'm',
 }
 
 impl Table {
     /// Every table holding read-model data (all but [`Table::Meta`]).
-    pub const DATA: [Table; 7] = [
+    pub const DATA: [Table; 8] = [
         Table::Users,
         Table::Ledger,
         Table::Sessions,
@@ -45,6 +49,7 @@ impl Table {
         Table::TaskFailures,
         Table::Settings,
         Table::TokenKeys,
+        Table::Webhooks,
     ];
 
     /// A key of this table built from NUL-separated parts.
@@ -79,6 +84,7 @@ impl Table {
             Table::TaskFailures => "task_failures",
             Table::Settings => "settings",
             Table::TokenKeys => "token_keys",
+            Table::Webhooks => "webhooks",
             Table::Meta => "meta",
         }
     }
@@ -87,6 +93,11 @@ impl Table {
 /// Key of a user row.
 pub fn user_key(org: &str, id: &str) -> Vec<u8> {
     Table::Users.key(&[org.as_bytes(), id.as_bytes()])
+}
+
+/// Key of a webhook row.
+pub fn webhook_key(org: &str, id: &str) -> Vec<u8> {
+    Table::Webhooks.key(&[org.as_bytes(), id.as_bytes()])
 }
 
 /// Key of a ledger item.

@@ -21,12 +21,15 @@ use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent, TaskFailure};
 use roster_domain::time::from_micros;
 use roster_domain::user::{DeleteMode, UserDeleted, UserEvent};
 use roster_domain::values::{normalize_email, normalize_username};
+use roster_domain::webhook::{WEBHOOK_STREAM_PREFIX, Webhook, WebhookEvent};
 use roster_domain::{Aggregate, EventSet, KeyId, Recorded, User};
 use roster_eventlog::{EventLog, Position, RecordedEvent};
 
 use crate::codec::{CodecError, DecodedEvent};
 use crate::keys::{email_hash, username_hash};
-use crate::layout::{Table, failure_key, ledger_key, settings_key, task_key, token_key, user_key};
+use crate::layout::{
+    Table, failure_key, ledger_key, settings_key, task_key, token_key, user_key, webhook_key,
+};
 use crate::ledger::LedgerItem;
 use crate::rows::{Indexed, Row};
 use crate::sessions::SessionChanges;
@@ -57,6 +60,8 @@ pub enum AnyEvent {
     Task(DecodedEvent<TaskEvent>),
     /// An organization's settings'.
     Settings(DecodedEvent<SettingsEvent>),
+    /// A webhook's.
+    Webhook(DecodedEvent<WebhookEvent>),
 }
 
 impl AnyEvent {
@@ -74,6 +79,8 @@ impl AnyEvent {
             AnyEvent::Task(codec.decode(record).await?)
         } else if name == SETTINGS_STREAM {
             AnyEvent::Settings(codec.decode(record).await?)
+        } else if name.starts_with(WEBHOOK_STREAM_PREFIX) {
+            AnyEvent::Webhook(codec.decode(record).await?)
         } else {
             return Ok(None);
         }))
@@ -86,6 +93,7 @@ impl AnyEvent {
             AnyEvent::Session(e) => e.view(),
             AnyEvent::Task(e) => e.view(),
             AnyEvent::Settings(e) => e.view(),
+            AnyEvent::Webhook(e) => e.view(),
         }
     }
 
@@ -96,6 +104,7 @@ impl AnyEvent {
             AnyEvent::Session(e) => &e.meta,
             AnyEvent::Task(e) => &e.meta,
             AnyEvent::Settings(e) => &e.meta,
+            AnyEvent::Webhook(e) => &e.meta,
         }
     }
 }
@@ -128,6 +137,8 @@ pub(crate) struct Changes {
     pub(crate) sessions: SessionChanges,
     /// Keys of issued purpose tokens, by expiry.
     token_keys: Vec<Vec<u8>>,
+    /// Webhooks touched: key → state after the batch (`None`: deleted).
+    webhooks: Vec<(Vec<u8>, Option<Webhook>)>,
 }
 
 impl ReadModels {
@@ -204,7 +215,35 @@ impl ReadModels {
                 changes.settings.push((org.to_owned(), change.settings));
                 Ok(())
             }
+            AnyEvent::Webhook(e) => {
+                let id = &name[WEBHOOK_STREAM_PREFIX.len()..];
+                self.apply_webhook_event(changes, org, id, record, &e.event)
+            }
         }
+    }
+
+    fn apply_webhook_event(
+        &self,
+        changes: &mut Changes,
+        org: &str,
+        id: &str,
+        record: &RecordedEvent,
+        event: &WebhookEvent,
+    ) -> Result<(), StoreError> {
+        let key = webhook_key(org, id);
+        let current = match changes.webhooks.iter().position(|(k, _)| *k == key) {
+            Some(i) => changes.webhooks.remove(i).1,
+            None => self.webhook(org, id)?,
+        };
+        changes.erase.extend(
+            current
+                .as_ref()
+                .and_then(|w| w.key_id)
+                .filter(|_| event.erases_key()),
+        );
+        let after = Webhook::apply(current, event, recorded(org, id, record));
+        changes.webhooks.push((key, after));
+        Ok(())
     }
 
     fn apply_task_event(
@@ -277,8 +316,8 @@ impl ReadModels {
             changes.erase.extend(key_before);
         }
         // A used or superseded purpose token's key goes with the same guarantee; an issued
-        // one's is remembered until it expires (`ReadModels::expired_token_keys`).
-        changes.erase.extend(event.ended_token_keys());
+        // one's is remembered until it expires (`ReadModels::sweep_expired_token_keys`).
+        changes.erase.extend(event.ended_key());
         if let UserEvent::TokenIssued(e) | UserEvent::PasswordResetRequested(e) = event
             && let Some(kid) = e.public.key_id
         {
@@ -355,6 +394,12 @@ impl ReadModels {
         }
         for (key, failure) in &changes.task_failures {
             batch.insert(key.clone(), crate::tasks::encode_failure(failure));
+        }
+        for (key, hook) in &changes.webhooks {
+            match hook {
+                Some(hook) => batch.insert(key.clone(), crate::tasks::encode_webhook(hook)),
+                None => batch.remove(key.clone()),
+            }
         }
         for (org, settings) in &changes.settings {
             batch.insert(settings_key(org), crate::tasks::encode_settings(settings));

@@ -284,12 +284,12 @@ impl ReadModels {
         now_micros: i64,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        let start = [Table::TokenKeys as u8];
-        let mut end = start.to_vec();
-        end.extend_from_slice(&(now_micros.max(0) as u64).to_be_bytes());
+        let start = vec![Table::TokenKeys as u8];
+        // Every entry expiring before now sorts below the first possible one at now.
+        let end = crate::layout::token_key(now_micros, roster_domain::KeyId::from_bytes([0; 16]));
         let mut entries = Vec::new();
         let mut ids = Vec::new();
-        for key in self.tree.range(start.to_vec()..end).keys().take(limit) {
+        for key in self.tree.range(start..end).keys().take(limit) {
             let key = key?;
             if let Some(id) = key.get(9..25).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
                 ids.push(roster_domain::KeyId::from_bytes(id));

@@ -1,13 +1,14 @@
-//! The tasks read model (docs/contract.md §4): one row per task, its failures beside it, and the
-//! organizations' settings. Nothing here is personal: stored as MessagePack, format 2.
+//! The tasks read model (docs/contract.md §4): one row per task, its failures beside it, the
+//! organizations' settings and their webhooks. Nothing here is personal: stored as MessagePack, format 2.
 
 use roster_domain::settings::OrgSettings;
 use roster_domain::task::{Task, TaskFailure, TaskKind, TaskStatus};
+use roster_domain::webhook::Webhook;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{CodecError, FORMAT_2, Layout, from_msgpack, to_msgpack};
-use crate::layout::{Table, prefix_end, settings_key, task_key};
+use crate::layout::{Table, prefix_end, settings_key, task_key, webhook_key};
 use crate::store::{ReadModels, StoreError};
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -33,6 +34,11 @@ pub(crate) fn encode_failure(failure: &TaskFailure) -> Vec<u8> {
     encode(failure)
 }
 
+/// A webhook row's bytes (the secret is not among them).
+pub(crate) fn encode_webhook(hook: &Webhook) -> Vec<u8> {
+    encode(hook)
+}
+
 /// An organization's settings' bytes.
 pub(crate) fn encode_settings(settings: &OrgSettings) -> Vec<u8> {
     encode(settings)
@@ -48,6 +54,29 @@ pub struct TaskPage {
 }
 
 impl ReadModels {
+    /// A webhook (its secret empty: only its stream holds it).
+    pub fn webhook(&self, org: &str, id: &str) -> Result<Option<Webhook>, StoreError> {
+        match self.tree.get(webhook_key(org, id))? {
+            Some(bytes) => Ok(Some(decode(&bytes, "webhook")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// An organization's webhooks (`None`: every organization's), oldest first.
+    pub fn webhooks(&self, org: Option<&str>) -> Result<Vec<Webhook>, StoreError> {
+        let prefix = match org {
+            Some(org) => Table::Webhooks.prefix(&[org.as_bytes()]),
+            None => vec![Table::Webhooks as u8],
+        };
+        let mut hooks = Vec::new();
+        for item in self.tree.scan_prefix(prefix) {
+            let (_, bytes) = item?;
+            hooks.push(decode::<Webhook>(&bytes, "webhook")?);
+        }
+        hooks.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(hooks)
+    }
+
     /// A task.
     pub fn task(&self, org: &str, id: &str) -> Result<Option<Task>, StoreError> {
         match self.tree.get(task_key(org, id))? {

@@ -40,3 +40,4 @@ mod upcasting;
 mod users;
 mod validation;
 mod wallet;
+mod webhooks;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::client::{Conn, Target, call_json};
+use crate::client::{Conn, Target, call_json, caught_up, wait_task};
 use crate::proc::Monitor;
 use crate::report::JobResult;
 
@@ -55,31 +55,14 @@ pub async fn run(target: &Arc<Target>, pid: u32, users: u64) -> JobResult {
         let answer: serde_json::Value = serde_json::from_slice(&answer)?;
         let id = answer["task_id"].as_str().context("no task_id")?.to_owned();
         let accepted = started.elapsed().as_secs_f64();
-        let path = format!("/v1/tasks/{id}");
-        loop {
-            let task = call_json(target, Method::GET, &path, None, StatusCode::OK).await?;
-            match task["status"].as_str() {
-                Some("completed") => {
-                    if task["progress"]["done"] != users {
-                        bail!("imported {} of {users}", task["progress"]);
-                    }
-                    break;
-                }
-                Some("failed" | "canceled") => bail!("import task {}", task["status"]),
-                _ => {}
-            }
-            if started.elapsed() > Duration::from_secs(3600) {
-                bail!("import still running after an hour");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let task = wait_task(target, &id, Duration::from_secs(3600)).await?;
+        if task["status"] != "completed" {
+            bail!("import task {}", task["status"]);
         }
-        loop {
-            let ready = call_json(target, Method::GET, "/readyz", None, StatusCode::OK).await?;
-            if ready["projection_lag"] == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if task["progress"]["done"] != users {
+            bail!("imported {} of {users}", task["progress"]);
         }
+        caught_up(target, Duration::from_secs(600)).await?;
         Ok(accepted)
     }
     .await;
@@ -162,19 +145,9 @@ async fn sign_in_timing(target: &Arc<Target>) -> anyhow::Result<serde_json::Valu
     )
     .await?;
     let id = answer["task_id"].as_str().context("no task_id")?.to_owned();
-    loop {
-        let task = call_json(
-            target,
-            Method::GET,
-            &format!("/v1/tasks/{id}"),
-            None,
-            StatusCode::OK,
-        )
-        .await?;
-        if task["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let task = wait_task(target, &id, Duration::from_secs(60)).await?;
+    if task["status"] != "completed" {
+        bail!("md5 users' import task {}", task["status"]);
     }
     let public = Target::new(target.addr, None)?;
     let mut conn = Conn::open(public).await?;

@@ -18,7 +18,9 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
 use http::{Method, StatusCode};
-use roster_bench::client::{self, Conn, Target, call_json, wait_until_up};
+use roster_bench::client::{
+    self, Conn, Target, call_json, caught_up, readyz, wait_task, wait_until_up,
+};
 use roster_bench::fixtures::loaded_id;
 use roster_bench::load::{self, Pace};
 use roster_bench::machine::{Machine, fs_type};
@@ -1116,48 +1118,6 @@ fn disk_usage(store: &Path) -> BTreeMap<String, u64> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// `/readyz`: (log position, projection lag).
-async fn readyz(target: &Arc<Target>) -> anyhow::Result<(u64, u64)> {
-    let v = call_json(target, Method::GET, "/readyz", None, StatusCode::OK).await?;
-    Ok((
-        v["log_position"].as_u64().unwrap_or(0),
-        v["projection_lag"].as_u64().unwrap_or(u64::MAX),
-    ))
-}
-
-/// Waits until the read models have applied the whole log; returns how long that took.
-async fn caught_up(target: &Arc<Target>, timeout: Duration) -> anyhow::Result<f64> {
-    let started = Instant::now();
-    loop {
-        if let Ok((_, 0)) = readyz(target).await {
-            return Ok(started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > timeout {
-            bail!("read models still lagging after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls a task until it has ended; returns it.
-async fn wait_task(target: &Arc<Target>, id: &str, timeout: Duration) -> anyhow::Result<Value> {
-    let started = Instant::now();
-    let path = format!("/v1/tasks/{id}");
-    loop {
-        let task = call_json(target, Method::GET, &path, None, StatusCode::OK).await?;
-        if matches!(
-            task["status"].as_str(),
-            Some("completed" | "failed" | "canceled")
-        ) {
-            return Ok(task);
-        }
-        if started.elapsed() > timeout {
-            bail!("task {id} still {} after {timeout:?}", task["status"]);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Whether `POST /v1/sessions` exists (404 = no such route yet).

@@ -5,7 +5,6 @@
 
 pub mod auth;
 pub mod backend;
-pub mod events;
 pub mod extract;
 pub mod metrics;
 pub(crate) mod middleware;
@@ -21,7 +20,7 @@ pub mod streams;
 pub mod strict;
 pub mod tokens;
 
-pub use roster_core::{error, live, password};
+pub use roster_core::{error, events, live, password};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -72,6 +71,9 @@ pub struct Config {
     pub connection: ConnectionLimits,
     /// Concurrent streams (SSE, NDJSON, export downloads) per credential.
     pub streams: StreamLimits,
+    /// Whether webhooks may point at loopback, private and other reserved addresses
+    /// (`--allow-private-webhooks`; off by default).
+    pub allow_private_webhooks: bool,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
             rebuild_rate: None,
             connection: ConnectionLimits::default(),
             streams: StreamLimits::default(),
+            allow_private_webhooks: false,
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct Application {
     state: AppState,
     codec: Codec,
     worker: tokio::task::JoinHandle<()>,
+    /// Delivers webhooks.
+    webhooks: tokio::task::JoinHandle<()>,
     /// Destroys the keys of expired purpose tokens.
     sweeper: tokio::task::JoinHandle<()>,
     /// The API key created on this start, if none existed (to print once).
@@ -186,11 +191,20 @@ impl Application {
             token_secret,
             backend.exports.clone(),
             metrics,
+            config.allow_private_webhooks,
         );
         let sweeper = tokio::spawn(routes::sweep_token_keys(state.clone()));
         let worker = roster_worker::Worker::new(core, backend.exports.clone(), backend.exclusive)
-            .with_lease(config.task_lease)
-            .spawn();
+            .with_lease(config.task_lease);
+        let webhooks = roster_worker::webhooks::Webhooks::new(
+            worker.core().clone(),
+            worker.id().to_owned(),
+            backend.exclusive,
+            config.task_lease,
+            config.allow_private_webhooks,
+        )
+        .spawn();
+        let worker = worker.spawn();
         let (routes, document) = routes::build();
         let router = middleware::wrap(
             routes,
@@ -213,6 +227,7 @@ impl Application {
             state,
             codec,
             worker,
+            webhooks,
             sweeper,
             generated_api_key,
             api_keys,
@@ -236,6 +251,9 @@ impl Application {
         // and the task resumes at its last recorded index on the next start.
         self.worker.abort();
         let _ = self.worker.await;
+        // An unacknowledged webhook batch is sent again by the next holder (at least once).
+        self.webhooks.abort();
+        let _ = self.webhooks.await;
         self.sweeper.abort();
         let _ = self.sweeper.await;
         self.log.close().await.context("closing the event log")?;

@@ -9,7 +9,8 @@
 //!   the [`EventLog`] ([`MeteredLog`]).
 //! - Read at scrape time: `roster_log_head_position`, `roster_projection_position`,
 //!   `roster_projection_lag_events` (head − checkpoint), `roster_tasks` (by status and kind),
-//!   and the aggregate cache's `roster_aggregate_cache_lookups_total` (by `result`: `hit` or
+//!   `roster_webhook_lag_events` (head − a webhook's recorded position, by organization,
+//!   webhook and status), and the aggregate cache's `roster_aggregate_cache_lookups_total` (by `result`: `hit` or
 //!   `miss`), `roster_aggregate_cache_bytes` and `roster_aggregate_cache_budget_bytes`.
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub struct Metrics {
     projection_position: IntGauge,
     projection_lag: IntGauge,
     tasks: IntGaugeVec,
+    webhook_lag: IntGaugeVec,
     cache_lookups: IntCounterVec,
     cache_bytes: IntGauge,
     cache_budget: IntGauge,
@@ -138,6 +140,14 @@ impl Metrics {
             &["status", "kind"],
         )
         .expect("valid metric");
+        let webhook_lag = IntGaugeVec::new(
+            Opts::new(
+                "roster_webhook_lag_events",
+                "Log positions between the head and a webhook's recorded delivery position.",
+            ),
+            &["organization", "webhook", "status"],
+        )
+        .expect("valid metric");
         let cache_lookups = IntCounterVec::new(
             Opts::new(
                 "roster_aggregate_cache_lookups_total",
@@ -167,6 +177,7 @@ impl Metrics {
             Box::new(projection_position.clone()),
             Box::new(projection_lag.clone()),
             Box::new(tasks.clone()),
+            Box::new(webhook_lag.clone()),
             Box::new(cache_lookups.clone()),
             Box::new(cache_bytes.clone()),
             Box::new(cache_budget.clone()),
@@ -191,6 +202,7 @@ impl Metrics {
             projection_position,
             projection_lag,
             tasks,
+            webhook_lag,
             cache_lookups,
             cache_bytes,
             cache_budget,
@@ -246,6 +258,16 @@ impl Metrics {
                     .set(gauge(count));
             }
         }
+        self.webhook_lag.reset();
+        for hook in &scrape.webhooks {
+            self.webhook_lag
+                .with_label_values(&[
+                    hook.organization_id.as_str(),
+                    hook.id.as_str(),
+                    hook.status_name(),
+                ])
+                .set(gauge(scrape.head.saturating_sub(hook.position)));
+        }
         for (result, total) in [("hit", scrape.cache.hits), ("miss", scrape.cache.misses)] {
             let counter = self.cache_lookups.with_label_values(&[result]);
             counter.inc_by(total.saturating_sub(counter.get()));
@@ -271,6 +293,8 @@ pub struct Scrape {
     pub tasks: Vec<(TaskStatus, TaskKind, u64)>,
     /// The aggregate cache's counts since start.
     pub cache: CacheStats,
+    /// Every webhook, as the read models show it.
+    pub webhooks: Vec<roster_domain::webhook::Webhook>,
 }
 
 /// The aggregate cache's lookups since start, and its size.
@@ -414,6 +438,7 @@ mod tests {
                 bytes: 4096,
                 budget: 65536,
             },
+            webhooks: vec![],
         });
         assert!(text.contains(
             r#"roster_http_requests_total{method="GET",route="/v1/users/{id}",status="2xx"} 1"#

@@ -30,6 +30,10 @@ use roster_domain::user::{
     UserDeleted, UserImported, UserPartiallyUpdated, UserReactivated, UserReplaced, UserRestored,
     VerificationChanged, WalletAdjusted,
 };
+use roster_domain::webhook::{
+    WebhookChanged, WebhookCreated, WebhookCreatedJson, WebhookDeleted, WebhookFailing,
+    WebhookProgressed, WebhookReplayed,
+};
 use roster_projections::codec::erased_fields;
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
@@ -126,11 +130,12 @@ fn current_schema_version(event_type: &str) -> u32 {
         .or_else(|| SessionEvent::version_of(event_type))
         .or_else(|| TaskEvent::version_of(event_type))
         .or_else(|| SettingsEvent::version_of(event_type))
+        .or_else(|| roster_domain::webhook::WebhookEvent::version_of(event_type))
         .unwrap_or(1)
 }
 
-/// Every event type with the schema of its `data` as the API shows it: user, session, task
-/// and settings events.
+/// Every event type with the schema of its `data` as the API shows it: user, session, task,
+/// settings and webhook events.
 fn events() -> SchemaSet {
     let mut set = SchemaSet::new("events", SchemaSettings::draft2020_12());
     macro_rules! current {
@@ -170,6 +175,12 @@ fn events() -> SchemaSet {
         TaskFailed: TaskFailed,
         TaskCanceled: TaskCanceled,
         SettingsChanged: SettingsChanged,
+        WebhookCreated: WebhookCreatedJson,
+        WebhookChanged: WebhookChanged,
+        WebhookReplayed: WebhookReplayed,
+        WebhookProgressed: WebhookProgressed,
+        WebhookFailing: WebhookFailing,
+        WebhookDeleted: WebhookDeleted,
     );
     set.add_event::<StatusChangedV1, StatusChanged>("StatusChanged", 1);
     set.add_event::<TokenIssuedJson, TokenIssued>("PasswordResetRequested", 1);
@@ -374,7 +385,8 @@ mod tests {
             .iter()
             .chain(roster_domain::session::SessionEvent::TYPES)
             .chain(roster_domain::task::TaskEvent::TYPES)
-            .chain(roster_domain::settings::SettingsEvent::TYPES);
+            .chain(roster_domain::settings::SettingsEvent::TYPES)
+            .chain(roster_domain::webhook::WebhookEvent::TYPES);
         for event_type in types {
             let text = files
                 .get(&format!("events/{event_type}.json"))

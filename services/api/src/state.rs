@@ -27,6 +27,8 @@ struct Inner {
     exports: ExportStore,
     /// This server's metrics (`GET /metrics`).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Whether webhooks may point at private addresses.
+    allow_private_webhooks: bool,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
         token_secret: [u8; 32],
         exports: ExportStore,
         metrics: Arc<crate::metrics::Metrics>,
+        allow_private_webhooks: bool,
     ) -> Self {
         Self(Arc::new(Inner {
             core,
@@ -48,7 +51,13 @@ impl AppState {
             login_limiter: crate::ratelimit::LoginLimiter::default(),
             exports,
             metrics,
+            allow_private_webhooks,
         }))
+    }
+
+    /// Whether webhooks may point at private addresses (`--allow-private-webhooks`).
+    pub fn allow_private_webhooks(&self) -> bool {
+        self.0.allow_private_webhooks
     }
 
     /// The core.

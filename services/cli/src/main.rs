@@ -113,6 +113,10 @@ struct ServeArgs {
     /// more get 429.
     #[arg(long, env = "ROSTER_MAX_STREAMS_PER_KEY", default_value_t = 16)]
     max_streams_per_key: usize,
+    /// Let webhooks point at loopback, private, link-local and other reserved addresses
+    /// (refused by default, at creation and at every delivery).
+    #[arg(long, env = "ROSTER_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -166,6 +170,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     config.task_lease = seconds("--task-lease", args.task_lease)?;
     config.rebuild_rate = args.rebuild_rate;
+    config.allow_private_webhooks = args.allow_private_webhooks;
     config.connection = roster_api::ConnectionLimits {
         header_timeout: seconds("--header-timeout", args.header_timeout)?,
         body_timeout: seconds("--body-timeout", args.body_timeout)?,

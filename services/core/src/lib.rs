@@ -11,6 +11,7 @@
 //! - [`password`]: argon2id hashing on a pool of its own.
 
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod imported_hash;
 pub mod live;

@@ -239,6 +239,29 @@ impl Repository {
         }
     }
 
+    /// Appends what `command` decides for one aggregate at the state `loaded`, optimistic on
+    /// its stream (a moved stream is [`CommitError::Conflict`]); returns where it landed and
+    /// the state after it, `None` when the decision records nothing. For the background
+    /// writers (a task's progress, a webhook's position) whose appends double as a lease.
+    pub async fn append<A: Aggregate>(
+        &self,
+        org: &OrgId,
+        id: &str,
+        loaded: &Loaded<A>,
+        command: &A::Command,
+        meta: EventMeta,
+    ) -> Result<Option<(Committed, Loaded<A>)>, CommitError> {
+        let mut work = self.work(org, meta);
+        let staged = work
+            .decide(id, loaded, command)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(work.commit().await?.map(|committed| {
+            let after = staged.after(org, Some(&committed));
+            (committed, after)
+        }))
+    }
+
     /// A unit of work in `org`, its events recorded with `meta`.
     pub fn work(&self, org: &OrgId, meta: EventMeta) -> Work<'_> {
         Work {
@@ -439,6 +462,8 @@ impl<'r> Work<'r> {
         if staged.events.iter().any(EventSet::erases_key) {
             self.erase.extend(before_key);
         }
+        self.erase
+            .extend(staged.events.iter().filter_map(EventSet::ended_key));
         for change in uniques {
             let key = self.repo.reservation_key(&self.org, change.unique());
             let owner = id.to_owned();

@@ -80,18 +80,10 @@ pub async fn append(
     command: &TaskCommand,
     meta: EventMeta,
 ) -> Result<(Committed, Loaded<Task>), CommitError> {
-    let mut work = core.repo().work(org, meta);
-    let staged = work
-        .decide(id, loaded, command)
-        .await
-        .map_err(ApiError::from)?;
-    match work.commit().await? {
-        Some(committed) => {
-            let after = staged.after(org, Some(&committed));
-            Ok((committed, after))
-        }
-        None => Err(ApiError::internal("a task command recorded nothing").into()),
-    }
+    core.repo()
+        .append(org, id, loaded, command, meta)
+        .await?
+        .ok_or_else(|| ApiError::internal("a task command recorded nothing").into())
 }
 
 /// Records a task (once per `Idempotency-Key`: a repeat gets the first task back) and wakes

@@ -6,11 +6,13 @@
 //!   task's progress in one atomic append.
 //! - [`export`]: export tasks, their files (sealed per user) and their download.
 //! - [`rebuild`]: read-model rebuilds beside the live ones, then the switch.
+//! - [`webhooks`]: webhook delivery, one holder per webhook.
 
 pub mod bulk;
 pub mod export;
 pub mod import;
 pub mod rebuild;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -129,6 +131,11 @@ impl Worker {
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// This worker's id (recorded by the tasks and webhooks it holds).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The core it runs on.

@@ -164,6 +164,11 @@ pub trait EventSet: Clone + std::fmt::Debug + PartialEq + Send + Sync + Sized + 
     fn erases_key(&self) -> bool {
         false
     }
+    /// A data key other than the aggregate's own that this event puts an end to (a used or
+    /// superseded purpose token's): destroyed after the append and by the projector.
+    fn ended_key(&self) -> Option<KeyId> {
+        None
+    }
 }
 
 /// Declares an aggregate's event enum and implements [`EventSet`] for it. Each variant names
@@ -262,6 +267,9 @@ macro_rules! event_set {
         fn erases_key(&self) -> bool {
             <$name as $crate::events::KeyedEvents>::erases_key(self)
         }
+        fn ended_key(&self) -> Option<$crate::keys::KeyId> {
+            <$name as $crate::events::KeyedEvents>::ended_key(self)
+        }
     };
 }
 
@@ -272,5 +280,9 @@ pub trait KeyedEvents {
     /// See [`EventSet::erases_key`].
     fn erases_key(&self) -> bool {
         false
+    }
+    /// See [`EventSet::ended_key`].
+    fn ended_key(&self) -> Option<KeyId> {
+        None
     }
 }

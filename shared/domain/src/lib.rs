@@ -5,7 +5,8 @@
 //! - [`events`]: events as public and personal parts ([`events::Parts`]), one
 //!   [`events::EventSet`] per aggregate.
 //! - The aggregates: [`user`] (users), [`session`] (client sessions), [`task`] (bulk tasks),
-//!   [`settings`] (an organization's settings).
+//!   [`settings`] (an organization's settings), [`webhook`] (webhook subscriptions and their
+//!   delivery position).
 //! - [`values`], [`input`], [`patch`]: validated newtypes and request shapes, parsed once at
 //!   the edge.
 
@@ -21,6 +22,7 @@ pub mod task;
 pub mod time;
 pub mod user;
 pub mod values;
+pub mod webhook;
 
 pub use aggregate::{Aggregate, Decision, Recorded, Unique, UniqueChange};
 pub use error::{DomainError, FieldError};

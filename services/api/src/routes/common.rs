@@ -155,9 +155,31 @@ pub(crate) fn refuse_status(status: Status) -> ApiResult<()> {
     }
 }
 
-/// A 429 for too many attempts at a credential (`what`: "sign-in attempts"), with
-/// `Retry-After`.
-pub(crate) fn rate_limited(what: &str, seconds: u64) -> ApiError {
+/// One try at a credential (a password, a purpose token), counted by the sign-in limiter
+/// against a budget `key` and the caller's address.
+pub(crate) struct Attempt {
+    key: String,
+    address: Option<std::net::IpAddr>,
+}
+
+impl Attempt {
+    /// Takes a try from `key`'s budget, or answers 429 (`what`: "sign-in attempts").
+    pub(crate) fn take(app: &AppState, ctx: &Ctx, key: String, what: &str) -> ApiResult<Self> {
+        let address = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
+        app.login_limiter()
+            .attempt(&key, address)
+            .map_err(|seconds| rate_limited(what, seconds))?;
+        Ok(Self { key, address })
+    }
+
+    /// The credential was right: the budget starts afresh and the address gets its try back.
+    pub(crate) fn succeeded(&self, app: &AppState) {
+        app.login_limiter().succeeded(&self.key, self.address);
+    }
+}
+
+/// A 429 for too many attempts at a credential, with `Retry-After`.
+fn rate_limited(what: &str, seconds: u64) -> ApiError {
     let mut e = ApiError::new(
         Code::RateLimited,
         format!("Too many {what}; retry in {seconds} s."),

@@ -129,6 +129,10 @@ async fn metrics(State(app): State<AppState>) -> Response {
         tracing::warn!(error = %e, "counting tasks for /metrics");
         Vec::new()
     });
+    let webhooks = app.models().webhooks(None).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing webhooks for /metrics");
+        Vec::new()
+    });
     let (hits, misses, bytes, budget) = app.core().repo().cache_stats();
     let scrape = crate::metrics::Scrape {
         head: app.log().head(),
@@ -140,6 +144,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
             bytes,
             budget,
         },
+        webhooks,
     };
     let mut response = app.metrics().render(&scrape).into_response();
     response.headers_mut().insert(

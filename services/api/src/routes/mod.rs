@@ -32,6 +32,7 @@ mod tasks;
 mod tokens;
 pub mod users;
 mod wallet;
+mod webhooks;
 
 /// Paths that answer without credentials (docs/contract.md §7).
 pub const PUBLIC_PATHS: &[&str] = &[
@@ -71,6 +72,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(recovery::router())
         .merge(self_service::router())
         .merge(settings::router())
+        .merge(webhooks::router())
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
@@ -99,6 +101,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     recovery::command_schemas(out);
     self_service::command_schemas(out);
     settings::command_schemas(out);
+    webhooks::command_schemas(out);
 }
 
 /// Schemas of what queries answer (`schemas/read_models/`), by name.
@@ -110,6 +113,7 @@ pub fn read_model_schemas(out: &mut crate::schemas::SchemaSet) {
     sessions::read_model_schemas(out);
     account::read_model_schemas(out);
     settings::read_model_schemas(out);
+    webhooks::read_model_schemas(out);
     events::read_model_schemas(out);
     projections::read_model_schemas(out);
 }

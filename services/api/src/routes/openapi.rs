@@ -82,6 +82,11 @@ const TAGS: &[(&str, &str)] = &[
     ),
     ("settings", "The organization's settings."),
     (
+        "webhooks",
+        "Signed, ordered, at-least-once deliveries of the organization's events \
+         (docs/webhooks.md).",
+    ),
+    (
         "events",
         "The event log for analysts and operators (docs/contract.md §6).",
     ),

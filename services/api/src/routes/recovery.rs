@@ -8,7 +8,6 @@
 //! own, destroyed when the token is used, superseded or expires. Wrong, used, superseded and
 //! expired tokens all get the same 401.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use aide::axum::ApiRouter;
@@ -19,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use roster_core::repository::CommitError;
 use roster_domain::session::SessionMethod;
 use roster_domain::user::{IssueToken, Purpose, RedeemToken, UserCommand};
 use roster_domain::values::normalize_email;
@@ -32,7 +30,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json, PublicCtx};
 use crate::resource::user_response;
 use crate::routes::common::{
-    OperationDoc, busy, new_password, parse_user_id, rate_limited, refuse_status,
+    Attempt, OperationDoc, busy, new_password, parse_user_id, refuse_status,
 };
 use crate::schemas::SchemaSet;
 use crate::sessions::{credential_idempotency, session_meta};
@@ -228,17 +226,12 @@ async fn seal_token(
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("the key store made no key"))?;
-    let aad = token_aad(org, user, purpose);
+    let aad = roster_domain::user::token_aad(org.as_str(), user.as_str(), purpose);
     let sealed = roster_vault::seal(&key, &aad, token.as_bytes());
     Ok((
         kid,
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed),
     ))
-}
-
-/// The associated data of a sealed token.
-pub fn token_aad(org: &OrgId, user: &UserId, purpose: Purpose) -> Vec<u8> {
-    format!("token1/{org}/{user}/{}", purpose.as_str()).into_bytes()
 }
 
 /// Issues a token in one append (retrying version conflicts); `None` when the decision was to
@@ -269,37 +262,26 @@ async fn issue(
     let outcome = roster_core::repository::retrying(|| async {
         let loaded = repo.load::<User>(&ctx.org, user.as_str()).await?;
         let mut work = repo.work(&ctx.org, ctx.meta.clone());
-        let staged = work
-            .decide::<User>(user.as_str(), &loaded, &command)
+        work.decide::<User>(user.as_str(), &loaded, &command)
             .await
             .map_err(ApiError::from)?;
         if let Some(claim) = idempotency {
             work.claim_first(claim.reservation(now.timestamp_micros()));
         }
-        let superseded = staged.events.first().and_then(|e| e.ended_token_keys());
-        Ok(work.commit().await?.map(|_| superseded))
+        Ok(work.commit().await?.map(|_| ()))
     })
     .await;
-    match outcome {
-        Ok(Some(superseded)) => {
-            // The projector destroys it too, before its checkpoint passes this event.
-            if let Some(old) = superseded {
-                let _ = app.codec().keys().destroy(&[old]).await;
-            }
-            Ok(Some(IssuedToken {
-                token,
-                purpose,
-                expires_at,
-            }))
-        }
-        other => {
-            let _ = app.codec().keys().destroy(&[kid]).await;
-            match other {
-                Ok(_) => Ok(None),
-                Err(e) => Err(crate::sessions::commit_error(e)),
-            }
-        }
+    // The superseded token's key goes with the append (`EventSet::ended_key`); the new one's,
+    // if nothing recorded it, now.
+    if !matches!(outcome, Ok(Some(()))) {
+        let _ = app.codec().keys().destroy(&[kid]).await;
     }
+    let recorded = outcome.map_err(crate::sessions::commit_error)?;
+    Ok(recorded.map(|()| IssuedToken {
+        token,
+        purpose,
+        expires_at,
+    }))
 }
 
 /// `POST /v1/users/{id}/tokens`: a new purpose token (201). The response holds a credential,
@@ -339,63 +321,63 @@ async fn issue_token(
     Ok(response)
 }
 
-/// Redeems `token` for one of `purposes`, rate limited per user and client address. Runs
-/// `then` on the staged work before committing (a magic link starts its session there).
-async fn redeem(
+/// The user a presented token names, its redemption command, and a try taken from that
+/// user's token budget (rate limited per user and client address, like sign-in).
+fn redemption(
     app: &AppState,
     ctx: &Ctx,
     token: &str,
     purposes: Vec<Purpose>,
     new_password: Option<roster_domain::PasswordHash>,
-) -> ApiResult<(User, roster_core::repository::Loaded<User>, u64)> {
+) -> ApiResult<(UserId, UserCommand, Attempt)> {
     let (user_id, hash) = read_token(token).ok_or_else(invalid_token)?;
-    let (limit_key, address) = take_attempt(app, ctx, &user_id)?;
+    let attempt = Attempt::take(
+        app,
+        ctx,
+        format!("{}/token/{user_id}", ctx.org),
+        "token attempts",
+    )?;
     let command = UserCommand::RedeemToken(RedeemToken {
         purposes,
         token_hash: hash,
         new_password,
         now: Utc::now(),
     });
+    Ok((user_id, command, attempt))
+}
+
+/// Redeems `token` for one of `purposes` in one append (retrying version conflicts): the user
+/// after it, and the append's position.
+async fn redeem(
+    app: &AppState,
+    ctx: &Ctx,
+    token: &str,
+    purposes: Vec<Purpose>,
+    new_password: Option<roster_domain::PasswordHash>,
+) -> ApiResult<(User, u64)> {
+    let (user_id, command, attempt) = redemption(app, ctx, token, purposes, new_password)?;
     let repo = app.core().repo();
     let meta = session_meta(ctx, &user_id);
-    for _ in 0..20 {
+    roster_core::repository::retrying(|| async {
         let loaded = repo.load::<User>(&ctx.org, user_id.as_str()).await?;
         let mut work = repo.work(&ctx.org, meta.clone());
         let staged = work
             .decide::<User>(user_id.as_str(), &loaded, &command)
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
         let after = staged.provisional(&ctx.org).ok_or_else(invalid_token)?;
         // Valid token: the status decides (told only to the token's holder).
         refuse_status(after.status())?;
-        app.login_limiter().succeeded(&limit_key, address);
-        match work.commit().await {
-            Ok(Some(committed)) => {
-                let after = staged.after(&ctx.org, Some(&committed));
-                let user = after.state.clone().ok_or_else(invalid_token)?;
-                return Ok((user, after, committed.last_position));
-            }
-            Ok(None) => return Err(ApiError::internal("redeeming a token recorded nothing")),
-            Err(CommitError::Conflict { .. }) => continue,
-            Err(e) => return Err(crate::sessions::commit_error(e)),
-        }
-    }
-    Err(ApiError::new(
-        Code::Conflict,
-        "Too many concurrent changes of this user; try again.",
-    ))
-}
-
-/// Takes a redemption attempt against `user` from the caller's address (the sign-in
-/// limiter's budget); returns what [`LoginLimiter::succeeded`] needs once the token is good.
-///
-/// [`LoginLimiter::succeeded`]: crate::ratelimit::LoginLimiter::succeeded
-fn take_attempt(app: &AppState, ctx: &Ctx, user: &UserId) -> ApiResult<(String, Option<IpAddr>)> {
-    let key = format!("{}/token/{user}", ctx.org);
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&key, address)
-        .map_err(|s| rate_limited("token attempts", s))?;
-    Ok((key, address))
+        attempt.succeeded(app);
+        let committed = work
+            .commit()
+            .await?
+            .ok_or_else(|| ApiError::internal("redeeming a token recorded nothing"))?;
+        let user = staged.after(&ctx.org, Some(&committed)).state;
+        Ok((user.ok_or_else(invalid_token)?, committed.last_position))
+    })
+    .await
+    .map_err(crate::sessions::commit_error)
 }
 
 /// `POST /v1/account/verification`.
@@ -405,7 +387,7 @@ async fn verify(
     body: Json<RedeemBody>,
 ) -> ApiResult<Response> {
     let purposes = vec![Purpose::EmailVerification, Purpose::PhoneVerification];
-    let (user, _, position) = redeem(&app, &ctx, &body.value.token, purposes, None).await?;
+    let (user, position) = redeem(&app, &ctx, &body.value.token, purposes, None).await?;
     app.wait_for(position, LOOKUP_WAIT).await;
     Ok(user_response(StatusCode::OK, user, Some(position)))
 }
@@ -424,7 +406,7 @@ async fn reset_password(
     let password = new_password(&password)?;
     let hash = app.core().hasher().hash(password).await.map_err(busy)?;
     let purposes = vec![Purpose::PasswordReset];
-    let (user, _, position) = redeem(&app, &ctx, &token, purposes, Some(hash)).await?;
+    let (user, position) = redeem(&app, &ctx, &token, purposes, Some(hash)).await?;
     app.wait_for(position, roster_core::users::REVOCATION_WAIT)
         .await;
     Ok(user_response(StatusCode::OK, user, Some(position)))
@@ -439,22 +421,21 @@ async fn magic_sign_in(
 ) -> ApiResult<Response> {
     let request = app.request(&ctx, Some(&body.digest));
     let idempotency = credential_idempotency(&app, &request).await?;
-    let (user_id, hash) = read_token(&body.value.token).ok_or_else(invalid_token)?;
-    let (limit_key, address) = take_attempt(&app, &ctx, &user_id)?;
+    let (user_id, command, attempt) = redemption(
+        &app,
+        &ctx,
+        &body.value.token,
+        vec![Purpose::MagicLink],
+        None,
+    )?;
     let repo = app.core().repo();
     let loaded = repo.load::<User>(&ctx.org, user_id.as_str()).await?;
-    let command = UserCommand::RedeemToken(RedeemToken {
-        purposes: vec![Purpose::MagicLink],
-        token_hash: hash,
-        new_password: None,
-        now: Utc::now(),
-    });
     let mut work = repo.work(&ctx.org, session_meta(&ctx, &user_id));
     work.decide::<User>(user_id.as_str(), &loaded, &command)
         .await?;
     let user = loaded.state.as_ref().ok_or_else(invalid_token)?;
     refuse_status(user.status())?;
-    app.login_limiter().succeeded(&limit_key, address);
+    attempt.succeeded(&app);
     // A concurrent redemption of the same token conflicts on the user's version: one wins.
     app.start_session(
         work,
@@ -482,10 +463,13 @@ async fn recover(
     body: Json<RecoveryBody>,
 ) -> ApiResult<Response> {
     let email = normalize_email(&body.value.email);
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&format!("{}/recovery/{email}", ctx.org), address)
-        .map_err(|s| rate_limited("recovery requests", s))?;
+    // Never succeeds: a budget of requests per address and email, whoever the email names.
+    Attempt::take(
+        &app,
+        &ctx,
+        format!("{}/recovery/{email}", ctx.org),
+        "recovery requests",
+    )?;
     tokio::spawn(async move {
         if let Err(e) = recover_in_background(&app, &ctx, &email).await {
             tracing::warn!(error = %e.detail, "account recovery could not issue a token");

@@ -1,8 +1,6 @@
 //! A client's self-service on its own account (docs/recovery.md): `PATCH /v1/account/password`,
 //! `GET /v1/account/sessions`, `DELETE /v1/account/sessions/{session_id}`.
 
-use std::net::IpAddr;
-
 use aide::axum::ApiRouter;
 use aide::axum::routing::{delete_with, get_with, patch_with};
 use axum::extract::{Path, State};
@@ -18,7 +16,7 @@ use serde::Deserialize;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ClientCtx, Json, QueryParams};
 use crate::resource::write_response;
-use crate::routes::common::{OperationDoc, PageQuery, busy, new_password, rate_limited};
+use crate::routes::common::{Attempt, OperationDoc, PageQuery, busy, new_password};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
 
@@ -104,11 +102,12 @@ async fn change_own_password(
     let ctx = &client.ctx;
     let org = &ctx.org;
     // The account's sign-in budget: guessing the current password here is guessing it there.
-    let limit_key = format!("{org}/id/{}", client.user_id);
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
-    app.login_limiter()
-        .attempt(&limit_key, address)
-        .map_err(|s| rate_limited("password attempts", s))?;
+    let attempt = Attempt::take(
+        &app,
+        ctx,
+        format!("{org}/id/{}", client.user_id),
+        "password attempts",
+    )?;
     let repo = app.core().repo();
     let loaded = repo.load::<User>(org, client.user_id.as_str()).await?;
     let user = loaded
@@ -127,7 +126,7 @@ async fn change_own_password(
             "The current password is not correct.",
         ));
     }
-    app.login_limiter().succeeded(&limit_key, address);
+    attempt.succeeded(&app);
     let hash = app.core().hasher().hash(password).await.map_err(busy)?;
     let (refresh_token, refresh_hash) = crate::tokens::new_refresh_token(&client.session_id);
     let expires_at = Utc::now() + chrono::Duration::seconds(crate::tokens::REFRESH_TTL_SECS);

@@ -2,7 +2,6 @@
 //! `POST /v1/sessions`, `POST /v1/sessions/refresh`, `DELETE /v1/sessions/current`,
 //! `GET`/`DELETE /v1/users/{id}/sessions`, `DELETE /v1/users/{id}/sessions/{session_id}`.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use aide::axum::ApiRouter;
@@ -26,8 +25,8 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{ClientCtx, Ctx, Json, PublicCtx, QueryParams};
 use crate::resource::write_response;
 use crate::routes::common::{
-    OperationDoc, PageQuery, bad_credentials, busy, execute, parse_user_id, rate_limited,
-    refuse_status,
+    Attempt, MAX_PASSWORD_CHARS, OperationDoc, PageQuery, bad_credentials, busy, execute,
+    parse_user_id, refuse_status,
 };
 use crate::schemas::SchemaSet;
 use crate::sessions::{
@@ -37,8 +36,6 @@ use crate::sessions::{
 use crate::state::AppState;
 use crate::tokens::{REFRESH_TTL_SECS, hashes_equal, refresh_hash, split_refresh_token};
 
-/// Longest password looked at (docs/contract.md §2: passwords are at most 256 characters).
-const MAX_PASSWORD_CHARS: usize = 256;
 /// How long a sign-in waits for the read models to show the users written before it.
 const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
@@ -165,7 +162,6 @@ async fn sign_in(
         ));
     }
     let idempotency = credential_idempotency(&app, &request).await?;
-    let address: Option<IpAddr> = ctx.meta.ip.as_deref().and_then(|ip| ip.parse().ok());
 
     // Users written before this request must be found: let the read models catch up first.
     let head = app.log().head();
@@ -183,9 +179,7 @@ async fn sign_in(
         [id] => format!("{org}/id/{id}"),
         _ => format!("{org}/{}/{account}", if by_email { "e" } else { "u" }),
     };
-    app.login_limiter()
-        .attempt(&limit_key, address)
-        .map_err(|s| rate_limited("sign-in attempts", s))?;
+    let attempt = Attempt::take(&app, &ctx, limit_key, "sign-in attempts")?;
 
     // A username several users share (with `enforce_unique_usernames: no`) names nobody.
     let loaded = match ids.as_slice() {
@@ -210,7 +204,7 @@ async fn sign_in(
     let (Some(user), Some(loaded), true) = (user, loaded.as_ref(), verified.matches) else {
         return Err(bad_credentials());
     };
-    app.login_limiter().succeeded(&limit_key, address);
+    attempt.succeeded(&app);
     refuse_status(user.status())?;
 
     let mut work = app.core().repo().work(&org, session_meta(&ctx, user.id()));

@@ -393,6 +393,10 @@ impl KeyedEvents for UserEvent {
         }
     }
 
+    fn ended_key(&self) -> Option<KeyId> {
+        super::tokens::ended_key(self)
+    }
+
     fn erases_key(&self) -> bool {
         matches!(
             self,

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 pub use command::{CreateUser, ImportUser, PatchUser, UserCommand, WalletChange};
 pub use events::*;
 pub use profile::*;
-pub use tokens::{IssueToken, LiveToken, Purpose, RECOVERY_INTERVAL_SECS, RedeemToken, Tokens};
+pub use tokens::{
+    IssueToken, LiveToken, Purpose, RECOVERY_INTERVAL_SECS, RedeemToken, Tokens, token_aad,
+};
 
 use crate::keys::KeyId;
 use crate::time;

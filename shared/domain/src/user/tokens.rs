@@ -222,13 +222,17 @@ pub(super) fn apply_issued(tokens: &mut Tokens, e: &TokenIssued, at: DateTime<Ut
     );
 }
 
-impl UserEvent {
-    /// The token keys this event destroys: a used token's, a superseded one's.
-    pub fn ended_token_keys(&self) -> Option<KeyId> {
-        match self {
-            UserEvent::TokenUsed(e) => e.key_id,
-            UserEvent::TokenIssued(e) | UserEvent::PasswordResetRequested(e) => e.public.supersedes,
-            _ => None,
-        }
+/// The token key a user event ends: a used token's, a superseded one's.
+pub(super) fn ended_key(event: &UserEvent) -> Option<KeyId> {
+    match event {
+        UserEvent::TokenUsed(e) => e.key_id,
+        UserEvent::TokenIssued(e) | UserEvent::PasswordResetRequested(e) => e.public.supersedes,
+        _ => None,
     }
+}
+
+/// The associated data a purpose token is sealed with (it names the organization, the user
+/// and the purpose, so a sealed token cannot be moved to another).
+pub fn token_aad(org: &str, user: &str, purpose: Purpose) -> Vec<u8> {
+    format!("token1/{org}/{user}/{}", purpose.as_str()).into_bytes()
 }

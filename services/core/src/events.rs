@@ -1,6 +1,6 @@
 //! Events as analysts see them (docs/contract.md §6): personal parts opened, or `null` with
 //! `"erased": true` once the user's key is destroyed; older schema versions upcast; password
-//! hashes never shown (`null` with `"redacted": true`).
+//! hashes, purpose tokens and webhook secrets never shown (`null` with `"redacted": true`).
 
 use roster_eventlog::RecordedEvent;
 use roster_projections::projector::event_time;
@@ -40,17 +40,27 @@ pub struct EventResource {
 
 /// Renders a recorded event.
 pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventResource> {
-    let (data, metadata, schema_version) = match AnyEvent::decode(codec, record).await? {
+    let decoded = AnyEvent::decode(codec, record).await?;
+    Ok(resource(record, decoded.as_ref(), &[]))
+}
+
+/// The view of a record decoded as `decoded` (`None`: a stream of no aggregate this server
+/// knows, shown as recorded without its data), showing the redacted fields named in `shown`
+/// (a webhook that lists `PasswordResetRequested` sees its `token`).
+pub fn resource(
+    record: &RecordedEvent,
+    decoded: Option<&AnyEvent>,
+    shown: &[&str],
+) -> EventResource {
+    let (mut data, metadata, schema_version) = match decoded {
         Some(event) => {
             let view = event.view();
             (view.data, view.metadata, view.schema_version)
         }
-        // A stream of no aggregate this server knows: shown as recorded, without its data.
         None => (Map::new(), Map::new(), record.schema_version),
     };
-    let mut data = data;
-    redact(&mut data);
-    Ok(EventResource {
+    redact_except(&mut data, shown);
+    EventResource {
         position: record.position,
         id: record.id.to_string(),
         stream: record.stream.name.clone(),
@@ -61,21 +71,26 @@ pub async fn render(codec: &Codec, record: &RecordedEvent) -> ApiResult<EventRes
         organization_id: record.stream.org.clone(),
         data,
         metadata,
-    })
+    }
 }
 
 /// The fields of event data that hold a password hash (`UserCreated`, `UserReplaced`,
-/// `UserImported`, `PasswordChanged`, `PasswordRehashed`) or a purpose token and its hash
-/// (`TokenIssued`, `PasswordResetRequested`).
-pub const REDACTED_FIELDS: [&str; 3] = ["password_hash", "token", "token_hash"];
+/// `UserImported`, `PasswordChanged`, `PasswordRehashed`), a purpose token and its hash
+/// (`TokenIssued`, `PasswordResetRequested`) or a webhook's secret (`WebhookCreated`).
+pub const REDACTED_FIELDS: [&str; 4] = ["password_hash", "token", "token_hash", "secret"];
 
 /// Hides recorded password hashes and purpose tokens: every view of events (`/v1/events`, the
 /// SSE stream, a user's history and activity log) shows them `null`, with `"redacted": true`.
 /// The log keeps them (sealed), since sign-in and redemption are folded from them.
 pub fn redact(data: &mut Map<String, Value>) {
+    redact_except(data, &[]);
+}
+
+/// [`redact`], leaving the fields in `shown` as they are.
+pub fn redact_except(data: &mut Map<String, Value>, shown: &[&str]) {
     let mut redacted = false;
-    for field in REDACTED_FIELDS {
-        if let Some(value) = data.get_mut(field)
+    for field in REDACTED_FIELDS.iter().filter(|f| !shown.contains(f)) {
+        if let Some(value) = data.get_mut(*field)
             && !value.is_null()
         {
             *value = Value::Null;
