@@ -336,6 +336,49 @@ async fn a_failing_receiver_holds_back_its_events_and_is_retried_with_the_same_d
 }
 
 #[tokio::test]
+async fn a_dead_or_slow_receiver_holds_back_only_its_own_webhook() {
+    let app = private_app().await;
+    let healthy = Receiver::start().await;
+    let slow = Receiver::start().await;
+    *slow.delay.lock().unwrap() = Duration::from_secs(8);
+    let dead = format!("http://127.0.0.1:{}/hook", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let types = json!(["UserCreated"]);
+    create_hook(&app, &json!({"url": dead, "types": types})).await;
+    create_hook(&app, &json!({"url": slow.url, "types": types})).await;
+    create_hook(&app, &json!({"url": healthy.url, "types": types})).await;
+    for i in 0..5 {
+        app.create_user(&json!({"id": format!("h{i}")})).await;
+    }
+    // All of the healthy one's events arrive while the slow one still holds its first batch
+    // (its receiver records a request only after 8 s).
+    healthy
+        .wait_until(5, |got| created_ids(got).len() == 5)
+        .await;
+    assert!(
+        slow.received().is_empty(),
+        "the slow one is still on its first batch"
+    );
+    let hooks = json(app.get("/v1/webhooks").await).await;
+    let statuses: Vec<&str> = hooks["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses[0], "failing", "{hooks}");
+    assert!(
+        hooks["webhooks"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("connecting"),
+        "{hooks}"
+    );
+}
+
+#[tokio::test]
 async fn urls_that_reach_private_addresses_are_refused() {
     let app = crate::helpers::spawn_app().await;
     for url in [
@@ -547,4 +590,89 @@ async fn a_server_killed_mid_delivery_loses_nothing() {
     }
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// The workers that recorded the webhook's progress, in log order, as `/v1/events` shows them.
+async fn holders(server: &crate::nats_helpers::NatsApp) -> Vec<String> {
+    let events: Value = server
+        .get("/v1/events?types=WebhookProgressed&types=WebhookFailing&limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["worker"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_one_server_delivers_a_webhook_and_another_takes_over_when_it_is_gone() {
+    use crate::nats_helpers::{namespace, spawn_nats_app_with};
+    let nats = roster_testsupport::NatsServer::shared();
+    let ns = namespace("webhooks");
+    let settings = |c: &mut roster_api::Config| {
+        c.allow_private_webhooks = true;
+        c.task_lease = Duration::from_secs(3);
+    };
+    let a = spawn_nats_app_with(&nats.url(), &ns, tempfile::tempdir().unwrap(), settings).await;
+    let receiver = Receiver::start().await;
+    let created = a
+        .post(
+            "/v1/webhooks",
+            &json!({"url": receiver.url, "types": ["UserCreated"]}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    a.post("/v1/users", &json!({"id": "n0"})).await;
+    receiver
+        .wait_until(20, |got| created_ids(got).len() == 1)
+        .await;
+
+    // A second server: the webhook stays with the first, whichever server takes the writes.
+    let b = spawn_nats_app_with(&nats.url(), &ns, tempfile::tempdir().unwrap(), settings).await;
+    for i in 1..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let r = server
+            .post("/v1/users", &json!({"id": format!("n{i}")}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    receiver
+        .wait_until(20, |got| created_ids(got).len() >= 6)
+        .await;
+    // Longer than a lease: the holder renews it, nobody else takes the webhook.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = holders(&b).await;
+    let first = before[0].clone();
+    assert!(before.iter().all(|w| *w == first), "one holder: {before:?}");
+
+    // The holder goes; a lease later the other server delivers what follows.
+    a.stop().await;
+    for i in 6..10 {
+        let r = b.post("/v1/users", &json!({"id": format!("n{i}")})).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let got = receiver
+        .wait_until(30, |got| {
+            let seen = created_ids(got);
+            (0..10).all(|i| seen.contains(&format!("n{i}")))
+        })
+        .await;
+    let after = holders(&b).await;
+    let second = after.last().unwrap().clone();
+    assert_ne!(second, first, "taken over: {after:?}");
+    let switch = after.iter().position(|w| *w == second).unwrap();
+    assert!(
+        after[..switch].iter().all(|w| *w == first) && after[switch..].iter().all(|w| *w == second),
+        "one server at a time: {after:?}"
+    );
+    let seen = created_ids(&got);
+    for i in 1..10 {
+        let (prev, this) = (format!("n{}", i - 1), format!("n{i}"));
+        let first_seen = |id: &str| seen.iter().position(|s| s == id).unwrap();
+        assert!(first_seen(&prev) < first_seen(&this), "log order: {seen:?}");
+    }
 }

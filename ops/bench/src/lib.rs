@@ -11,4 +11,5 @@ pub mod load;
 pub mod machine;
 pub mod proc;
 pub mod report;
+pub mod webhooks;
 pub mod workloads;

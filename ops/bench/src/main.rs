@@ -26,6 +26,7 @@ use roster_bench::load::{self, Pace};
 use roster_bench::machine::{Machine, fs_type};
 use roster_bench::proc::{Monitor, Server, free_addr, mib, pids_named, status_kib};
 use roster_bench::report::{JobResult, Results, Stats, TargetCheck, WorkloadResult};
+use roster_bench::webhooks;
 use roster_bench::workloads::{CreateLoginUsers, Http, UPSERT_BATCH, Upsert, short_count};
 use serde_json::{Map, Value, json};
 
@@ -420,8 +421,17 @@ impl Bench {
     }
 
     async fn start_roster(&self, store: &Path) -> anyhow::Result<(Server, Arc<Target>)> {
+        self.start_roster_with(store, &[]).await
+    }
+
+    /// [`Self::start_roster`] with more `roster serve` arguments.
+    async fn start_roster_with(
+        &self,
+        store: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<(Server, Arc<Target>)> {
         let addr = free_addr()?;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "serve".into(),
             "--store".into(),
             store.display().to_string(),
@@ -430,6 +440,7 @@ impl Bench {
             "--api-key".into(),
             KEY.into(),
         ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut envs: Vec<(&str, &str)> = Vec::new();
         if let Some(level) = &self.args.roster_log {
             envs.push(("RUST_LOG", level));
@@ -604,6 +615,10 @@ impl Bench {
         }
         if self.wanted("import") {
             let job = self.import().await;
+            self.jobs.push(job);
+        }
+        if self.wanted("webhooks") {
+            let job = self.webhooks().await;
             self.jobs.push(job);
         }
         if !self.args.keep_store {
@@ -836,6 +851,91 @@ impl Bench {
         };
         let _ = std::fs::remove_dir_all(&store);
         job
+    }
+
+    /// `webhooks`: on a server of its own, W1 creates without and then with an active webhook
+    /// to a receiver that acknowledges at once ([`roster_bench::webhooks`]); then a drain —
+    /// the webhook paused while `users` users are upserted, timed from its resumption until
+    /// the receiver has the last of them.
+    async fn webhooks(&self) -> JobResult {
+        let users = self.plan.users;
+        let name = format!(
+            "webhook delivery of {} waiting events; W1 with a webhook",
+            short_count(users)
+        );
+        let store = self.args.work.join("roster-webhook-store");
+        let _ = std::fs::remove_dir_all(&store);
+        let result: anyhow::Result<JobResult> = async {
+            std::fs::create_dir_all(&store)?;
+            let (server, target) = self
+                .start_roster_with(&store, &["--allow-private-webhooks"])
+                .await?;
+            let pid = server.pid();
+            let plain = self
+                .measure("roster", pid, &[], &target, Http::Create)
+                .await;
+            let receiver = webhooks::Receiver::start().await?;
+            let id = webhooks::subscribe(&target, &receiver.url).await?;
+            let with = self
+                .measure("+webhook", pid, &[], &target, Http::Create)
+                .await;
+            webhooks::marker(&target, 1).await?;
+            let behind = receiver.wait_for(1, Duration::from_secs(600)).await?;
+            webhooks::set_status(&target, &id, "paused").await?;
+            let loaded = load::run(
+                &target,
+                self.args.load_concurrency,
+                Pace::UntilDone {
+                    timeout: Duration::from_secs(600),
+                },
+                Upsert::shared(10_000_000, 10_000_000 + users),
+            )
+            .await;
+            if loaded.error_count() > 0 {
+                bail!("loading the waiting users: {:?}", loaded.error_samples);
+            }
+            webhooks::marker(&target, 2).await?;
+            caught_up(&target, Duration::from_secs(300)).await?;
+            let before = receiver.events();
+            let monitor = Monitor::start(pid, &[]);
+            let started = Instant::now();
+            webhooks::set_status(&target, &id, "active").await?;
+            receiver.wait_for(2, Duration::from_secs(1200)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let usage = monitor.finish().await;
+            let delivered = receiver.events() - before;
+            let mut job = JobResult::done("webhooks", name.clone(), delivered, "events", secs);
+            job.rss_peak_mb = Some(usage.rss_peak_mb);
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            for (key, value) in [
+                ("w1_creates_per_s", plain.throughput),
+                ("w1_with_webhook_creates_per_s", with.throughput),
+                ("w1_p99_ms", plain.p99_ms),
+                ("w1_with_webhook_p99_ms", with.p99_ms),
+                ("w1_p99_ratio", ratio(with.p99_ms, plain.p99_ms)),
+                ("delivery_vs_w1", ratio(job.rate_per_sec, plain.throughput)),
+                ("catch_up_after_w1_s", behind),
+                ("server_cpu_cores", usage.server_cpu_cores),
+            ] {
+                job.details.insert(key.into(), json!(value));
+            }
+            println!(
+                "  hooks  delivery {:.0} events/s = {:.2} × W1 creates; W1 p99 {:.2} -> {:.2} ms \
+                 with a webhook ({:.2} ×), {:.0} -> {:.0} req/s",
+                job.rate_per_sec,
+                ratio(job.rate_per_sec, plain.throughput),
+                plain.p99_ms,
+                with.p99_ms,
+                ratio(with.p99_ms, plain.p99_ms),
+                plain.throughput,
+                with.throughput
+            );
+            let _ = server.stop(Duration::from_secs(60)).await;
+            Ok(job)
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&store);
+        result.unwrap_or_else(|e| JobResult::missing("webhooks", name, "failed", format!("{e:#}")))
     }
 
     /// W6: `roster replay` of the (stopped) store.

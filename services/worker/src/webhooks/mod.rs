@@ -215,9 +215,13 @@ impl<'a> Holder<'a> {
         let mut head = self.hooks.core.log().watch_head();
         let mut waiting: Option<Batch> = None;
         let mut attempts = 0u32;
+        let mut epoch = self.hook().epoch;
         loop {
-            if self.changed_elsewhere().await? {
-                // Replayed, re-pointed or re-filtered: what waited is no longer what is due.
+            self.changed_elsewhere().await?;
+            if self.hook().epoch != epoch {
+                // Replayed, re-pointed or re-filtered (seen here, or when an append of this
+                // holder conflicted): what waited is no longer what is due.
+                epoch = self.hook().epoch;
                 waiting = None;
                 attempts = 0;
             }
@@ -285,8 +289,12 @@ impl<'a> Holder<'a> {
         let until = Instant::now() + wait;
         while Instant::now() < until {
             let version = self.models_version();
-            if version != Some(self.loaded.version) && self.changed_elsewhere().await? {
-                return Ok(());
+            if version != Some(self.loaded.version) {
+                let epoch = self.hook().epoch;
+                self.changed_elsewhere().await?;
+                if self.hook().epoch != epoch {
+                    return Ok(());
+                }
             }
             self.renew_lease().await?;
             tokio::time::sleep(
@@ -310,10 +318,8 @@ impl<'a> Holder<'a> {
             .map(|h| h.version)
     }
 
-    /// Reloads the webhook if its stream moved; `Ok(true)` when an admin changed what is due
-    /// (a new epoch: replay, url or types — deliveries go on from the recorded position), an
-    /// error when this server must let go.
-    async fn changed_elsewhere(&mut self) -> Result<bool, Stop> {
+    /// Reloads the webhook if its stream moved (an error when this server must let go).
+    async fn changed_elsewhere(&mut self) -> Result<(), Stop> {
         let fresh = self
             .hooks
             .core
@@ -322,13 +328,15 @@ impl<'a> Holder<'a> {
             .await
             .map_err(|e| e.detail)?;
         if fresh.version == self.loaded.version {
-            return Ok(false);
+            return Ok(());
         }
         self.adopt(fresh)
     }
 
-    /// Takes a newer state of the webhook as this holder's.
-    fn adopt(&mut self, fresh: Loaded<Webhook>) -> Result<bool, Stop> {
+    /// Takes a newer state of the webhook as this holder's. A new epoch (replay, url or
+    /// types changed) moves the position to the recorded one: after a replay, where it starts
+    /// again; after a change, up to a second of acknowledged events is delivered again.
+    fn adopt(&mut self, fresh: Loaded<Webhook>) -> Result<(), Stop> {
         let Some(hook) = fresh.state.as_ref() else {
             return Err("deleted".into());
         };
@@ -344,7 +352,7 @@ impl<'a> Holder<'a> {
             self.position = hook.position;
         }
         self.loaded = fresh;
-        Ok(new_epoch)
+        Ok(())
     }
 
     /// Records the position if it moved and a second has passed (or `now`), and renews the
@@ -398,7 +406,7 @@ impl<'a> Holder<'a> {
                     .load::<Webhook>(&self.org, &self.id)
                     .await
                     .map_err(|e| e.detail)?;
-                self.adopt(fresh).map(|_| ())
+                self.adopt(fresh)
             }
             Err(e) => Err(format!("recording the webhook: {e:?}")),
         }
