@@ -263,6 +263,19 @@ async fn deliveries_are_signed_batched_in_log_order_and_filtered() {
         &created_ids(&receiver.received())[5..],
         ["u0", "u1", "u2", "u3", "u4"]
     );
+    // Pausing records what was acknowledged: resumed, the webhook sends only what is new.
+    for status in ["paused", "active"] {
+        let r = app
+            .patch(&format!("/v1/webhooks/{id}"), &json!({"status": status}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    app.create_user(&json!({"id": "u5"})).await;
+    receiver
+        .wait_until(20, |got| created_ids(got).len() >= 11)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(created_ids(&receiver.received())[10..], ["u5"]);
 
     // The position is durable on the webhook's stream; its secret is in no event view.
     let shown = app.get("/v1/events?limit=1000").await.text().await.unwrap();

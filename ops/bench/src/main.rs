@@ -89,7 +89,8 @@ struct Args {
     /// Systems to run (roster, ceiling, baseline).
     #[arg(long, value_delimiter = ',', default_value = "roster,ceiling,baseline")]
     systems: Vec<String>,
-    /// Only these workloads (W1, W2, W3, W3-1, W3-10k, W4, W5, W6, W7, W8, W9); default all.
+    /// Only these workloads and jobs (W1, W2, W3, W3-1, W3-10k, W4, W5, W6, W7, W8, W9,
+    /// import, webhooks); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Worker threads of the generator's tokio runtime.

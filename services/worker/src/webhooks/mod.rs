@@ -133,8 +133,23 @@ impl Webhooks {
             Some(h) => h,
             None => return,
         };
-        if let Err(e) = holder.run().await {
-            tracing::warn!(webhook = %holder.id, error = %e, "webhook delivery stopped");
+        match holder.run().await {
+            // Paused: what was acknowledged is recorded, so a resume does not send it again.
+            // (A conflicting append — the webhook resumed meanwhile — is tried again.)
+            Err(e) if e == PAUSED => {
+                for _ in 0..3 {
+                    if holder.position == holder.hook().position {
+                        break;
+                    }
+                    if let Err(e) = holder.record_position().await
+                        && e != PAUSED
+                    {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::info!(webhook = %holder.id, reason = %e, "webhook let go"),
+            Ok(()) => {}
         }
     }
 }
@@ -176,6 +191,9 @@ struct Holder<'a> {
 /// Why a holder lets go.
 type Stop = String;
 
+/// The [`Stop`] of a paused webhook.
+const PAUSED: &str = "paused";
+
 impl<'a> Holder<'a> {
     /// Loads the webhook and records this server as its holder; `None` if it is not to be
     /// delivered here (gone, paused, or held by another server).
@@ -199,11 +217,17 @@ impl<'a> Holder<'a> {
             recorded_at: Instant::now(),
             dirty: false,
         };
-        let claim = WebhookCommand::Progress(WebhookProgressed {
-            worker: hooks.worker.clone(),
-            position: hook.position,
-        });
-        holder.record(claim).await.ok()?;
+        // Already this server's (a loop that stopped on an error, started again): no claim,
+        // so that a webhook stuck on an error does not write a claim a second.
+        let ours =
+            hook.worker.as_deref() == Some(hooks.worker.as_str()) && !hooks.lease_expired(&hook);
+        if !ours {
+            let claim = WebhookCommand::Progress(WebhookProgressed {
+                worker: hooks.worker.clone(),
+                position: hook.position,
+            });
+            holder.record(claim).await.ok()?;
+        }
         Some(holder)
     }
 
@@ -341,7 +365,8 @@ impl<'a> Holder<'a> {
             return Err("deleted".into());
         };
         if hook.status == WebhookStatus::Paused {
-            return Err("paused".into());
+            self.loaded = fresh;
+            return Err(PAUSED.into());
         }
         if hook.worker.as_deref() != Some(self.hooks.worker.as_str()) {
             return Err("taken by another server".into());
