@@ -323,10 +323,25 @@ impl Bench {
         target: &Arc<Target>,
         w: Http,
     ) -> Stats {
+        self.measure_from(system, pid, extra_cpu, target, w, 0)
+            .await
+    }
+
+    /// [`Self::measure`] with the generator's workers numbered from `first_worker` (a second
+    /// run of W1 on the same store creates other ids).
+    async fn measure_from(
+        &self,
+        system: &str,
+        pid: u32,
+        extra_cpu: &[u32],
+        target: &Arc<Target>,
+        w: Http,
+        first_worker: usize,
+    ) -> Stats {
         let users = self.plan.users;
         let monitor = Monitor::start(pid, extra_cpu);
         let outcome = load::run(target, self.args.concurrency, self.timed(), |i| {
-            w.job(i, users)
+            w.job(first_worker + i, users)
         })
         .await;
         let stats = Stats::new(&outcome, monitor.finish().await);
@@ -878,8 +893,15 @@ impl Bench {
             let receiver = webhooks::Receiver::start().await?;
             let id = webhooks::subscribe(&target, &receiver.url).await?;
             let with = self
-                .measure("+webhook", pid, &[], &target, Http::Create)
+                .measure_from("+webhook", pid, &[], &target, Http::Create, 1_000_000)
                 .await;
+            if plain.errors + with.errors > 0 {
+                bail!(
+                    "W1 errors: {} without, {} with the webhook",
+                    plain.errors,
+                    with.errors
+                );
+            }
             webhooks::marker(&target, 1).await?;
             let behind = receiver.wait_for(1, Duration::from_secs(600)).await?;
             webhooks::set_status(&target, &id, "paused").await?;
