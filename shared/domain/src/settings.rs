@@ -33,9 +33,6 @@ pub struct SettingsChanged {
     pub settings: OrgSettings,
 }
 
-/// Event type name of [`SettingsChanged`].
-pub const SETTINGS_CHANGED: &str = "SettingsChanged";
-
 crate::one_part!(public: SettingsChanged);
 crate::json_as_is!(SettingsChanged);
 

@@ -7,12 +7,8 @@ use aide::axum::routing::get_with;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use roster_domain::settings::{
-    OrgSettings, SETTINGS_CHANGED, SETTINGS_STREAM, SettingsChanged, UniqueUsernames,
-};
-use roster_eventlog::{
-    AppendError, ExpectedVersion, NewEvent, StreamAppend, StreamId, Transaction,
-};
+use roster_core::CommitError;
+use roster_domain::settings::{ChangeSettings, OrgSettings, Settings, UniqueUsernames};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -83,83 +79,40 @@ async fn update(
     ctx: Ctx,
     body: Json<UpdateSettings>,
 ) -> ApiResult<Response> {
-    let stream = StreamId::new(ctx.org.as_str(), SETTINGS_STREAM);
-    // Settings change rarely: a conflict is retried a few times rather than reported.
-    for _ in 0..5 {
-        let version = app.log().stream_version(&stream).await?;
-        let current = app.models().settings(ctx.org.as_str())?;
-        let mut next = current.clone();
+    let repo = app.core().repo();
+    // The organization's one settings stream (`settings`), through the one repository; its
+    // events carry no personal data (there is no key to seal a request's ip under, so the
+    // codec keeps only the public metadata).
+    let outcome = roster_core::retrying(|| async {
+        let loaded = repo.load::<Settings>(&ctx.org, "").await?;
+        let mut next = loaded.state.clone().unwrap_or_default().0;
         if let Some(v) = body.value.enforce_unique_usernames {
             next.enforce_unique_usernames = v;
         }
-        if next == current {
-            // Nothing changes: answer with where the settings last changed (0 = never).
-            let position = match version {
-                Some(v) => app
-                    .log()
-                    .read_stream(&stream, v, 1)
-                    .await?
-                    .first()
-                    .map_or(0, |r| r.position),
-                None => 0,
-            };
-            return Ok(write_response(
-                StatusCode::OK,
-                SettingsResponse {
-                    settings: current,
-                    position,
-                },
-                position,
-            ));
-        }
-        let data = serde_json::to_vec(&SettingsChanged {
-            settings: next.clone(),
-        })
-        .expect("settings serialize");
-        let meta = serde_json::to_vec(&ctx.meta).expect("metadata serializes");
-        let tx = Transaction {
-            appends: vec![StreamAppend {
-                stream: stream.clone(),
-                expected: version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
-                events: vec![NewEvent {
-                    id: ulid::Ulid::new(),
-                    event_type: SETTINGS_CHANGED.into(),
-                    schema_version: 1,
-                    data: data.into(),
-                    // Settings events carry no personal data: keep only the public metadata.
-                    metadata: strip_personal(meta).into(),
-                }],
-            }],
-            reservations: vec![],
-        };
-        match app.log().append(tx).await {
-            Ok(c) => {
-                // Commands read settings from the read model: wait until it has them.
-                app.wait_for(c.last_position, Duration::from_secs(5)).await;
-                return Ok(write_response(
-                    StatusCode::OK,
-                    SettingsResponse {
-                        settings: next,
-                        position: c.last_position,
-                    },
-                    c.last_position,
-                ));
-            }
-            Err(AppendError::WrongExpectedVersion { .. }) => continue,
-            Err(AppendError::Log(e)) => return Err(e.into()),
-            Err(e) => return Err(ApiError::internal(e)),
-        }
+        let command = ChangeSettings(next.clone());
+        Ok(
+            match repo
+                .append(&ctx.org, "", &loaded, &command, ctx.meta.clone())
+                .await?
+            {
+                Some((committed, _)) => (next, committed.last_position, true),
+                // Nothing changes: where the settings last changed (0 = never).
+                None => (next, loaded.last_position, false),
+            },
+        )
+    })
+    .await;
+    let (settings, position, changed) = outcome.map_err(|e| match e {
+        CommitError::Failed(e) => e,
+        _ => ApiError::new(Code::Conflict, "Settings are changing concurrently; retry."),
+    })?;
+    if changed {
+        // Commands read settings from the read model: answer once it has them.
+        app.wait_for(position, Duration::from_secs(5)).await;
     }
-    Err(ApiError::new(
-        Code::Conflict,
-        "Settings are changing concurrently; retry.",
+    Ok(write_response(
+        StatusCode::OK,
+        SettingsResponse { settings, position },
+        position,
     ))
-}
-
-fn strip_personal(meta: Vec<u8>) -> Vec<u8> {
-    let mut value: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&meta).unwrap_or_default();
-    value.remove("ip");
-    value.remove("user_agent");
-    serde_json::to_vec(&value).expect("JSON serializes")
 }
