@@ -20,6 +20,8 @@ use crate::helpers::{TestApp, assert_invalid, json, spawn_app_with};
 struct Received {
     headers: HeaderMap,
     body: Bytes,
+    /// The connection it came on.
+    peer: std::net::SocketAddr,
 }
 
 impl Received {
@@ -52,30 +54,42 @@ impl Receiver {
         let state = receiver.clone();
         let app = axum::Router::new().route(
             "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move {
-                    let delay = *state.delay.lock().unwrap();
-                    tokio::time::sleep(delay).await;
-                    state.got.lock().unwrap().push(Received { headers, body });
-                    let next = {
-                        let mut answers = state.answers.lock().unwrap();
-                        (!answers.is_empty()).then(|| answers.remove(0))
-                    };
-                    let status = AxumStatus::from_u16(next.unwrap_or(200)).unwrap();
-                    let mut response = axum::response::Response::new(axum::body::Body::from(
-                        "a body the server never shows",
-                    ));
-                    *response.status_mut() = status;
-                    if status.is_redirection() {
+            axum::routing::post(
+                move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let state = state.clone();
+                    async move {
+                        let delay = *state.delay.lock().unwrap();
+                        tokio::time::sleep(delay).await;
+                        state.got.lock().unwrap().push(Received {
+                            headers,
+                            body,
+                            peer,
+                        });
+                        let next = {
+                            let mut answers = state.answers.lock().unwrap();
+                            (!answers.is_empty()).then(|| answers.remove(0))
+                        };
+                        let status = AxumStatus::from_u16(next.unwrap_or(200)).unwrap();
+                        let mut response = axum::response::Response::new(axum::body::Body::from(
+                            "a body the server never shows",
+                        ));
+                        *response.status_mut() = status;
+                        if status.is_redirection() {
+                            response.headers_mut().insert(
+                                "location",
+                                "http://127.0.0.1:1/elsewhere".parse().unwrap(),
+                            );
+                        }
                         response
-                            .headers_mut()
-                            .insert("location", "http://127.0.0.1:1/elsewhere".parse().unwrap());
                     }
-                    response
-                }
-            }),
+                },
+            ),
         );
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         receiver
     }
@@ -364,6 +378,11 @@ async fn a_dead_or_slow_receiver_holds_back_only_its_own_webhook() {
     create_hook(&app, &json!({"url": healthy.url, "types": types})).await;
     for i in 0..5 {
         app.create_user(&json!({"id": format!("h{i}")})).await;
+        if i == 0 {
+            // Its deliverer is running: each create after this goes alone.
+            healthy.wait_until(5, |got| !got.is_empty()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // All of the healthy one's events arrive while the slow one still holds its first batch
     // (its receiver records a request only after 8 s).
@@ -374,6 +393,10 @@ async fn a_dead_or_slow_receiver_holds_back_only_its_own_webhook() {
         slow.received().is_empty(),
         "the slow one is still on its first batch"
     );
+    let got = healthy.received();
+    let connections: std::collections::HashSet<_> = got.iter().map(|r| r.peer).collect();
+    assert!(got.len() > 1, "one create at a time, one batch each");
+    assert_eq!(connections.len(), 1, "deliveries reuse their connection");
     let hooks = json(app.get("/v1/webhooks").await).await;
     let statuses: Vec<&str> = hooks["webhooks"]
         .as_array()

@@ -186,6 +186,8 @@ struct Holder<'a> {
     recorded_at: Instant,
     /// Whether the position moved in a way worth recording.
     dirty: bool,
+    /// The kept-alive connection to the receiver.
+    conn: Option<send::Connection>,
 }
 
 /// Why a holder lets go.
@@ -216,6 +218,7 @@ impl<'a> Holder<'a> {
             target,
             recorded_at: Instant::now(),
             dirty: false,
+            conn: None,
         };
         // Already this server's (a loop that stopped on an error, started again): no claim,
         // so that a webhook stuck on an error does not write a claim a second.
@@ -248,6 +251,7 @@ impl<'a> Holder<'a> {
                 epoch = self.hook().epoch;
                 waiting = None;
                 attempts = 0;
+                self.conn = None;
             }
             let batch = match waiting.take() {
                 Some(b) => b,
@@ -266,17 +270,20 @@ impl<'a> Holder<'a> {
                     }
                 },
             };
-            let hook = self.hook();
+            let hook = self.loaded.state.as_ref().expect("a held webhook exists");
             let sent = self
                 .hooks
                 .sender
-                .send(Attempt {
-                    target: &self.target,
-                    webhook_id: &hook.id,
-                    delivery_id: &batch.delivery_id,
-                    secret: &hook.secret,
-                    body: batch.body.clone(),
-                })
+                .send(
+                    &mut self.conn,
+                    Attempt {
+                        target: &self.target,
+                        webhook_id: &hook.id,
+                        delivery_id: &batch.delivery_id,
+                        secret: &hook.secret,
+                        body: batch.body.clone(),
+                    },
+                )
                 .await;
             match sent {
                 Ok(()) => {

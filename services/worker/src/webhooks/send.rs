@@ -1,5 +1,6 @@
-//! One delivery attempt: a signed `POST` over a fresh connection to the checked address, no
-//! redirect followed, no proxy, 10 s for the whole attempt, the receiver's body never read.
+//! One delivery attempt: a signed `POST` over the webhook's kept-alive connection, opened to a
+//! checked address; no redirect followed, no proxy, 10 s for the whole attempt, the receiver's
+//! body never shown (read, up to 64 KiB, only to keep the connection).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,19 +71,46 @@ impl Sender {
         self.allow_private
     }
 
-    /// One attempt: `Ok` on a 2xx answer, else the status or the network error.
-    pub async fn send(&self, attempt: Attempt<'_>) -> Result<(), String> {
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.exchange(attempt)).await {
-            Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
-            Ok(Ok(status)) => Err(format!("HTTP {status}")),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())),
-        }
+    /// One attempt: `Ok` on a 2xx answer, else the status or the network error. `conn` is
+    /// the webhook's kept-alive connection: used if still open, else replaced by a new one;
+    /// dropped after any failure. A request that fails on a kept-alive connection before any
+    /// answer (the receiver closed it meanwhile) is sent once more on a new one.
+    pub async fn send(
+        &self,
+        conn: &mut Option<Connection>,
+        attempt: Attempt<'_>,
+    ) -> Result<(), String> {
+        let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            let reused = conn.as_ref().is_some_and(|c| !c.send.is_closed());
+            match self.exchange(conn, &attempt).await {
+                Err(Failure::Unanswered(_)) if reused => {
+                    *conn = None;
+                    self.exchange(conn, &attempt).await
+                }
+                other => other,
+            }
+        })
+        .await;
+        let result = match outcome {
+            Ok(Ok(status)) if (200..300).contains(&status) => return Ok(()),
+            Ok(Ok(status)) => format!("HTTP {status}"),
+            Ok(Err(Failure::Unanswered(e) | Failure::Other(e))) => e,
+            Err(_) => format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs()),
+        };
+        *conn = None;
+        Err(result)
     }
 
-    async fn exchange(&self, attempt: Attempt<'_>) -> Result<u16, String> {
+    async fn exchange(
+        &self,
+        conn: &mut Option<Connection>,
+        attempt: &Attempt<'_>,
+    ) -> Result<u16, Failure> {
         let target = attempt.target;
-        let tcp = address::connect(target, self.allow_private, ATTEMPT_TIMEOUT).await?;
+        if conn.as_ref().is_none_or(|c| c.send.is_closed()) {
+            *conn = Some(self.connect(target).await.map_err(Failure::Other)?);
+        }
+        let c = conn.as_mut().expect("connected above");
         let t = chrono::Utc::now().timestamp();
         let request = http::Request::post(&target.path)
             .header(http::header::HOST, &target.authority)
@@ -95,8 +123,30 @@ impl Sender {
                 "x-roster-signature",
                 signature(attempt.secret, t, &attempt.body),
             )
-            .body(Full::new(attempt.body))
-            .map_err(|e| format!("building the request: {e}"))?;
+            .body(Full::new(attempt.body.clone()))
+            .map_err(|e| Failure::Other(format!("building the request: {e}")))?;
+        c.send
+            .ready()
+            .await
+            .map_err(|e| Failure::Unanswered(format!("HTTP: {e}")))?;
+        let answer = c
+            .send
+            .send_request(request)
+            .await
+            .map_err(|e| Failure::Unanswered(format!("HTTP: {e}")))?;
+        let status = answer.status().as_u16();
+        // The body is read only to keep the connection; never shown, never kept, at most
+        // MAX_ANSWER bytes (a longer answer closes the connection).
+        let body = http_body_util::Limited::new(answer.into_body(), MAX_ANSWER);
+        if http_body_util::BodyExt::collect(body).await.is_err() {
+            *conn = None;
+        }
+        Ok(status)
+    }
+
+    /// A new connection to the checked address (TLS for `https`).
+    async fn connect(&self, target: &Target) -> Result<Connection, String> {
+        let tcp = address::connect(target, self.allow_private, ATTEMPT_TIMEOUT).await?;
         if target.tls {
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
                 .map_err(|e| format!("TLS name {}: {e}", target.host))?;
@@ -105,27 +155,49 @@ impl Sender {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            post(TokioIo::new(tls), request).await
+            Connection::over(TokioIo::new(tls)).await
         } else {
-            post(TokioIo::new(tcp), request).await
+            Connection::over(TokioIo::new(tcp)).await
         }
     }
 }
 
-async fn post<IO>(io: IO, request: http::Request<Full<Bytes>>) -> Result<u16, String>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut send, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    let connection = tokio::spawn(connection);
-    let answer = send.send_request(request).await;
-    // The body is never read: the connection goes with the answer.
-    connection.abort();
-    answer
-        .map(|r| r.status().as_u16())
-        .map_err(|e| format!("HTTP: {e}"))
+/// The most of a receiver's answer body read (and thrown away) to keep its connection.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Why an exchange failed.
+enum Failure {
+    /// Before any answer: the request may not have reached the receiver.
+    Unanswered(String),
+    /// Anything else.
+    Other(String),
+}
+
+/// A webhook's HTTP/1.1 connection, kept alive between deliveries.
+pub struct Connection {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    async fn over<IO>(io: IO) -> Result<Self, String>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (send, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { send, task })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[cfg(test)]
