@@ -381,13 +381,7 @@ mod tests {
     #[test]
     fn every_event_type_has_a_schema_at_its_current_version() {
         let files = generate();
-        let types = roster_domain::UserEvent::TYPES
-            .iter()
-            .chain(roster_domain::session::SessionEvent::TYPES)
-            .chain(roster_domain::task::TaskEvent::TYPES)
-            .chain(roster_domain::settings::SettingsEvent::TYPES)
-            .chain(roster_domain::webhook::WebhookEvent::TYPES);
-        for event_type in types {
+        for event_type in roster_domain::event_types() {
             let text = files
                 .get(&format!("events/{event_type}.json"))
                 .unwrap_or_else(|| panic!("no schema for {event_type}"));

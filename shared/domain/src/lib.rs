@@ -34,3 +34,14 @@ pub use user::{
     CreateUser, DeleteMode, PasswordHash, Profile, Status, User, UserCommand, UserEvent,
 };
 pub use values::{Email, OrgId, Password, Phone, UserId, Username};
+
+/// Every event type of every aggregate, in declaration order; webhooks' own last.
+pub fn event_types() -> impl Iterator<Item = &'static str> {
+    UserEvent::TYPES
+        .iter()
+        .chain(session::SessionEvent::TYPES)
+        .chain(task::TaskEvent::TYPES)
+        .chain(settings::SettingsEvent::TYPES)
+        .chain(webhook::WebhookEvent::TYPES)
+        .copied()
+}

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use roster_core::Loaded;
 use roster_domain::EventSet;
+use roster_domain::webhook::WebhookEvent;
 use roster_domain::webhook::{
     Webhook, WebhookChanged, WebhookCommand, WebhookCreated, WebhookCreatedPublic, WebhookReplayed,
     WebhookSecret, WebhookStatus,
@@ -225,12 +226,7 @@ async fn checked_url(app: &AppState, url: &str) -> ApiResult<String> {
 
 /// Every event type a webhook can ask for: all but webhooks' own (never delivered).
 fn deliverable_types() -> impl Iterator<Item = &'static str> {
-    roster_domain::UserEvent::TYPES
-        .iter()
-        .chain(roster_domain::session::SessionEvent::TYPES)
-        .chain(roster_domain::task::TaskEvent::TYPES)
-        .chain(roster_domain::settings::SettingsEvent::TYPES)
-        .copied()
+    roster_domain::event_types().filter(|t| !WebhookEvent::TYPES.contains(t))
 }
 
 /// Known, deduplicated, in the order given.
