@@ -352,6 +352,7 @@ mod tests {
                 sessions_valid_from: 1,
                 version: 1,
                 tokens: Default::default(),
+                teams: Default::default(),
             },
             personal: UserPersonal {
                 profile: PersonalProfile {
@@ -360,6 +361,7 @@ mod tests {
                     ..Default::default()
                 },
                 password_hash: None,
+                identities: Vec::new(),
             },
         }
     }

@@ -28,6 +28,33 @@ pub fn custom_token_reservation(org: &str, jti: &str) -> String {
     format!("t/{org}/{jti}")
 }
 
+/// Reservation key that makes a username unique within a team.
+pub fn team_username_reservation(
+    blind: &BlindIndex,
+    org: &str,
+    team: &str,
+    normalized: &str,
+) -> String {
+    format!(
+        "g/{org}/{}",
+        blind.hash(&format!("team-username/{org}/{team}"), normalized)
+    )
+}
+
+/// Reservation key that makes a linked identity (provider and subject) unique in its
+/// organization.
+pub fn identity_reservation(
+    blind: &BlindIndex,
+    org: &str,
+    provider: &str,
+    subject: &str,
+) -> String {
+    format!(
+        "p/{org}/{}",
+        blind.hash(&format!("identity/{org}/{provider}"), subject)
+    )
+}
+
 /// What kind of unique value a reservation key guards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReservationKind {
@@ -39,6 +66,10 @@ pub enum ReservationKind {
     Idempotency,
     /// A custom token already used to sign in.
     CustomToken,
+    /// A username within a team.
+    TeamUsername,
+    /// A linked identity.
+    Identity,
     /// Something else.
     Other,
 }
@@ -50,6 +81,8 @@ pub fn reservation_kind(key: &str) -> ReservationKind {
         Some("e") => ReservationKind::Email,
         Some("i") => ReservationKind::Idempotency,
         Some("t") => ReservationKind::CustomToken,
+        Some("g") => ReservationKind::TeamUsername,
+        Some("p") => ReservationKind::Identity,
         _ => ReservationKind::Other,
     }
 }

@@ -12,6 +12,8 @@
 //! | `f` task failures | org NUL task id NUL index (u64 BE) | the failure |
 //! | `c` settings | org | the organization's settings |
 //! | `w` webhooks | org NUL webhook id | the webhook (no secret) |
+//! | `g` teams | org NUL team id | the team |
+//! | `b` memberships | org NUL team id NUL membership id | the membership |
 //! | `k` token keys | expiry (i64 BE) key id | nothing |
 //! | `m` meta | `checkpoint`, `format` | position (u64 BE), read-model format |
 
@@ -35,13 +37,17 @@ pub enum Table {
     TokenKeys = b'k',
     /// Webhooks (without their secrets).
     Webhooks = b'w',
+    /// Teams.
+    Teams = b'g',
+    /// Team memberships, by team.
+    Memberships = b'b',
     /// Checkpoint and format.
     Meta = b'm',
 }
 
 impl Table {
     /// Every table holding read-model data (all but [`Table::Meta`]).
-    pub const DATA: [Table; 8] = [
+    pub const DATA: [Table; 10] = [
         Table::Users,
         Table::Ledger,
         Table::Sessions,
@@ -50,6 +56,8 @@ impl Table {
         Table::Settings,
         Table::TokenKeys,
         Table::Webhooks,
+        Table::Teams,
+        Table::Memberships,
     ];
 
     /// A key of this table built from NUL-separated parts.
@@ -85,6 +93,8 @@ impl Table {
             Table::Settings => "settings",
             Table::TokenKeys => "token_keys",
             Table::Webhooks => "webhooks",
+            Table::Teams => "teams",
+            Table::Memberships => "memberships",
             Table::Meta => "meta",
         }
     }
@@ -98,6 +108,16 @@ pub fn user_key(org: &str, id: &str) -> Vec<u8> {
 /// Key of a webhook row.
 pub fn webhook_key(org: &str, id: &str) -> Vec<u8> {
     Table::Webhooks.key(&[org.as_bytes(), id.as_bytes()])
+}
+
+/// Key of a team row.
+pub fn team_key(org: &str, id: &str) -> Vec<u8> {
+    Table::Teams.key(&[org.as_bytes(), id.as_bytes()])
+}
+
+/// Key of a membership row.
+pub fn membership_key(org: &str, team: &str, id: &str) -> Vec<u8> {
+    Table::Memberships.key(&[org.as_bytes(), team.as_bytes(), id.as_bytes()])
 }
 
 /// Key of a ledger item.

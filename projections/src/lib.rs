@@ -23,6 +23,7 @@ pub mod rows;
 pub mod sessions;
 mod store;
 pub mod tasks;
+pub mod teams;
 
 pub use codec::{Codec, CodecError, DecodedEvent, EventMeta, EventView};
 pub use projector::AnyEvent;

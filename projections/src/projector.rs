@@ -18,6 +18,7 @@ use futures::StreamExt;
 use roster_domain::session::{SESSION_STREAM_PREFIX, SessionEvent};
 use roster_domain::settings::{OrgSettings, SETTINGS_STREAM, SettingsEvent};
 use roster_domain::task::{TASK_STREAM_PREFIX, Task, TaskEvent, TaskFailure};
+use roster_domain::team::{TEAM_STREAM_PREFIX, TeamEvent};
 use roster_domain::time::from_micros;
 use roster_domain::user::{DeleteMode, UserDeleted, UserEvent};
 use roster_domain::values::{normalize_email, normalize_username};
@@ -62,6 +63,8 @@ pub enum AnyEvent {
     Settings(DecodedEvent<SettingsEvent>),
     /// A webhook's.
     Webhook(DecodedEvent<WebhookEvent>),
+    /// A team's.
+    Team(DecodedEvent<TeamEvent>),
 }
 
 impl AnyEvent {
@@ -81,6 +84,8 @@ impl AnyEvent {
             AnyEvent::Settings(codec.decode(record).await?)
         } else if name.starts_with(WEBHOOK_STREAM_PREFIX) {
             AnyEvent::Webhook(codec.decode(record).await?)
+        } else if name.starts_with(TEAM_STREAM_PREFIX) {
+            AnyEvent::Team(codec.decode(record).await?)
         } else {
             return Ok(None);
         }))
@@ -94,6 +99,7 @@ impl AnyEvent {
             AnyEvent::Task(e) => e.view(),
             AnyEvent::Settings(e) => e.view(),
             AnyEvent::Webhook(e) => e.view(),
+            AnyEvent::Team(e) => e.view(),
         }
     }
 
@@ -105,6 +111,7 @@ impl AnyEvent {
             AnyEvent::Task(e) => &e.meta,
             AnyEvent::Settings(e) => &e.meta,
             AnyEvent::Webhook(e) => &e.meta,
+            AnyEvent::Team(e) => &e.meta,
         }
     }
 }
@@ -139,6 +146,8 @@ pub(crate) struct Changes {
     token_keys: Vec<Vec<u8>>,
     /// Webhooks touched: key → state after the batch (`None`: deleted).
     webhooks: Vec<(Vec<u8>, Option<Webhook>)>,
+    /// Teams and memberships touched.
+    teams: crate::teams::TeamChanges,
 }
 
 impl ReadModels {
@@ -218,6 +227,10 @@ impl ReadModels {
             AnyEvent::Webhook(e) => {
                 let id = &name[WEBHOOK_STREAM_PREFIX.len()..];
                 self.apply_webhook_event(changes, org, id, record, &e.event)
+            }
+            AnyEvent::Team(e) => {
+                let id = &name[TEAM_STREAM_PREFIX.len()..];
+                self.apply_team_event(&mut changes.teams, org, id, record, &e.event)
             }
         }
     }
@@ -401,6 +414,7 @@ impl ReadModels {
                 None => batch.remove(key.clone()),
             }
         }
+        changes.teams.write(&mut batch);
         for (org, settings) in &changes.settings {
             batch.insert(settings_key(org), crate::tasks::encode_settings(settings));
         }

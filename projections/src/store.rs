@@ -59,6 +59,11 @@ pub struct ListQuery {
     pub usernames: Vec<String>,
     /// Only these emails (compared case-insensitively).
     pub emails: Vec<String>,
+    /// Only members of one of these teams.
+    pub teams: Vec<String>,
+    /// Only the holders of the identities asked for (resolved by the caller from the log's
+    /// reservations; `Some(empty)`: none holds them).
+    pub identity_holders: Option<Vec<String>>,
     /// Only this status (without it, deleted users are left out).
     pub status: Option<Status>,
     /// Only this role.
@@ -432,6 +437,16 @@ impl ReadModels {
                 ids.extend(self.ids_by_email(org, e)?);
             }
             id_sets.push(ids);
+        }
+        if !query.teams.is_empty() {
+            let mut ids = BTreeSet::new();
+            for team in &query.teams {
+                ids.extend(self.member_ids(org, team)?);
+            }
+            id_sets.push(ids);
+        }
+        if let Some(holders) = &query.identity_holders {
+            id_sets.push(holders.iter().cloned().collect());
         }
         let catalog = self.catalog.read();
         let Some(org_catalog) = catalog.org(org) else {

@@ -34,6 +34,7 @@ mod scaleout;
 mod sessions;
 mod settings;
 mod tasks;
+mod teams;
 mod tokens;
 mod uniqueness;
 mod upcasting;

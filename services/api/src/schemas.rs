@@ -20,15 +20,18 @@ use roster_domain::settings::SettingsChanged;
 use roster_domain::task::{
     TaskCanceled, TaskCompleted, TaskCreated, TaskFailed, TaskProgressed, TaskStarted,
 };
+use roster_domain::team::{
+    MemberAdded, MemberRemoved, MemberRolesChanged, TeamCreated, TeamDeleted, TeamRenamed,
+};
 use roster_domain::user::json::{
     PasswordChangedJson, StatusChangedV1, TokenIssuedJson, UserCreatedJson, UserImportedJson,
     UserPartiallyUpdatedJson, UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
 };
 use roster_domain::user::{
-    EmailChanged, NameChanged, PasswordChanged, PasswordRehashed, PhoneChanged, PrefsUpdated,
-    SessionsRevoked, StatusChanged, TokenIssued, TokenUsed, UserCreated, UserDeactivated,
-    UserDeleted, UserImported, UserPartiallyUpdated, UserReactivated, UserReplaced, UserRestored,
-    VerificationChanged, WalletAdjusted,
+    EmailChanged, IdentityLinked, IdentityUnlinked, NameChanged, PasswordChanged, PasswordRehashed,
+    PhoneChanged, PrefsUpdated, SessionsRevoked, StatusChanged, TeamJoined, TeamLeft, TokenIssued,
+    TokenUsed, UserCreated, UserDeactivated, UserDeleted, UserImported, UserPartiallyUpdated,
+    UserReactivated, UserReplaced, UserRestored, VerificationChanged, WalletAdjusted,
 };
 use roster_domain::webhook::{
     WebhookChanged, WebhookCreated, WebhookCreatedJson, WebhookDeleted, WebhookFailing,
@@ -131,6 +134,7 @@ fn current_schema_version(event_type: &str) -> u32 {
         .or_else(|| TaskEvent::version_of(event_type))
         .or_else(|| SettingsEvent::version_of(event_type))
         .or_else(|| roster_domain::webhook::WebhookEvent::version_of(event_type))
+        .or_else(|| roster_domain::team::TeamEvent::version_of(event_type))
         .unwrap_or(1)
 }
 
@@ -181,6 +185,16 @@ fn events() -> SchemaSet {
         WebhookProgressed: WebhookProgressed,
         WebhookFailing: WebhookFailing,
         WebhookDeleted: WebhookDeleted,
+        TeamJoined: TeamJoined,
+        TeamLeft: TeamLeft,
+        IdentityLinked: IdentityLinked,
+        IdentityUnlinked: IdentityUnlinked,
+        TeamCreated: TeamCreated,
+        TeamRenamed: TeamRenamed,
+        MemberAdded: MemberAdded,
+        MemberRolesChanged: MemberRolesChanged,
+        MemberRemoved: MemberRemoved,
+        TeamDeleted: TeamDeleted,
     );
     set.add_event::<StatusChangedV1, StatusChanged>("StatusChanged", 1);
     set.add_event::<TokenIssuedJson, TokenIssued>("PasswordResetRequested", 1);

@@ -48,6 +48,7 @@ error_codes! {
     UsernameTaken => CONFLICT, "username_taken", "Username taken";
     EmailTaken => CONFLICT, "email_taken", "Email taken";
     IdTaken => CONFLICT, "id_taken", "Id taken";
+    IdentityTaken => CONFLICT, "identity_taken", "Identity taken";
     WalletNegative => CONFLICT, "wallet_negative", "Wallet balance would be negative";
     UserDeactivated => FORBIDDEN, "user_deactivated", "User deactivated";
     UserBlocked => FORBIDDEN, "user_blocked", "User blocked";

@@ -4,6 +4,7 @@
 //!   decide, seal, append with the expected version and the decision's reservations in one
 //!   atomic transaction, retry; a [`repository::Work`] spans several streams.
 //! - [`users`]: the user commands both front ends call (one user or a batch, idempotent).
+//! - [`teams`]: team and membership commands (two aggregates per membership change).
 //! - [`idempotency`]: the typed claim of an `Idempotency-Key`.
 //! - [`error`]: the one error table (status and stable code of every error, task failures
 //!   included).
@@ -19,6 +20,7 @@ pub mod password;
 pub mod repository;
 pub mod resource;
 pub mod tasks;
+pub mod teams;
 pub mod users;
 
 use std::hash::{Hash, Hasher};

@@ -19,7 +19,10 @@ use roster_eventlog::{
     AppendError, Committed, EventLog, ExpectedVersion, Position, Reservation, StreamAppend,
     StreamId, Transaction, Version,
 };
-use roster_projections::keys::{custom_token_reservation, email_reservation, username_reservation};
+use roster_projections::keys::{
+    custom_token_reservation, email_reservation, identity_reservation, team_username_reservation,
+    username_reservation,
+};
 use roster_projections::{Codec, EventMeta};
 use roster_vault::{BlindIndex, DataKey};
 
@@ -236,6 +239,12 @@ impl Repository {
             Unique::Username(n) => username_reservation(&self.blind, org.as_str(), n),
             Unique::Email(n) => email_reservation(&self.blind, org.as_str(), n),
             Unique::CustomToken(jti) => custom_token_reservation(org.as_str(), jti),
+            Unique::TeamUsername { team, name } => {
+                team_username_reservation(&self.blind, org.as_str(), team, name)
+            }
+            Unique::Identity { provider, subject } => {
+                identity_reservation(&self.blind, org.as_str(), provider, subject)
+            }
         }
     }
 

@@ -61,6 +61,10 @@ pub struct UserResource {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Stream version (as in the ETag).
     pub version: u64,
+    /// The teams the user is in (read-only here: see the memberships).
+    pub teams: Vec<String>,
+    /// Linked identities (read-only here: see the identities endpoints).
+    pub identities: Vec<roster_domain::user::Identity>,
     /// Present and true when personal data has been erased.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub erased: bool,
@@ -103,6 +107,8 @@ impl UserResource {
             deactivated_at: u.deactivated_at,
             deleted_at: u.deleted_at,
             version: u.version,
+            teams: u.teams.into_keys().collect(),
+            identities: personal.identities,
             erased: u.erased,
             position,
         }

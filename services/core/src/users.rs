@@ -160,6 +160,7 @@ async fn attempt(
     if !refusals.is_empty() {
         return Err(batch_refused(refusals).into());
     }
+    crate::teams::stage_ended_memberships(&mut work, repo, &staged).await?;
     if let Some(claim) = &req.idempotency {
         work.claim_first(claim.reservation(Utc::now().timestamp_micros()));
     }
@@ -224,6 +225,25 @@ fn batch_refused(refusals: Vec<(&Item, DomainError)>) -> ApiError {
 fn taken(unique: Option<&Unique>, claimants: &[String], items: &[Item]) -> ApiError {
     let (code, what) = match unique {
         Some(Unique::Email(_)) => (Code::EmailTaken, "email"),
+        Some(Unique::Identity { .. }) => (Code::IdentityTaken, "identity"),
+        Some(Unique::TeamUsername { .. }) => {
+            return ApiError::new(
+                Code::UsernameTaken,
+                "A member of one of the user's teams has this username.",
+            )
+            .with_errors(
+                items
+                    .iter()
+                    .filter(|i| claimants.iter().any(|c| c == i.user_id.as_str()))
+                    .map(|i| {
+                        FieldError::new(
+                            field(&i.field_prefix, "username"),
+                            "a member of one of this user's teams has this username",
+                        )
+                    })
+                    .collect(),
+            );
+        }
         Some(Unique::CustomToken(_)) => {
             return ApiError::new(Code::Unauthorized, "This token has already been used.");
         }
@@ -363,4 +383,15 @@ pub fn version_mismatch(expected: u64, actual: u64) -> ApiError {
         Code::VersionMismatch,
         format!("If-Match expected version {expected}, but the user is at version {actual}."),
     )
+}
+
+/// The id of the user holding `identity` in `org`, from the log's reservation (`None`: nobody).
+pub async fn identity_holder(
+    core: &Core,
+    org: &roster_domain::OrgId,
+    identity: &roster_domain::user::Identity,
+) -> ApiResult<Option<String>> {
+    let unique = roster_domain::user::identity_unique(identity);
+    let key = core.repo().reservation_key(org, &unique);
+    Ok(core.log().reservation(&key).await?.map(|r| r.owner))
 }

@@ -89,13 +89,17 @@ async fn chunk(
         .await?;
         let mut chunk_failures = failures.clone();
         let mut work = core.repo().work(&org, running.meta.clone());
+        let mut staged_users = Vec::with_capacity(ids.len());
         for (id, state) in ids.iter().zip(&states) {
             match work.decide(id.as_str(), state, &command).await {
-                Ok(_) => {}
+                Ok(staged) => staged_users.push(staged),
                 Err(Refusal::Domain(e)) => chunk_failures.push(domain_failure(id.as_str(), e)),
                 Err(Refusal::Failed(e)) => return Err(e.into()),
             }
         }
+        roster_core::teams::stage_ended_memberships(&mut work, core.repo(), &staged_users)
+            .await
+            .map_err(stop)?;
         let failed_now = chunk_failures.len() as u64;
         let done_now = chunk.len() as u64 - failed_now;
         let progress = TaskCommand::Progress(TaskProgressed {

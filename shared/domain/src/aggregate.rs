@@ -124,6 +124,20 @@ pub enum Unique {
     Email(String),
     /// A custom token's id (`jti`): single use.
     CustomToken(String),
+    /// A normalized username within a team (`enforce_unique_usernames: team`).
+    TeamUsername {
+        /// The team's id.
+        team: String,
+        /// The normalized username.
+        name: String,
+    },
+    /// A linked identity: a provider's subject.
+    Identity {
+        /// The provider (`facebook`, `device`, …).
+        provider: String,
+        /// The subject at the provider.
+        subject: String,
+    },
 }
 
 /// What a decision does to a unique value.

@@ -5,7 +5,7 @@
 //! - [`events`]: events as public and personal parts ([`events::Parts`]), one
 //!   [`events::EventSet`] per aggregate.
 //! - The aggregates: [`user`] (users), [`session`] (client sessions), [`task`] (bulk tasks),
-//!   [`settings`] (an organization's settings), [`webhook`] (webhook subscriptions and their
+//!   [`settings`] (an organization's settings), [`team`] (teams and their members), [`webhook`] (webhook subscriptions and their
 //!   delivery position).
 //! - [`values`], [`input`], [`patch`]: validated newtypes and request shapes, parsed once at
 //!   the edge.
@@ -19,6 +19,7 @@ pub mod patch;
 pub mod session;
 pub mod settings;
 pub mod task;
+pub mod team;
 pub mod time;
 pub mod user;
 pub mod values;
@@ -42,6 +43,7 @@ pub fn event_types() -> impl Iterator<Item = &'static str> {
         .chain(session::SessionEvent::TYPES)
         .chain(task::TaskEvent::TYPES)
         .chain(settings::SettingsEvent::TYPES)
+        .chain(team::TeamEvent::TYPES)
         .chain(webhook::WebhookEvent::TYPES)
         .copied()
 }

@@ -16,6 +16,9 @@ pub enum UniqueUsernames {
     /// Enforced by the application (the default).
     #[default]
     App,
+    /// Enforced within each team: a username collides only with the usernames of users who
+    /// share a team with it.
+    Team,
 }
 
 /// An organization's settings.

@@ -166,6 +166,7 @@ fn created_at(id: &str, fields: Value, version: u64) -> UserEvent {
         personal: UserPersonal {
             profile: p.personal,
             password_hash: None,
+            identities: Vec::new(),
         },
     })
 }
@@ -181,6 +182,7 @@ fn replaced(fields: Value) -> UserEvent {
         personal: UserPersonal {
             profile: p.personal,
             password_hash: None,
+            identities: Vec::new(),
         },
     })
 }

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
+use roster_core::AsOf;
 use roster_core::users::{Item, Outcome};
 use roster_domain::user::UserCommand;
 use roster_domain::{Status, UserId};
@@ -222,4 +223,68 @@ pub(crate) fn busy(e: roster_core::password::HashError) -> ApiError {
 pub(crate) fn accepted(accepted: roster_core::tasks::TaskAccepted) -> Response {
     let position = accepted.position;
     write_response(StatusCode::ACCEPTED, accepted, position)
+}
+
+/// Parses `as_of`: a log position, or an RFC 3339 time.
+pub(crate) fn parse_as_of(value: &str) -> ApiResult<AsOf> {
+    if let Ok(position) = value.parse::<u64>() {
+        return Ok(AsOf::Position(position));
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| AsOf::Time(t.timestamp_micros()))
+        .map_err(|_| ApiError::invalid_field("as_of", "must be a log position or an RFC 3339 time"))
+}
+
+/// The holders of the `identity=provider:subject` values of a query (`None` when it names
+/// none), from the log's reservations: exact the moment a link is acknowledged.
+pub(crate) async fn identity_holders(
+    app: &AppState,
+    org: &roster_domain::OrgId,
+    query: &crate::extract::QueryParams,
+) -> ApiResult<Option<Vec<String>>> {
+    let wanted = query.all("identity");
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let mut holders = Vec::with_capacity(wanted.len());
+    for value in wanted {
+        let identity = parse_identity_param(&value)?;
+        if let Some(holder) =
+            roster_core::users::identity_holder(app.core(), org, &identity).await?
+        {
+            holders.push(holder);
+        }
+    }
+    Ok(Some(holders))
+}
+
+/// `provider:subject`, checked as a link's identity is.
+pub(crate) fn parse_identity_param(value: &str) -> ApiResult<roster_domain::user::Identity> {
+    let (provider, subject) = value
+        .split_once(':')
+        .ok_or_else(|| ApiError::invalid_field("identity", "must be provider:subject"))?;
+    checked_identity(provider, subject).map_err(|m| ApiError::invalid_field("identity", m))
+}
+
+/// An identity whose provider is 1–32 of `a-z 0-9 _` and whose subject is 1–256 printable
+/// characters.
+pub(crate) fn checked_identity(
+    provider: &str,
+    subject: &str,
+) -> Result<roster_domain::user::Identity, String> {
+    let provider_ok = (1..=32).contains(&provider.len())
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !provider_ok {
+        return Err("provider must be 1 to 32 of a-z, 0-9 and _".into());
+    }
+    let chars = subject.chars().count();
+    if !(1..=256).contains(&chars) || subject.chars().any(char::is_control) {
+        return Err("subject must be 1 to 256 printable characters".into());
+    }
+    Ok(roster_domain::user::Identity {
+        provider: provider.to_owned(),
+        subject: subject.to_owned(),
+    })
 }

@@ -29,6 +29,7 @@ pub use recovery::sweep_token_keys;
 mod sessions;
 mod settings;
 mod tasks;
+mod teams;
 mod tokens;
 pub mod users;
 mod wallet;
@@ -73,6 +74,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(self_service::router())
         .merge(settings::router())
         .merge(webhooks::router())
+        .merge(teams::router())
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
@@ -102,6 +104,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     self_service::command_schemas(out);
     settings::command_schemas(out);
     webhooks::command_schemas(out);
+    teams::command_schemas(out);
 }
 
 /// Schemas of what queries answer (`schemas/read_models/`), by name.
@@ -114,6 +117,7 @@ pub fn read_model_schemas(out: &mut crate::schemas::SchemaSet) {
     account::read_model_schemas(out);
     settings::read_model_schemas(out);
     webhooks::read_model_schemas(out);
+    teams::read_model_schemas(out);
     events::read_model_schemas(out);
     projections::read_model_schemas(out);
 }

@@ -21,7 +21,7 @@ use crate::extract::{Ctx, Json, QueryParams, query_params};
 use crate::resource::{UserResource, etag};
 use crate::routes::common::{
     Deleted, MAX_BATCH, OperationDoc, UsersById, decode_cursor, encode_cursor, execute,
-    parse_user_id, single, users_by_id,
+    parse_as_of, parse_user_id, single, users_by_id,
 };
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
@@ -169,6 +169,10 @@ query_params! {
         status: Option<Status>,
         /// Only users of this role.
         role: Option<String>,
+        /// Only members of this team (repeatable: of any of them).
+        team: Option<Vec<String>>,
+        /// Only the holder of this identity, `provider:subject` (repeatable).
+        identity: Option<Vec<String>>,
         /// Page size, 1 to 100 (default 25).
         #[schemars(range(min = 1, max = 100))]
         limit: Option<u32>,
@@ -443,16 +447,6 @@ async fn patch_one(
     single(StatusCode::OK, outcome)
 }
 
-/// Parses `as_of`: a log position, or an RFC 3339 time.
-fn parse_as_of(value: &str) -> ApiResult<AsOf> {
-    if let Ok(position) = value.parse::<u64>() {
-        return Ok(AsOf::Position(position));
-    }
-    chrono::DateTime::parse_from_rfc3339(value)
-        .map(|t| AsOf::Time(t.timestamp_micros()))
-        .map_err(|_| ApiError::invalid_field("as_of", "must be a log position or an RFC 3339 time"))
-}
-
 async fn get_one(
     State(app): State<AppState>,
     ctx: Ctx,
@@ -559,6 +553,8 @@ async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiR
         ids: query.all("ids"),
         usernames: query.all("usernames"),
         emails: query.all("emails"),
+        teams: query.all("team"),
+        identity_holders: crate::routes::common::identity_holders(&app, &org, &query).await?,
         status,
         role: query.get("role").map(str::to_owned),
         limit: query.number("limit", 1, 100)?.unwrap_or(25) as usize,

@@ -111,4 +111,22 @@ pub enum UserCommand {
     IssueToken(super::IssueToken),
     /// Redeem a purpose token.
     RedeemToken(super::RedeemToken),
+    /// Join a team (the team's side is the team's decision, in the same append).
+    JoinTeam {
+        /// The team.
+        team_id: String,
+        /// The new membership's id.
+        membership_id: String,
+        /// The organization's username rule (`team`: the username must be free in the team).
+        usernames: UniqueUsernames,
+    },
+    /// Leave a team (nothing if not a member).
+    LeaveTeam {
+        /// The team.
+        team_id: String,
+    },
+    /// Link an identity (checked at the edge); nothing if already linked.
+    LinkIdentity(super::Identity),
+    /// Unlink an identity; nothing if not linked.
+    UnlinkIdentity(super::Identity),
 }

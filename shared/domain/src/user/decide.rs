@@ -173,6 +173,27 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
             )))
         }
         C::AdjustWallet(change) => adjusted(existing_live(state)?, change),
+        C::JoinTeam {
+            team_id,
+            membership_id,
+            usernames,
+        } => joined(existing_live(state)?, team_id, membership_id, *usernames),
+        C::LeaveTeam { team_id } => {
+            let user = state.ok_or(DomainError::NotFound)?;
+            Ok(left(user, team_id))
+        }
+        C::LinkIdentity(identity) => linked(existing_live(state)?, identity),
+        C::UnlinkIdentity(identity) => {
+            let user = existing_live(state)?;
+            let held = user.personal.identities.contains(identity);
+            Ok(Decision::when(held, || {
+                UserEvent::IdentityUnlinked(IdentityUnlinked {
+                    provider: identity.provider.clone(),
+                    subject: identity.subject.clone(),
+                })
+            })
+            .with_uniques(held.then(|| UniqueChange::Release(identity_unique(identity)))))
+        }
         C::IssueToken(issue) => super::tokens::issue(existing_live(state)?, issue),
         C::RedeemToken(redeem) => super::tokens::redeem(state, redeem),
     }
@@ -193,6 +214,7 @@ fn created(create: &CreateUser) -> Decision<UserEvent> {
         personal: UserPersonal {
             profile: profile.personal.clone(),
             password_hash: create.password_hash.clone(),
+            identities: Vec::new(),
         },
     }))
     .with_uniques(uniques)
@@ -213,7 +235,7 @@ fn imported(state: Option<&User>, import: &ImportUser) -> Decided {
         Some(user) => Some(user),
     };
     let uniques = username_change(
-        before.and_then(User::username),
+        before,
         profile.personal.username.as_deref(),
         create.usernames,
     )
@@ -237,6 +259,7 @@ fn imported(state: Option<&User>, import: &ImportUser) -> Decided {
         personal: UserPersonal {
             profile: profile.personal.clone(),
             password_hash: create.password_hash.clone(),
+            identities: Vec::new(),
         },
     }))
     .with_uniques(uniques);
@@ -255,7 +278,7 @@ fn replaced(user: &User, create: &CreateUser) -> Decided {
         return Ok(Decision::nothing());
     }
     let uniques = username_change(
-        user.username(),
+        Some(user),
         new.personal.username.as_deref(),
         create.usernames,
     )
@@ -268,6 +291,7 @@ fn replaced(user: &User, create: &CreateUser) -> Decided {
         personal: UserPersonal {
             profile: new.personal.clone(),
             password_hash: create.password_hash.clone(),
+            identities: Vec::new(),
         },
     }))
     .with_uniques(uniques))
@@ -286,7 +310,7 @@ fn patched(user: &User, patch: &PatchUser) -> Decided {
         return Ok(Decision::nothing());
     }
     let uniques = username_change(
-        user.username(),
+        Some(user),
         next.personal.username.as_deref(),
         patch.usernames,
     )
@@ -303,16 +327,111 @@ fn deleted(user: &User, mode: DeleteMode) -> Decided {
     if user.public.deletion.is_some_and(|current| mode <= current) {
         return Ok(Decision::nothing());
     }
-    let decision = Decision::event(UserEvent::UserDeleted(UserDeleted { mode }));
-    // Pruning erases the username and email, hard deletion the user: both give them back.
-    Ok(match mode {
-        DeleteMode::Soft => decision,
-        DeleteMode::Pruning | DeleteMode::Hard => decision.with_uniques(
-            username_change(user.username(), None, UniqueUsernames::App)
-                .into_iter()
-                .chain(email_change(user.email(), None)),
-        ),
-    })
+    let deleted = UserEvent::UserDeleted(UserDeleted { mode });
+    if mode == DeleteMode::Soft {
+        // A soft deletion keeps everything: memberships and identities come back on restore.
+        return Ok(Decision::event(deleted));
+    }
+    // Pruning erases the username, email and identities, hard deletion the user: both give
+    // them back, and end its memberships (the teams' sides are staged by the caller, from
+    // the `TeamLeft` events).
+    let mut events: Vec<UserEvent> = user
+        .public
+        .teams
+        .iter()
+        .map(|(team_id, membership_id)| {
+            UserEvent::TeamLeft(TeamLeft {
+                team_id: team_id.clone(),
+                membership_id: membership_id.clone(),
+            })
+        })
+        .collect();
+    events.push(deleted);
+    let identities = user
+        .personal
+        .identities
+        .iter()
+        .map(|i| UniqueChange::Release(identity_unique(i)));
+    Ok(Decision {
+        events,
+        ..Decision::nothing()
+    }
+    .with_uniques(
+        username_change(Some(user), None, UniqueUsernames::App)
+            .into_iter()
+            .chain(email_change(user.email(), None))
+            .chain(identities),
+    ))
+}
+
+/// Most teams one user is in.
+pub const MAX_TEAMS_PER_USER: usize = 100;
+/// Most identities linked to one user.
+pub const MAX_IDENTITIES_PER_USER: usize = 20;
+
+fn joined(user: &User, team_id: &str, membership_id: &str, usernames: UniqueUsernames) -> Decided {
+    if user.public.teams.contains_key(team_id) {
+        return Err(DomainError::Conflict(
+            "the user is already a member of this team",
+        ));
+    }
+    if user.public.teams.len() >= MAX_TEAMS_PER_USER {
+        return Err(DomainError::Conflict("a user is in at most 100 teams"));
+    }
+    let claim = user.normalized_username().map(|name| {
+        let unique = Unique::TeamUsername {
+            team: team_id.to_owned(),
+            name,
+        };
+        match usernames {
+            UniqueUsernames::Team => UniqueChange::Claim(unique),
+            _ => UniqueChange::Share(unique),
+        }
+    });
+    Ok(Decision::event(UserEvent::TeamJoined(TeamJoined {
+        team_id: team_id.to_owned(),
+        membership_id: membership_id.to_owned(),
+    }))
+    .with_uniques(claim))
+}
+
+fn left(user: &User, team_id: &str) -> Decision<UserEvent> {
+    let Some(membership_id) = user.public.teams.get(team_id) else {
+        return Decision::nothing();
+    };
+    let release = user.normalized_username().map(|name| {
+        UniqueChange::Release(Unique::TeamUsername {
+            team: team_id.to_owned(),
+            name,
+        })
+    });
+    Decision::event(UserEvent::TeamLeft(TeamLeft {
+        team_id: team_id.to_owned(),
+        membership_id: membership_id.clone(),
+    }))
+    .with_uniques(release)
+}
+
+fn linked(user: &User, identity: &super::Identity) -> Decided {
+    if user.personal.identities.contains(identity) {
+        return Ok(Decision::nothing());
+    }
+    if user.personal.identities.len() >= MAX_IDENTITIES_PER_USER {
+        return Err(DomainError::Conflict("a user has at most 20 identities"));
+    }
+    Ok(Decision::event(UserEvent::IdentityLinked(IdentityLinked {
+        provider: identity.provider.clone(),
+        subject: identity.subject.clone(),
+    }))
+    .with_uniques([UniqueChange::Claim(identity_unique(identity))]))
+}
+
+/// The unique value an identity stands for.
+pub fn identity_unique(identity: &super::Identity) -> Unique {
+    Unique::Identity {
+        provider: identity.provider.clone(),
+        subject: identity.subject.clone(),
+    }
 }
 
 fn adjusted(user: &User, change: &WalletChange) -> Decided {
@@ -337,19 +456,37 @@ fn adjusted(user: &User, change: &WalletChange) -> Decided {
     }))
 }
 
-/// The unique-value changes of a username going from `before` to `after` (compared by
-/// normalized form): a shared hold where duplicates are allowed, an exclusive claim else.
+/// The unique-value changes of `user`'s username (`None`: a new user) becoming `after`
+/// (compared by normalized form), in the organization and in each of its teams: an exclusive
+/// claim where the rule asks for one (`app`: the organization; `team`: each team), a shared
+/// hold elsewhere — so a value duplicates were allowed to share stays protected if the rule
+/// tightens, and duplicates held before it tightened are kept.
 fn username_change(
-    before: Option<&str>,
+    user: Option<&User>,
     after: Option<&str>,
     usernames: UniqueUsernames,
 ) -> Vec<UniqueChange> {
-    value_change(
-        before.map(normalize_username),
-        after.map(normalize_username),
+    let before = user.and_then(User::normalized_username);
+    let after = after.map(normalize_username);
+    let mut changes = value_change(
+        before.clone(),
+        after.clone(),
         usernames == UniqueUsernames::App,
         Unique::Username,
-    )
+    );
+    for team in user.iter().flat_map(|u| u.public.teams.keys()) {
+        let in_team = |name: String| Unique::TeamUsername {
+            team: team.clone(),
+            name,
+        };
+        changes.extend(value_change(
+            before.clone(),
+            after.clone(),
+            usernames == UniqueUsernames::Team,
+            in_team,
+        ));
+    }
+    changes
 }
 
 /// The unique-value changes of an email going from `before` to `after`. An address holds its
@@ -380,7 +517,7 @@ fn value_change(
     before: Option<String>,
     after: Option<String>,
     exclusive: bool,
-    unique: fn(String) -> Unique,
+    unique: impl Fn(String) -> Unique,
 ) -> Vec<UniqueChange> {
     if before == after {
         return Vec::new();
@@ -457,6 +594,7 @@ fn apply(state: Option<User>, event: &UserEvent, at: Recorded<'_>) -> Option<Use
                 sessions_valid_from: version,
                 version,
                 tokens: Default::default(),
+                teams: BTreeMap::new(),
             },
             personal: e.personal.clone(),
         },
@@ -501,6 +639,10 @@ fn imported_user(
     });
     let deactivated = p.status == Status::Deactivated;
     let deleted = p.status == Status::Deleted;
+    // Teams and identities change through their own commands only: a replacement keeps them.
+    let (teams, identities) = before
+        .map(|u| (u.public.teams, u.personal.identities))
+        .unwrap_or_default();
     User {
         public: UserPublic {
             id: p.user_id.clone(),
@@ -521,10 +663,12 @@ fn imported_user(
             sessions_valid_from: version,
             version,
             tokens: Default::default(),
+            teams,
         },
         personal: UserPersonal {
             profile: e.personal.profile.clone(),
             password_hash,
+            identities,
         },
     }
 }
@@ -628,6 +772,22 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
             }
         }
         UserEvent::SessionsRevoked(_) => {}
+        UserEvent::TeamJoined(e) => {
+            user.public
+                .teams
+                .insert(e.team_id.clone(), e.membership_id.clone());
+        }
+        UserEvent::TeamLeft(e) => {
+            user.public.teams.remove(&e.team_id);
+        }
+        UserEvent::IdentityLinked(e) => user.personal.identities.push(super::Identity {
+            provider: e.provider.clone(),
+            subject: e.subject.clone(),
+        }),
+        UserEvent::IdentityUnlinked(e) => user
+            .personal
+            .identities
+            .retain(|i| i.provider != e.provider || i.subject != e.subject),
     }
     // A changed address or number is not verified any more.
     if let Some((email, phone)) = contact {

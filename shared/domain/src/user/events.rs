@@ -322,6 +322,46 @@ pub struct TokenUsed {
     pub key_id: Option<KeyId>,
 }
 
+/// The user joined a team (the team's side is its `MemberAdded`, in the same append).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TeamJoined {
+    /// The team.
+    pub team_id: String,
+    /// The membership's id.
+    pub membership_id: String,
+}
+
+/// The user's membership of a team ended (the team's side is its `MemberRemoved`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TeamLeft {
+    /// The team.
+    pub team_id: String,
+    /// The membership's id.
+    pub membership_id: String,
+}
+
+/// An identity was linked to the user (personal: sealed under the user's key).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityLinked {
+    /// The provider.
+    #[serde(default)]
+    pub provider: String,
+    /// The subject at the provider.
+    #[serde(default)]
+    pub subject: String,
+}
+
+/// An identity was unlinked from the user (personal: sealed under the user's key).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityUnlinked {
+    /// The provider.
+    #[serde(default)]
+    pub provider: String,
+    /// The subject at the provider.
+    #[serde(default)]
+    pub subject: String,
+}
+
 two_parts! {
     TokenIssued => (TokenIssuedPublic, TokenSecret),
     UserCreated => (UserCreatedPublic, UserPersonal),
@@ -331,9 +371,9 @@ two_parts! {
     WalletAdjusted => (WalletChangePart, LedgerNote),
 }
 one_part!(personal: EmailChanged, NameChanged, PhoneChanged, PasswordChanged, PrefsUpdated,
-    PasswordRehashed);
+    PasswordRehashed, IdentityLinked, IdentityUnlinked);
 one_part!(public: VerificationChanged, StatusChanged, UserDeactivated, UserReactivated,
-    UserDeleted, UserRestored, SessionsRevoked, TokenUsed);
+    UserDeleted, UserRestored, SessionsRevoked, TokenUsed, TeamJoined, TeamLeft);
 
 event_set! {
     /// Every event of the User aggregate.
@@ -380,6 +420,14 @@ event_set! {
         PasswordResetRequested(TokenIssued) = 1,
         /// See [`TokenUsed`].
         TokenUsed(TokenUsed) = 1,
+        /// See [`TeamJoined`].
+        TeamJoined(TeamJoined) = 1,
+        /// See [`TeamLeft`].
+        TeamLeft(TeamLeft) = 1,
+        /// See [`IdentityLinked`].
+        IdentityLinked(IdentityLinked) = 1,
+        /// See [`IdentityUnlinked`].
+        IdentityUnlinked(IdentityUnlinked) = 1,
     }
 }
 

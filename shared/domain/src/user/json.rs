@@ -271,6 +271,7 @@ impl FromJson for UserCreated {
             personal: UserPersonal {
                 profile: personal,
                 password_hash: hash(json.password_hash),
+                identities: Vec::new(),
             },
         })
     }
@@ -285,6 +286,7 @@ impl FromJson for UserReplaced {
             personal: UserPersonal {
                 profile: personal,
                 password_hash: hash(json.password_hash),
+                identities: Vec::new(),
             },
         })
     }
@@ -309,6 +311,7 @@ impl FromJson for UserImported {
             personal: UserPersonal {
                 profile: personal,
                 password_hash: hash(json.password_hash),
+                identities: Vec::new(),
             },
         })
     }
@@ -390,6 +393,10 @@ json_as_is!(
     UserRestored,
     SessionsRevoked,
     TokenUsed,
+    TeamJoined,
+    TeamLeft,
+    IdentityLinked,
+    IdentityUnlinked,
 );
 
 #[cfg(test)]

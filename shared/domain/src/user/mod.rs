@@ -2,6 +2,7 @@
 
 mod command;
 mod decide;
+pub use decide::{MAX_IDENTITIES_PER_USER, MAX_TEAMS_PER_USER, identity_unique};
 mod events;
 pub mod json;
 mod profile;
@@ -112,6 +113,9 @@ pub struct UserPublic {
     /// nothing redeems tokens against, do not store them).
     #[serde(skip)]
     pub tokens: Tokens,
+    /// The teams the user is in: team id → membership id.
+    #[serde(default)]
+    pub teams: BTreeMap<String, String>,
 }
 
 impl User {
@@ -147,6 +151,11 @@ impl User {
     /// The email, if it has one.
     pub fn email(&self) -> Option<&str> {
         self.personal.profile.email.as_deref()
+    }
+
+    /// The normalized username, if it has one.
+    pub fn normalized_username(&self) -> Option<String> {
+        self.username().map(crate::values::normalize_username)
     }
 
     /// The password hash, if it has a password.

@@ -110,6 +110,21 @@ pub struct UserPersonal {
     /// The password hash, if the user has a password.
     #[serde(default)]
     pub password_hash: Option<PasswordHash>,
+    /// Linked identities (docs/identities.md), in the order they were linked. Last, and left
+    /// out when empty, so events and rows written before identities existed read the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<Identity>,
+}
+
+/// A user's identity at a provider: `(provider, subject)`, unique in its organization.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct Identity {
+    /// `a-z 0-9 _`, 1–32 characters (`device`, `facebook`, …).
+    #[serde(default)]
+    pub provider: String,
+    /// The provider's id of the user: 1–256 printable characters.
+    #[serde(default)]
+    pub subject: String,
 }
 
 /// Which field of the profile a path starts at (docs/contract.md §3 "Partial updates").
