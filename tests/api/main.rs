@@ -17,6 +17,7 @@ mod hardening;
 mod helpers;
 mod history;
 mod idempotency;
+mod identities;
 mod import;
 mod lifecycle;
 mod listing;

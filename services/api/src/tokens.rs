@@ -68,6 +68,10 @@ pub struct CustomClaims {
     pub exp: i64,
     /// `custom`.
     pub typ: String,
+    /// For a token minted for an identity instead of a user id: `provider:subject` (the
+    /// sign-in finds its holder, or creates one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
 }
 
 /// Signs and verifies tokens with the server's token key.
@@ -193,6 +197,7 @@ mod tests {
             iat: now,
             exp: now + 60,
             typ: String::new(),
+            idp: None,
         });
         assert!(keys.verify_access(&custom).is_none());
         assert!(keys.verify_custom(&token).is_none());

@@ -103,6 +103,8 @@ query_params! {
         ids: Option<Vec<String>>,
         /// Usernames, by normalized form (repeatable).
         usernames: Option<Vec<String>>,
+        /// Identities, `provider:subject` (repeatable).
+        identity: Option<Vec<String>>,
     }
 }
 
@@ -293,14 +295,16 @@ async fn profiles(
     query.only(ProfilesQuery::NAMES)?;
     let ids = query.all("ids");
     let usernames = query.all("usernames");
-    if ids.len() + usernames.len() > MAX_PROFILES {
+    if ids.len() + usernames.len() + query.all("identity").len() > MAX_PROFILES {
         return Err(ApiError::invalid_field(
             "ids",
-            format!("at most {MAX_PROFILES} ids and usernames together"),
+            format!("at most {MAX_PROFILES} ids, usernames and identities together"),
         ));
     }
+    let holders = crate::routes::common::identity_holders(&app, &ctx.org, &query).await?;
     let org = ctx.org.as_str();
     let mut wanted: Vec<String> = ids;
+    wanted.extend(holders.into_iter().flatten());
     for name in &usernames {
         wanted.extend(app.models().ids_by_username(org, name)?);
     }

@@ -19,6 +19,7 @@ mod events;
 mod fields;
 mod health;
 mod history;
+mod identities;
 mod import;
 pub(crate) mod lifecycle;
 pub mod openapi;
@@ -75,6 +76,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(settings::router())
         .merge(webhooks::router())
         .merge(teams::router())
+        .merge(identities::router())
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
@@ -105,6 +107,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     settings::command_schemas(out);
     webhooks::command_schemas(out);
     teams::command_schemas(out);
+    identities::command_schemas(out);
 }
 
 /// Schemas of what queries answer (`schemas/read_models/`), by name.

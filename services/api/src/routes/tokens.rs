@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{Ctx, Json, PublicCtx};
 use crate::resource::write_response;
-use crate::routes::common::{OperationDoc, refuse_status};
+use crate::routes::common::{OperationDoc, checked_identity, refuse_status};
 use crate::schemas::SchemaSet;
 use crate::sessions::{
     NewSession, SessionTokens, credential_idempotency, session_commit_error, session_meta,
@@ -66,11 +66,24 @@ pub(crate) fn command_schemas(out: &mut SchemaSet) {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateCustomToken {
-    /// The user the token signs in (created on sign-in if it does not exist).
-    user_id: String,
+    /// The user the token signs in (created on sign-in if it does not exist); or `identity`.
+    user_id: Option<String>,
+    /// Instead of `user_id`: the identity whose holder the token signs in (a user holding it
+    /// is created on sign-in if none does — Nakama's device and social authentication).
+    identity: Option<IdentityBody>,
     /// Lifetime, 1 to 3600 seconds (default 900).
     #[schemars(range(min = 1, max = 3600))]
     ttl_seconds: Option<u64>,
+}
+
+/// An identity in a request body.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentityBody {
+    /// 1–32 of `a-z 0-9 _`.
+    provider: String,
+    /// 1–256 printable characters.
+    subject: String,
 }
 
 /// A custom token.
@@ -78,8 +91,8 @@ pub(crate) struct CreateCustomToken {
 pub(crate) struct CustomToken {
     /// The token (a JWT): pass it to `POST /v1/tokens/signin` once.
     token: String,
-    /// The user it signs in.
-    user_id: String,
+    /// The user it signs in (`null` for a token minted for an identity).
+    user_id: Option<String>,
     /// When it stops working.
     expires_at: DateTime<Utc>,
 }
@@ -90,9 +103,28 @@ async fn create(
     ctx: Ctx,
     body: Json<CreateCustomToken>,
 ) -> ApiResult<Response> {
-    let user_id =
-        UserId::parse(&body.value.user_id).map_err(|m| ApiError::invalid_field("user_id", m))?;
-    let ttl = body.value.ttl_seconds.unwrap_or(CUSTOM_DEFAULT_TTL_SECS);
+    let body = body.value;
+    let (sub, idp) = match (&body.user_id, &body.identity) {
+        (Some(id), None) => {
+            let id = UserId::parse(id).map_err(|m| ApiError::invalid_field("user_id", m))?;
+            (id.to_string(), None)
+        }
+        (None, Some(i)) => {
+            let identity = checked_identity(&i.provider, &i.subject)
+                .map_err(|m| ApiError::invalid_field("identity", m))?;
+            (
+                String::new(),
+                Some(format!("{}:{}", identity.provider, identity.subject)),
+            )
+        }
+        _ => {
+            return Err(ApiError::invalid_field(
+                "user_id",
+                "give exactly one of user_id and identity",
+            ));
+        }
+    };
+    let ttl = body.ttl_seconds.unwrap_or(CUSTOM_DEFAULT_TTL_SECS);
     if !(1..=CUSTOM_MAX_TTL_SECS).contains(&ttl) {
         return Err(ApiError::invalid_field(
             "ttl_seconds",
@@ -101,17 +133,19 @@ async fn create(
     }
     let now = Utc::now().timestamp();
     let exp = now + ttl as i64;
+    let user_id = (!sub.is_empty()).then(|| sub.clone());
     let token = app.tokens().sign_custom(CustomClaims {
-        sub: user_id.to_string(),
+        sub,
         org: ctx.org.to_string(),
         jti: ulid::Ulid::new().to_string(),
         iat: now,
         exp,
         typ: String::new(),
+        idp,
     });
     Ok(axum::Json(CustomToken {
         token,
-        user_id: user_id.to_string(),
+        user_id,
         expires_at: DateTime::from_timestamp(exp, 0).unwrap_or_default(),
     })
     .into_response())
@@ -143,8 +177,23 @@ async fn sign_in(
         .tokens()
         .verify_custom(&body.value.token)
         .ok_or_else(invalid_token)?;
-    let (Ok(org), Ok(user_id)) = (OrgId::parse(&claims.org), UserId::parse(&claims.sub)) else {
+    let Ok(org) = OrgId::parse(&claims.org) else {
         return Err(invalid_token());
+    };
+    // A token for an identity signs in its holder, or a new user that will hold it.
+    let (user_id, link) = match &claims.idp {
+        None => (
+            UserId::parse(&claims.sub).map_err(|_| invalid_token())?,
+            None,
+        ),
+        Some(idp) => {
+            let identity =
+                crate::routes::common::parse_identity_param(idp).map_err(|_| invalid_token())?;
+            match roster_core::users::identity_holder(app.core(), &org, &identity).await? {
+                Some(holder) => (UserId::parse(&holder).map_err(|_| invalid_token())?, None),
+                None => (UserId::generate(), Some(identity)),
+            }
+        }
     };
     // The token names its organization; a request that names another one explicitly (a
     // header other than the default) is refused.
@@ -161,7 +210,7 @@ async fn sign_in(
     // After its expiry the token fails its own check; its use may lapse with it.
     let token = Some((claims.jti.clone(), (claims.exp + 60) * 1_000_000));
     let repo = app.core().repo();
-    let (ctx, session, token, idempotency) = (&ctx, &session, &token, &idempotency);
+    let (ctx, session, token, idempotency, link) = (&ctx, &session, &token, &idempotency, &link);
     let (org_ref, user_ref) = (&org, &user_id);
     let signed_in = retrying(move || async move {
         let (org, user_id) = (org_ref, user_ref);
@@ -177,13 +226,17 @@ async fn sign_in(
             }
             // A new id: the user (id only) is created with its first session.
             None => {
-                let create = UserCommand::Create(CreateUser {
+                let new = CreateUser {
                     id: user_id.clone(),
                     org: org.clone(),
                     profile: Profile::default(),
                     password_hash: None,
                     usernames: UniqueUsernames::App,
-                });
+                };
+                let create = match link {
+                    Some(identity) => UserCommand::SignUpWithIdentity(new, identity.clone()),
+                    None => UserCommand::Create(new),
+                };
                 let staged = work
                     .decide::<User>(user_id.as_str(), &loaded, &create)
                     .await

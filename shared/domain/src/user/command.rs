@@ -125,6 +125,8 @@ pub enum UserCommand {
         /// The team.
         team_id: String,
     },
+    /// Create a user holding an identity (a sign-in by identity that finds no holder).
+    SignUpWithIdentity(CreateUser, super::Identity),
     /// Link an identity (checked at the edge); nothing if already linked.
     LinkIdentity(super::Identity),
     /// Unlink an identity; nothing if not linked.

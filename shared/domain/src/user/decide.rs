@@ -183,6 +183,19 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
             Ok(left(user, team_id))
         }
         C::LinkIdentity(identity) => linked(existing_live(state)?, identity),
+        C::SignUpWithIdentity(create, identity) => match state {
+            None => {
+                let mut decision = created(create);
+                decision
+                    .events
+                    .push(UserEvent::IdentityLinked(IdentityLinked {
+                        provider: identity.provider.clone(),
+                        subject: identity.subject.clone(),
+                    }));
+                Ok(decision.with_uniques([UniqueChange::Claim(identity_unique(identity))]))
+            }
+            Some(_) => Err(DomainError::IdTaken),
+        },
         C::UnlinkIdentity(identity) => {
             let user = existing_live(state)?;
             let held = user.personal.identities.contains(identity);
