@@ -314,6 +314,12 @@ pub struct Catalog {
 
 impl Catalog {
     /// The catalog of one organization, if it has users.
+    /// The organizations it holds.
+    pub fn org_names(&self) -> Vec<String> {
+        self.orgs.keys().cloned().collect()
+    }
+
+    /// One organization's part.
     pub fn org(&self, org: &str) -> Option<&OrgCatalog> {
         self.orgs.get(org)
     }
@@ -353,6 +359,7 @@ mod tests {
                 version: 1,
                 tokens: Default::default(),
                 teams: Default::default(),
+                expires_at: None,
             },
             personal: UserPersonal {
                 profile: PersonalProfile {

@@ -513,6 +513,7 @@ fn changes_identity(event: &UserEvent) -> bool {
             | UserEvent::EmailChanged(_)
             | UserEvent::UserDeleted(_)
             | UserEvent::UserRestored(_)
+            | UserEvent::GuestUpgraded(_)
     )
 }
 

@@ -271,12 +271,54 @@ impl ReadModels {
         self.revoked_sessions.read().contains(org, session_id)
     }
 
-    /// What the per-request token check needs of a user: its status and the user version its
-    /// sessions must have signed in against (`None` if the user does not exist).
-    pub fn session_gate(&self, org: &str, user_id: &str) -> Option<(roster_domain::Status, u64)> {
+    /// The organizations that have users.
+    pub fn organizations(&self) -> Vec<String> {
+        self.catalog.read().org_names()
+    }
+
+    /// The ids of an organization's guests past their expiry at `now` (not deleted yet).
+    pub async fn expired_guests(
+        &self,
+        org: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let guests: Vec<String> = {
+            let catalog = self.catalog.read();
+            let Some(c) = catalog.org(org) else {
+                return Ok(Vec::new());
+            };
+            c.iter()
+                .filter(|(_, e)| {
+                    e.status != roster_domain::Status::Deleted
+                        && c.role(e) == roster_domain::user::GUEST_ROLE
+                })
+                .map(|(_, e)| e.id.to_string())
+                .collect()
+        };
+        let mut expired = Vec::new();
+        for id in guests {
+            if let Some(row) = self.get(org, &id).await?
+                && row.user.expired(now)
+            {
+                expired.push(id);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// What the per-request token check needs of a user: its status, the user version its
+    /// sessions must have signed in against, and whether it is a guest (whose expiry the
+    /// caller checks on the row); `None` if the user does not exist.
+    pub fn session_gate(
+        &self,
+        org: &str,
+        user_id: &str,
+    ) -> Option<(roster_domain::Status, u64, bool)> {
         let catalog = self.catalog.read();
-        let entry = catalog.org(org)?.user(user_id)?;
-        Some((entry.status, entry.sessions_valid_from))
+        let org = catalog.org(org)?;
+        let entry = org.user(user_id)?;
+        let guest = org.role(entry) == roster_domain::user::GUEST_ROLE;
+        Some((entry.status, entry.sessions_valid_from, guest))
     }
 
     /// A user's sessions, newest first, starting below the session id `before` if given.

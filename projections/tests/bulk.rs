@@ -227,6 +227,7 @@ impl World {
         let change = SettingsEvent::SettingsChanged(SettingsChanged {
             settings: OrgSettings {
                 enforce_unique_usernames: unique,
+                ..Default::default()
             },
         });
         let record = self.codec.encode(&change, &EventMeta::default(), None);

@@ -117,6 +117,7 @@ impl World {
                 } else {
                     UniqueUsernames::No
                 },
+                ..Default::default()
             };
             let event = self.codec.encode(
                 &SettingsEvent::SettingsChanged(SettingsChanged { settings }),

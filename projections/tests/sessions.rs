@@ -122,7 +122,7 @@ async fn session_rows_follow_their_events_and_revocations_survive_a_restart() {
     assert!(!models.session_revoked("other-org", "S2"));
     assert_eq!(
         models.session_gate("default", "u1"),
-        Some((Status::Active, 1))
+        Some((Status::Active, 1, false))
     );
     let (page, more) = models.sessions_of("default", "u1", 1, None).await.unwrap();
     assert!(more && page[0].info.id == "S2");

@@ -149,7 +149,10 @@ async fn a_token_for_an_identity_signs_its_holder_in_or_a_new_holder_up() {
         user["identities"],
         json!([{"provider": "device", "subject": "phone-1"}])
     );
-    assert_eq!(app.list_ids("identity=device:phone-1").await, vec![id.clone()]);
+    assert_eq!(
+        app.list_ids("identity=device:phone-1").await,
+        vec![id.clone()]
+    );
     // Again: the same user, not a new one.
     let second = sign_in_by_identity(&app, "device", "phone-1").await;
     assert_eq!(second["user_id"], id.as_str());

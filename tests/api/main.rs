@@ -13,6 +13,7 @@ mod events;
 mod fields;
 mod files;
 mod fixture_store;
+mod guests;
 mod hardening;
 mod helpers;
 mod history;

@@ -43,6 +43,11 @@ pub enum Caller {
     },
     /// No credentials (the sign-in endpoints).
     Anonymous,
+    /// An anonymous token (docs/guests.md): may read public profiles and presence only.
+    AnonymousToken {
+        /// The organization it was handed out for.
+        org: OrgId,
+    },
 }
 
 impl Caller {
@@ -51,7 +56,7 @@ impl Caller {
         match self {
             Caller::Server { key_id } => format!("server:{key_id}"),
             Caller::Client { user_id, .. } => format!("user:{user_id}"),
-            Caller::Anonymous => "anonymous".to_owned(),
+            Caller::Anonymous | Caller::AnonymousToken { .. } => "anonymous".to_owned(),
         }
     }
 
@@ -71,6 +76,11 @@ impl Caller {
             return Ok(Some(Caller::Server {
                 key_id: hex::encode(&digest[..4]),
             }));
+        }
+        if let Some(claims) = state.tokens().verify_anonymous(presented) {
+            let org = OrgId::parse(&claims.org)
+                .map_err(|_| ApiError::new(Code::Unauthorized, "The credentials are not valid."))?;
+            return Ok(Some(Caller::AnonymousToken { org }));
         }
         let Some(claims) = state.tokens().verify_access(presented) else {
             return Err(ApiError::new(
@@ -107,7 +117,8 @@ impl Caller {
         }
         // Taken after the wait: a switch to rebuilt read models may have happened meanwhile.
         let models = state.models();
-        let Some((status, valid_from)) = models.session_gate(org.as_str(), user_id.as_str()) else {
+        let Some((status, valid_from, guest)) = models.session_gate(org.as_str(), user_id.as_str())
+        else {
             return Err(invalid());
         };
         if status != Status::Active
@@ -115,6 +126,13 @@ impl Caller {
             || models.session_revoked(org.as_str(), &claims.sid)
         {
             return Err(invalid());
+        }
+        // A guest's sessions stop working the moment it expires, swept or not.
+        if guest {
+            let row = models.get(org.as_str(), user_id.as_str()).await?;
+            if row.is_none_or(|r| r.user.expired(chrono::Utc::now())) {
+                return Err(invalid());
+            }
         }
         Ok(Some(Caller::Client {
             user_id,

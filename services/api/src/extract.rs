@@ -193,7 +193,9 @@ impl FromRequestParts<AppState> for Ctx {
     ) -> Result<Self, Self::Rejection> {
         let caller = match Caller::authenticate(parts, state).await? {
             None => return Err(no_credentials()),
-            Some(Caller::Client { .. }) => return Err(server_only()),
+            Some(Caller::Client { .. } | Caller::AnonymousToken { .. }) => {
+                return Err(server_only());
+            }
             Some(caller) => caller,
         };
         let org = org_of(&parts.headers)?;
@@ -262,7 +264,7 @@ impl FromRequestParts<AppState> for AnyCtx {
             .await?
             .ok_or_else(no_credentials)?;
         let org = match &caller {
-            Caller::Client { org, .. } => org.clone(),
+            Caller::Client { org, .. } | Caller::AnonymousToken { org } => org.clone(),
             _ => org_of(&parts.headers)?,
         };
         Ok(AnyCtx(Ctx::build(parts, org, caller)?))

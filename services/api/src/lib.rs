@@ -74,6 +74,26 @@ pub struct Config {
     /// Whether webhooks may point at loopback, private and other reserved addresses
     /// (`--allow-private-webhooks`; off by default).
     pub allow_private_webhooks: bool,
+    /// How many guests and anonymous sessions may be created (docs/guests.md).
+    pub guest_limits: GuestLimits,
+}
+
+/// Rate limits on `POST /v1/guests` and `POST /v1/sessions/anonymous`, together.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestLimits {
+    /// Per client address, a minute (`--guests-per-address`, default 30).
+    pub per_address_per_minute: u32,
+    /// Per organization, an hour (`--guests-per-organization`, default 1 000).
+    pub per_organization_per_hour: u32,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        Self {
+            per_address_per_minute: 30,
+            per_organization_per_hour: 1000,
+        }
+    }
 }
 
 impl Config {
@@ -97,6 +117,7 @@ impl Config {
             connection: ConnectionLimits::default(),
             streams: StreamLimits::default(),
             allow_private_webhooks: false,
+            guest_limits: GuestLimits::default(),
         }
     }
 }
@@ -114,6 +135,8 @@ pub struct Application {
     webhooks: tokio::task::JoinHandle<()>,
     /// Destroys the keys of expired purpose tokens.
     sweeper: tokio::task::JoinHandle<()>,
+    /// Prunes expired guests.
+    guest_sweeper: tokio::task::JoinHandle<()>,
     /// The API key created on this start, if none existed (to print once).
     pub generated_api_key: Option<String>,
     /// The API keys the server accepts.
@@ -192,8 +215,10 @@ impl Application {
             backend.exports.clone(),
             metrics,
             config.allow_private_webhooks,
+            config.guest_limits,
         );
         let sweeper = tokio::spawn(routes::sweep_token_keys(state.clone()));
+        let guest_sweeper = tokio::spawn(routes::sweep_expired_guests(state.clone()));
         let worker = roster_worker::Worker::new(core, backend.exports.clone(), backend.exclusive)
             .with_lease(config.task_lease);
         let webhooks = roster_worker::webhooks::Webhooks::new(
@@ -229,6 +254,7 @@ impl Application {
             worker,
             webhooks,
             sweeper,
+            guest_sweeper,
             generated_api_key,
             api_keys,
             connection: config.connection,
@@ -256,6 +282,8 @@ impl Application {
         let _ = self.webhooks.await;
         self.sweeper.abort();
         let _ = self.sweeper.await;
+        self.guest_sweeper.abort();
+        let _ = self.guest_sweeper.await;
         self.log.close().await.context("closing the event log")?;
         self.state
             .core()

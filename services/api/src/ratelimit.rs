@@ -188,6 +188,45 @@ impl LoginLimiter {
     }
 }
 
+/// Limits on creating guests and anonymous sessions (docs/guests.md): per client address and
+/// per organization, each a token bucket.
+pub struct CreationLimiter {
+    address: Table<IpAddr>,
+    organization: Table<String>,
+}
+
+impl CreationLimiter {
+    /// `per_address` a minute from one address, `per_organization` an hour in one
+    /// organization (bursts of the same size).
+    pub fn new(per_address: u32, per_organization: u32) -> Self {
+        let limit = |n: u32, period: Duration| Limit {
+            burst: n.max(1),
+            refill: period / n.max(1),
+        };
+        Self {
+            address: Table::new(limit(per_address, Duration::from_secs(60))),
+            organization: Table::new(limit(per_organization, Duration::from_secs(3600))),
+        }
+    }
+
+    /// Takes one creation, or says how many seconds to wait.
+    pub fn attempt(&self, organization: &str, address: Option<IpAddr>) -> Result<(), u64> {
+        let now = Instant::now();
+        let org = organization.to_owned();
+        let wait = address
+            .map_or(0, |a| self.address.wait(&a, now))
+            .max(self.organization.wait(&org, now));
+        if wait > 0 {
+            return Err(wait);
+        }
+        if let Some(a) = address {
+            self.address.take(&a, now);
+        }
+        self.organization.take(&org, now);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,10 +28,11 @@ use roster_domain::user::json::{
     UserPartiallyUpdatedJson, UserReplacedJson, UserRestoredJson, WalletAdjustedJson,
 };
 use roster_domain::user::{
-    EmailChanged, IdentityLinked, IdentityUnlinked, NameChanged, PasswordChanged, PasswordRehashed,
-    PhoneChanged, PrefsUpdated, SessionsRevoked, StatusChanged, TeamJoined, TeamLeft, TokenIssued,
-    TokenUsed, UserCreated, UserDeactivated, UserDeleted, UserImported, UserPartiallyUpdated,
-    UserReactivated, UserReplaced, UserRestored, VerificationChanged, WalletAdjusted,
+    EmailChanged, GuestExpirySet, GuestUpgraded, IdentityLinked, IdentityUnlinked, NameChanged,
+    PasswordChanged, PasswordRehashed, PhoneChanged, PrefsUpdated, SessionsRevoked, StatusChanged,
+    TeamJoined, TeamLeft, TokenIssued, TokenUsed, UserCreated, UserDeactivated, UserDeleted,
+    UserImported, UserPartiallyUpdated, UserReactivated, UserReplaced, UserRestored,
+    VerificationChanged, WalletAdjusted,
 };
 use roster_domain::webhook::{
     WebhookChanged, WebhookCreated, WebhookCreatedJson, WebhookDeleted, WebhookFailing,
@@ -189,6 +190,8 @@ fn events() -> SchemaSet {
         TeamLeft: TeamLeft,
         IdentityLinked: IdentityLinked,
         IdentityUnlinked: IdentityUnlinked,
+        GuestExpirySet: GuestExpirySet,
+        GuestUpgraded: GuestUpgraded,
         TeamCreated: TeamCreated,
         TeamRenamed: TeamRenamed,
         MemberAdded: MemberAdded,

@@ -29,6 +29,8 @@ struct Inner {
     metrics: Arc<crate::metrics::Metrics>,
     /// Whether webhooks may point at private addresses.
     allow_private_webhooks: bool,
+    /// Limits on creating guests and anonymous sessions.
+    guest_limiter: crate::ratelimit::CreationLimiter,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
         exports: ExportStore,
         metrics: Arc<crate::metrics::Metrics>,
         allow_private_webhooks: bool,
+        guest_limits: crate::GuestLimits,
     ) -> Self {
         Self(Arc::new(Inner {
             core,
@@ -52,7 +55,16 @@ impl AppState {
             exports,
             metrics,
             allow_private_webhooks,
+            guest_limiter: crate::ratelimit::CreationLimiter::new(
+                guest_limits.per_address_per_minute,
+                guest_limits.per_organization_per_hour,
+            ),
         }))
+    }
+
+    /// The limits on creating guests and anonymous sessions.
+    pub fn guest_limiter(&self) -> &crate::ratelimit::CreationLimiter {
+        &self.0.guest_limiter
     }
 
     /// Whether webhooks may point at private addresses (`--allow-private-webhooks`).

@@ -20,6 +20,10 @@ use subtle::ConstantTimeEq;
 
 /// Lifetime of an access token.
 pub const ACCESS_TTL_SECS: i64 = 15 * 60;
+/// `typ` of anonymous tokens.
+const TYP_ANONYMOUS: &str = "anonymous";
+/// Lifetime of an anonymous token.
+pub const ANONYMOUS_TTL_SECS: i64 = 3600;
 /// Lifetime of a refresh token (each refresh issues a new one with a new lifetime).
 pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
 /// Longest lifetime of a custom token.
@@ -116,6 +120,18 @@ impl TokenKeys {
     pub fn verify_access(&self, token: &str) -> Option<AccessClaims> {
         self.verify::<AccessClaims>(token)
             .filter(|c| c.typ == TYP_ACCESS)
+    }
+
+    /// A signed anonymous token (docs/guests.md): `sub` and `sid` empty, `typ` set here.
+    pub fn sign_anonymous(&self, mut claims: AccessClaims) -> String {
+        claims.typ = TYP_ANONYMOUS.to_owned();
+        self.sign(&claims)
+    }
+
+    /// The claims of a valid, unexpired anonymous token.
+    pub fn verify_anonymous(&self, token: &str) -> Option<AccessClaims> {
+        self.verify::<AccessClaims>(token)
+            .filter(|c| c.typ == TYP_ANONYMOUS)
     }
 
     /// A signed custom token; `typ` is set here.

@@ -117,6 +117,12 @@ struct ServeArgs {
     /// (refused by default, at creation and at every delivery).
     #[arg(long, env = "ROSTER_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// Guests and anonymous sessions one client address may create a minute.
+    #[arg(long, env = "ROSTER_GUESTS_PER_ADDRESS", default_value_t = 30)]
+    guests_per_address: u32,
+    /// Guests and anonymous sessions one organization may create an hour.
+    #[arg(long, env = "ROSTER_GUESTS_PER_ORGANIZATION", default_value_t = 1000)]
+    guests_per_organization: u32,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -171,6 +177,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.task_lease = seconds("--task-lease", args.task_lease)?;
     config.rebuild_rate = args.rebuild_rate;
     config.allow_private_webhooks = args.allow_private_webhooks;
+    config.guest_limits = roster_api::GuestLimits {
+        per_address_per_minute: args.guests_per_address,
+        per_organization_per_hour: args.guests_per_organization,
+    };
     config.connection = roster_api::ConnectionLimits {
         header_timeout: seconds("--header-timeout", args.header_timeout)?,
         body_timeout: seconds("--body-timeout", args.body_timeout)?,

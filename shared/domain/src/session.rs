@@ -36,6 +36,8 @@ pub enum SessionMethod {
     CustomToken,
     /// A magic-link purpose token (`POST /v1/sessions/magic`).
     MagicLink,
+    /// A guest's creation (`POST /v1/guests`).
+    Guest,
 }
 
 /// A client signed in. Holds no personal data: the request's ip and user agent ride in the

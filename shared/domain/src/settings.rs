@@ -27,6 +27,12 @@ pub struct OrgSettings {
     /// See [`UniqueUsernames`].
     #[serde(default)]
     pub enforce_unique_usernames: UniqueUsernames,
+    /// Whether `POST /v1/guests` creates guest users (off by default).
+    #[serde(default)]
+    pub allow_guests: bool,
+    /// Whether `POST /v1/sessions/anonymous` hands out anonymous tokens (off by default).
+    #[serde(default)]
+    pub allow_anonymous: bool,
 }
 
 /// The settings event: the organization's settings after the change.

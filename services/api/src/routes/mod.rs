@@ -17,6 +17,7 @@ pub(crate) mod common;
 pub mod console;
 mod events;
 mod fields;
+mod guests;
 mod health;
 mod history;
 mod identities;
@@ -26,6 +27,7 @@ pub mod openapi;
 mod projections;
 mod recovery;
 mod self_service;
+pub use guests::sweep_expired_guests;
 pub use recovery::sweep_token_keys;
 mod sessions;
 mod settings;
@@ -77,6 +79,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(webhooks::router())
         .merge(teams::router())
         .merge(identities::router())
+        .merge(guests::router())
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
@@ -108,6 +111,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     webhooks::command_schemas(out);
     teams::command_schemas(out);
     identities::command_schemas(out);
+    guests::command_schemas(out);
 }
 
 /// Schemas of what queries answer (`schemas/read_models/`), by name.
@@ -121,6 +125,7 @@ pub fn read_model_schemas(out: &mut crate::schemas::SchemaSet) {
     settings::read_model_schemas(out);
     webhooks::read_model_schemas(out);
     teams::read_model_schemas(out);
+    guests::read_model_schemas(out);
     events::read_model_schemas(out);
     projections::read_model_schemas(out);
 }

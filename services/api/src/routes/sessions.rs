@@ -297,7 +297,9 @@ async fn refresh(
         let Some(user) = user.state.as_ref() else {
             return Err(invalid_refresh());
         };
-        if user.status() != Status::Active || session.user_version < user.public.sessions_valid_from
+        if user.status() != Status::Active
+            || session.user_version < user.public.sessions_valid_from
+            || user.expired(chrono::Utc::now())
         {
             return Err(invalid_refresh());
         }

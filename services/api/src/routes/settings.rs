@@ -63,6 +63,10 @@ async fn show(State(app): State<AppState>, ctx: Ctx) -> ApiResult<Response> {
 pub(crate) struct UpdateSettings {
     /// `app` (usernames unique by normalized form) or `no`.
     enforce_unique_usernames: Option<UniqueUsernames>,
+    /// Whether `POST /v1/guests` creates guest users.
+    allow_guests: Option<bool>,
+    /// Whether `POST /v1/sessions/anonymous` hands out anonymous tokens.
+    allow_anonymous: Option<bool>,
 }
 
 /// The settings after a change, with the change's log position.
@@ -88,6 +92,12 @@ async fn update(
         let mut next = loaded.state.clone().unwrap_or_default().0;
         if let Some(v) = body.value.enforce_unique_usernames {
             next.enforce_unique_usernames = v;
+        }
+        if let Some(v) = body.value.allow_guests {
+            next.allow_guests = v;
+        }
+        if let Some(v) = body.value.allow_anonymous {
+            next.allow_anonymous = v;
         }
         let command = ChangeSettings(next.clone());
         Ok(

@@ -217,6 +217,7 @@ async fn sign_in(
         let loaded: Loaded<User> = repo.load(org, user_id.as_str()).await?;
         let mut work = repo.work(org, ctx.meta.clone());
         let (user, version) = match &loaded.state {
+            Some(user) if user.expired(Utc::now()) => return Err(invalid_token().into()),
             Some(user) => {
                 refuse_status(user.status()).map_err(|e| match e.code {
                     Code::Unauthorized => invalid_token(),

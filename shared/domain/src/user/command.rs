@@ -125,6 +125,19 @@ pub enum UserCommand {
         /// The team.
         team_id: String,
     },
+    /// Create a guest: a user of role `guest` (in `create`'s profile) that expires.
+    CreateGuest(CreateUser, chrono::DateTime<chrono::Utc>),
+    /// Turn a guest into a full user (its new username and email claimed as usual).
+    UpgradeGuest {
+        /// The username.
+        username: String,
+        /// The email, if given.
+        email: Option<Email>,
+        /// The password's hash.
+        password_hash: PasswordHash,
+        /// The organization's username rule.
+        usernames: UniqueUsernames,
+    },
     /// Create a user holding an identity (a sign-in by identity that finds no holder).
     SignUpWithIdentity(CreateUser, super::Identity),
     /// Link an identity (checked at the edge); nothing if already linked.

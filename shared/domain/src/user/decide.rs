@@ -183,6 +183,39 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
             Ok(left(user, team_id))
         }
         C::LinkIdentity(identity) => linked(existing_live(state)?, identity),
+        C::CreateGuest(create, expires_at) => match state {
+            None => {
+                let mut decision = created(create);
+                decision
+                    .events
+                    .push(UserEvent::GuestExpirySet(GuestExpirySet {
+                        expires_at: *expires_at,
+                    }));
+                Ok(decision)
+            }
+            Some(_) => Err(DomainError::IdTaken),
+        },
+        C::UpgradeGuest {
+            username,
+            email,
+            password_hash,
+            usernames,
+        } => {
+            let user = existing_live(state)?;
+            if user.public.profile.role != GUEST_ROLE {
+                return Err(DomainError::Conflict("only a guest can be upgraded"));
+            }
+            let email = email.as_ref().map(|e| e.as_str().to_owned());
+            let uniques = username_change(Some(user), Some(username), *usernames)
+                .into_iter()
+                .chain(email_change(user.email(), email.as_deref()));
+            Ok(Decision::event(UserEvent::GuestUpgraded(GuestUpgraded {
+                username: Some(username.clone()),
+                email,
+                password_hash: Some(password_hash.clone()),
+            }))
+            .with_uniques(uniques))
+        }
         C::SignUpWithIdentity(create, identity) => match state {
             None => {
                 let mut decision = created(create);
@@ -376,6 +409,9 @@ fn deleted(user: &User, mode: DeleteMode) -> Decided {
             .chain(identities),
     ))
 }
+
+/// The role of guest users.
+pub const GUEST_ROLE: &str = "guest";
 
 /// Most teams one user is in.
 pub const MAX_TEAMS_PER_USER: usize = 100;
@@ -608,6 +644,7 @@ fn apply(state: Option<User>, event: &UserEvent, at: Recorded<'_>) -> Option<Use
                 version,
                 tokens: Default::default(),
                 teams: BTreeMap::new(),
+                expires_at: None,
             },
             personal: e.personal.clone(),
         },
@@ -677,6 +714,7 @@ fn imported_user(
             version,
             tokens: Default::default(),
             teams,
+            expires_at: None,
         },
         personal: UserPersonal {
             profile: e.personal.profile.clone(),
@@ -792,6 +830,15 @@ fn apply_change(user: &mut User, event: &UserEvent, at: chrono::DateTime<chrono:
         }
         UserEvent::TeamLeft(e) => {
             user.public.teams.remove(&e.team_id);
+        }
+        UserEvent::GuestExpirySet(e) => user.public.expires_at = Some(e.expires_at),
+        UserEvent::GuestUpgraded(e) => {
+            user.public.profile.role = super::DEFAULT_ROLE.to_owned();
+            user.public.expires_at = None;
+            user.personal.profile.username.clone_from(&e.username);
+            user.personal.profile.email.clone_from(&e.email);
+            user.personal.password_hash.clone_from(&e.password_hash);
+            user.public.email_verified = false;
         }
         UserEvent::IdentityLinked(e) => user.personal.identities.push(super::Identity {
             provider: e.provider.clone(),

@@ -340,6 +340,29 @@ pub struct TeamLeft {
     pub membership_id: String,
 }
 
+/// A guest user's expiry (recorded with its creation): after it the guest cannot sign in, its
+/// sessions stop working, and the server prunes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GuestExpirySet {
+    /// When the guest expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A guest became a full user (same id and history): role `user`, no expiry, and the
+/// username, email and password it chose (sealed; the email starts unverified).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GuestUpgraded {
+    /// The username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The email, if given.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The password's hash. Event views show it `null`.
+    #[serde(default)]
+    pub password_hash: Option<super::PasswordHash>,
+}
+
 /// An identity was linked to the user (personal: sealed under the user's key).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IdentityLinked {
@@ -371,9 +394,9 @@ two_parts! {
     WalletAdjusted => (WalletChangePart, LedgerNote),
 }
 one_part!(personal: EmailChanged, NameChanged, PhoneChanged, PasswordChanged, PrefsUpdated,
-    PasswordRehashed, IdentityLinked, IdentityUnlinked);
+    PasswordRehashed, IdentityLinked, IdentityUnlinked, GuestUpgraded);
 one_part!(public: VerificationChanged, StatusChanged, UserDeactivated, UserReactivated,
-    UserDeleted, UserRestored, SessionsRevoked, TokenUsed, TeamJoined, TeamLeft);
+    UserDeleted, UserRestored, SessionsRevoked, TokenUsed, TeamJoined, TeamLeft, GuestExpirySet);
 
 event_set! {
     /// Every event of the User aggregate.
@@ -428,6 +451,10 @@ event_set! {
         IdentityLinked(IdentityLinked) = 1,
         /// See [`IdentityUnlinked`].
         IdentityUnlinked(IdentityUnlinked) = 1,
+        /// See [`GuestExpirySet`].
+        GuestExpirySet(GuestExpirySet) = 1,
+        /// See [`GuestUpgraded`].
+        GuestUpgraded(GuestUpgraded) = 1,
     }
 }
 

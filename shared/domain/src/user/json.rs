@@ -397,6 +397,8 @@ json_as_is!(
     TeamLeft,
     IdentityLinked,
     IdentityUnlinked,
+    GuestExpirySet,
+    GuestUpgraded,
 );
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 mod command;
 mod decide;
-pub use decide::{MAX_IDENTITIES_PER_USER, MAX_TEAMS_PER_USER, identity_unique};
+pub use decide::{GUEST_ROLE, MAX_IDENTITIES_PER_USER, MAX_TEAMS_PER_USER, identity_unique};
 mod events;
 pub mod json;
 mod profile;
@@ -116,6 +116,9 @@ pub struct UserPublic {
     /// The teams the user is in: team id → membership id.
     #[serde(default)]
     pub teams: BTreeMap<String, String>,
+    /// A guest's expiry (`None` for everyone else).
+    #[serde(default, with = "time::micros_option")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -151,6 +154,11 @@ impl User {
     /// The email, if it has one.
     pub fn email(&self) -> Option<&str> {
         self.personal.profile.email.as_deref()
+    }
+
+    /// Whether the user is a guest past its expiry at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.public.expires_at.is_some_and(|t| t <= now)
     }
 
     /// The normalized username, if it has one.
