@@ -87,6 +87,19 @@ const TAGS: &[(&str, &str)] = &[
          (docs/webhooks.md).",
     ),
     (
+        "teams",
+        "Teams, memberships with roles, and team-level unique usernames (docs/teams.md).",
+    ),
+    (
+        "identities",
+        "Linked identities: (provider, subject) pairs unique per organization \
+         (docs/identities.md).",
+    ),
+    (
+        "guests",
+        "Guest users that expire and upgrade in place, and anonymous tokens (docs/guests.md).",
+    ),
+    (
         "events",
         "The event log for analysts and operators (docs/contract.md §6).",
     ),
