@@ -28,6 +28,7 @@ mod nats_erasure;
 mod nats_helpers;
 mod openapi;
 mod organizations;
+mod presence;
 mod privacy;
 mod projections;
 mod recovery;

@@ -422,3 +422,84 @@ async fn switching_to_team_keeps_duplicates_held_before() {
     app.create_user(&json!({"id": "s", "username": "other"}))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn team_usernames_and_identities_hold_across_servers() {
+    use crate::nats_helpers::{namespace, spawn_nats_app};
+    let nats = roster_testsupport::NatsServer::shared();
+    let ns = namespace("teamnames");
+    let a = spawn_nats_app(&nats.url(), &ns).await;
+    let b = spawn_nats_app(&nats.url(), &ns).await;
+    let servers = [&a, &b];
+    let response = a
+        .request(Method::PATCH, "/v1/settings")
+        .json(&json!({"enforce_unique_usernames": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let settled = position(&response);
+    assert_eq!(
+        a.post("/v1/teams", &json!({"id": "t", "name": "T"}))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let mut last = settled;
+    for i in 0..10 {
+        let r = a
+            .post(
+                "/v1/users",
+                &json!({"id": format!("u{i}"), "username": format!("Same{}", ".".repeat(i))}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        last = position(&r);
+    }
+    let head = a.get_at("/v1/users?limit=1", last).await;
+    assert_eq!(head["total"], 10);
+    // Both servers must have the `team` setting before they decide.
+    b.get_at("/v1/settings", last).await;
+    let joins = join_all((0..10).map(|i| {
+        let server = servers[i % 2];
+        async move {
+            server
+                .post(
+                    "/v1/teams/t/memberships",
+                    &json!({"user_id": format!("u{i}")}),
+                )
+                .await
+                .status()
+        }
+    }))
+    .await;
+    assert_eq!(
+        joins.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{joins:?}"
+    );
+    assert_eq!(
+        joins.iter().filter(|s| **s == StatusCode::CONFLICT).count(),
+        9,
+        "{joins:?}"
+    );
+    // One identity claimed from both servers at once: one holder.
+    let links = join_all((0..6).map(|i| {
+        let server = servers[i % 2];
+        async move {
+            server
+                .post(
+                    &format!("/v1/users/u{i}/identities"),
+                    &json!({"provider": "steam", "subject": "42"}),
+                )
+                .await
+                .status()
+        }
+    }))
+    .await;
+    assert_eq!(
+        links.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{links:?}"
+    );
+}

@@ -146,6 +146,40 @@ pub(crate) struct Backend {
     pub exclusive: bool,
     /// Where a generated API key is kept, if the store allows one (embedded only).
     pub api_key_file: Option<PathBuf>,
+    /// Where presence is kept (docs/presence.md).
+    pub presence: PresenceSource,
+}
+
+/// Where presence is kept.
+pub(crate) enum PresenceSource {
+    /// A sled tree in this directory.
+    Local(PathBuf),
+    /// A JetStream key-value bucket.
+    Nats {
+        /// The connection.
+        context: Box<async_nats::jetstream::Context>,
+        /// The bucket's name.
+        bucket: String,
+        /// Its replicas.
+        replicas: usize,
+    },
+}
+
+impl PresenceSource {
+    /// The presence store, sealing messages with `codec`.
+    pub async fn open(
+        &self,
+        codec: roster_projections::Codec,
+    ) -> anyhow::Result<Arc<crate::presence::Presence>> {
+        Ok(match self {
+            PresenceSource::Local(dir) => crate::presence::Presence::open_local(dir, codec).await?,
+            PresenceSource::Nats {
+                context,
+                bucket,
+                replicas,
+            } => crate::presence::Presence::open_nats(context, bucket, *replicas, codec).await?,
+        })
+    }
 }
 
 impl Backend {
@@ -177,6 +211,7 @@ impl Backend {
             exports: ExportStore::Local(data_dir.join("exports")),
             exclusive: true,
             api_key_file: Some(dir.join("api_key")),
+            presence: PresenceSource::Local(dir.join("presence")),
         })
     }
 
@@ -231,6 +266,11 @@ impl Backend {
             exports,
             exclusive: false,
             api_key_file: None,
+            presence: PresenceSource::Nats {
+                context: Box::new(context),
+                bucket: settings.bucket("presence"),
+                replicas: settings.replicas,
+            },
         })
     }
 }

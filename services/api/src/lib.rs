@@ -9,6 +9,7 @@ pub mod extract;
 pub mod metrics;
 pub(crate) mod middleware;
 pub mod params;
+pub mod presence;
 pub mod ratelimit;
 pub mod resource;
 pub mod routes;
@@ -190,6 +191,11 @@ impl Application {
         roster_projections::location::remove_stale(dir);
         let models_dir = roster_projections::location::current_dir(dir);
         let models = open_read_models(&models_dir, &backend, &codec, &blind).await?;
+        let presence = backend
+            .presence
+            .open(codec.clone())
+            .await
+            .context("opening the presence store")?;
         let (api_keys, generated_api_key) =
             match (&backend.api_key_file, config.api_keys.is_empty()) {
                 (Some(path), true) => {
@@ -212,10 +218,13 @@ impl Application {
             core.clone(),
             &api_keys,
             token_secret,
-            backend.exports.clone(),
-            metrics,
-            config.allow_private_webhooks,
-            config.guest_limits,
+            state::Services {
+                exports: backend.exports.clone(),
+                metrics,
+                allow_private_webhooks: config.allow_private_webhooks,
+                guest_limits: config.guest_limits,
+                presence,
+            },
         );
         let sweeper = tokio::spawn(routes::sweep_token_keys(state.clone()));
         let guest_sweeper = tokio::spawn(routes::sweep_expired_guests(state.clone()));

@@ -9,6 +9,8 @@ use roster_domain::User;
 use roster_eventlog::Position;
 use serde::Serialize;
 
+use crate::state::AppState;
+
 /// `x-roster-position: <n>`.
 pub fn position_header(headers: &mut HeaderMap, position: Position) {
     headers.insert("x-roster-position", HeaderValue::from(position));
@@ -21,10 +23,21 @@ pub fn etag(headers: &mut HeaderMap, version: u64) {
     }
 }
 
+/// The user object, with the user's presence as others see it.
+pub fn user_resource(app: &AppState, user: User, position: Option<Position>) -> UserResource {
+    let shown = app.presence_of(&user);
+    UserResource::new(user, position).with_presence(shown.online, shown.message, shown.last_seen_at)
+}
+
 /// A single-user response: body, ETag, and the position header for writes.
-pub fn user_response(status: StatusCode, user: User, position: Option<Position>) -> Response {
+pub fn user_response(
+    app: &AppState,
+    status: StatusCode,
+    user: User,
+    position: Option<Position>,
+) -> Response {
     let version = user.public.version;
-    let resource = UserResource::new(user, position);
+    let resource = user_resource(app, user, position);
     let location = (status == StatusCode::CREATED).then(|| format!("/v1/users/{}", resource.id));
     let mut response = (status, axum::Json(resource)).into_response();
     let headers = response.headers_mut();

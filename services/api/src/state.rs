@@ -31,6 +31,22 @@ struct Inner {
     allow_private_webhooks: bool,
     /// Limits on creating guests and anonymous sessions.
     guest_limiter: crate::ratelimit::CreationLimiter,
+    /// Who is online (not in the event log).
+    presence: Arc<crate::presence::Presence>,
+}
+
+/// What the state holds besides the core and the credentials.
+pub struct Services {
+    /// Where finished export files are kept.
+    pub exports: ExportStore,
+    /// This server's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether webhooks may point at private addresses.
+    pub allow_private_webhooks: bool,
+    /// Limits on creating guests and anonymous sessions.
+    pub guest_limits: crate::GuestLimits,
+    /// The presence store.
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 impl AppState {
@@ -39,11 +55,15 @@ impl AppState {
         core: Core,
         api_keys: &[String],
         token_secret: [u8; 32],
-        exports: ExportStore,
-        metrics: Arc<crate::metrics::Metrics>,
-        allow_private_webhooks: bool,
-        guest_limits: crate::GuestLimits,
+        services: Services,
     ) -> Self {
+        let Services {
+            exports,
+            metrics,
+            allow_private_webhooks,
+            guest_limits,
+            presence,
+        } = services;
         Self(Arc::new(Inner {
             core,
             api_keys: api_keys
@@ -59,7 +79,25 @@ impl AppState {
                 guest_limits.per_address_per_minute,
                 guest_limits.per_organization_per_hour,
             ),
+            presence,
         }))
+    }
+
+    /// The presence store.
+    pub fn presence(&self) -> &Arc<crate::presence::Presence> {
+        &self.0.presence
+    }
+
+    /// A user's presence as others see it: nothing of a pruned or erased user.
+    pub fn presence_of(&self, user: &roster_domain::User) -> crate::presence::Shown {
+        if user.public.erased {
+            return crate::presence::Shown::default();
+        }
+        self.0
+            .presence
+            .get(user.public.organization_id.as_str(), user.id().as_str())
+            .map(|r| r.shown(chrono::Utc::now()))
+            .unwrap_or_default()
     }
 
     /// The limits on creating guests and anonymous sessions.

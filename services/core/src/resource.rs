@@ -65,6 +65,12 @@ pub struct UserResource {
     pub teams: Vec<String>,
     /// Linked identities (read-only here: see the identities endpoints).
     pub identities: Vec<roster_domain::user::Identity>,
+    /// Online as others see it (presence: heartbeat within a minute, not hidden).
+    pub online: bool,
+    /// The custom status (`null` while hidden).
+    pub presence_message: Option<String>,
+    /// The last heartbeat, to the minute (`null` while hidden, and once pruned).
+    pub last_seen_at: Option<DateTime<Utc>>,
     /// Present and true when personal data has been erased.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub erased: bool,
@@ -74,6 +80,19 @@ pub struct UserResource {
 }
 
 impl UserResource {
+    /// The same with the user's presence as others see it.
+    pub fn with_presence(
+        mut self,
+        online: bool,
+        message: Option<String>,
+        last_seen_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        self.online = online;
+        self.presence_message = message;
+        self.last_seen_at = last_seen_at;
+        self
+    }
+
     /// The API view of a user.
     pub fn new(user: User, position: Option<Position>) -> Self {
         let status = user.status();
@@ -109,6 +128,9 @@ impl UserResource {
             version: u.version,
             teams: u.teams.into_keys().collect(),
             identities: personal.identities,
+            online: false,
+            presence_message: None,
+            last_seen_at: None,
             erased: u.erased,
             position,
         }

@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AnyCtx, ClientCtx, Json, NoQuery, QueryParams, query_params};
-use crate::resource::{UserResource, etag, write_response};
+use crate::resource::{etag, write_response};
 use crate::routes::common::{Deleted, OperationDoc, execute, single};
 use crate::schemas::SchemaSet;
 use crate::state::AppState;
@@ -156,7 +156,8 @@ async fn get_account(
         .await?
         .ok_or_else(|| ApiError::not_found("No user with this id."))?;
     let version = row.user.public.version;
-    let mut response = axum::Json(UserResource::new(row.user.clone(), None)).into_response();
+    let mut response =
+        axum::Json(crate::resource::user_resource(&app, row.user.clone(), None)).into_response();
     etag(response.headers_mut(), version);
     Ok(response)
 }
@@ -218,7 +219,7 @@ async fn put_account(
         field_prefix: None,
     };
     let outcome = execute(&app, ctx, Some(&body.digest), vec![item]).await?;
-    single(StatusCode::OK, outcome)
+    single(&app, StatusCode::OK, outcome)
 }
 
 /// `DELETE /v1/account`: soft-deletes the signed-in user; its tokens stop working.
@@ -259,11 +260,19 @@ pub struct PublicProfile {
     pub metadata: Map<String, Value>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Online (heartbeat within a minute; `false` while the user hides).
+    pub online: bool,
+    /// The custom status (`null` while hidden).
+    pub presence_message: Option<String>,
+    /// The last heartbeat, to the minute (`null` while hidden).
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
-impl From<&User> for PublicProfile {
-    fn from(user: &User) -> Self {
+impl PublicProfile {
+    /// What others see of `user`, its presence included.
+    fn of(app: &AppState, user: &User) -> Self {
         let p = &user.personal.profile;
+        let shown = app.presence_of(user);
         Self {
             id: user.id().to_string(),
             username: p.username.clone(),
@@ -274,6 +283,9 @@ impl From<&User> for PublicProfile {
             timezone: user.public.profile.timezone.clone(),
             metadata: p.metadata.clone(),
             created_at: user.public.created_at,
+            online: shown.online,
+            presence_message: shown.message,
+            last_seen_at: shown.last_seen_at,
         }
     }
 }
@@ -317,7 +329,7 @@ async fn profiles(
         if let Some(row) = app.models().get(org, &id).await?
             && row.user.status() != Status::Deleted
         {
-            users.push(PublicProfile::from(&row.user));
+            users.push(PublicProfile::of(&app, &row.user));
         }
     }
     Ok(axum::Json(Profiles { users }).into_response())

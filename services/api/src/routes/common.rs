@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Ctx;
-use crate::resource::{UserResource, user_response, write_response};
+use crate::resource::{UserResource, user_resource, user_response, write_response};
 use crate::state::AppState;
 
 pub(crate) use crate::routes::openapi::OperationDoc;
@@ -51,13 +51,17 @@ pub(crate) async fn run_one(
         command,
         field_prefix: None,
     };
-    single(StatusCode::OK, execute(app, ctx, body, vec![item]).await?)
+    single(
+        app,
+        StatusCode::OK,
+        execute(app, ctx, body, vec![item]).await?,
+    )
 }
 
 /// The first user of an outcome as a single-user response.
-pub(crate) fn single(status: StatusCode, outcome: Outcome) -> ApiResult<Response> {
+pub(crate) fn single(app: &AppState, status: StatusCode, outcome: Outcome) -> ApiResult<Response> {
     match outcome.users.into_iter().next() {
-        Some((_, Some(user))) => Ok(user_response(status, user, Some(outcome.position))),
+        Some((_, Some(user))) => Ok(user_response(app, status, user, Some(outcome.position))),
         _ => Err(ApiError::not_found("No user with this id.")),
     }
 }
@@ -73,7 +77,7 @@ pub(crate) struct UsersById {
 }
 
 /// The users of an outcome by id.
-pub(crate) fn users_by_id(outcome: Outcome) -> Response {
+pub(crate) fn users_by_id(app: &AppState, outcome: Outcome) -> Response {
     let users = outcome
         .users
         .into_iter()
@@ -81,7 +85,7 @@ pub(crate) fn users_by_id(outcome: Outcome) -> Response {
             u.map(|u| {
                 (
                     id,
-                    serde_json::to_value(UserResource::new(u, None)).unwrap_or_default(),
+                    serde_json::to_value(user_resource(app, u, None)).unwrap_or_default(),
                 )
             })
         })

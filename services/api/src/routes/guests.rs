@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult, Code};
-use crate::extract::{ClientCtx, Json, PublicCtx};
+use crate::extract::{ClientCtx, Json, MaybeJson, PublicCtx};
 use crate::resource::{UserResource, write_response};
 use crate::routes::common::{OperationDoc, busy, execute, single};
 use crate::schemas::SchemaSet;
@@ -164,13 +164,10 @@ fn not_allowed(what: &str) -> ApiError {
 async fn create(
     State(app): State<AppState>,
     PublicCtx(ctx): PublicCtx,
-    body: axum::body::Bytes,
+    body: MaybeJson<CreateGuest>,
 ) -> ApiResult<Response> {
     // The body is optional: no body is `{}`.
-    let body: CreateGuest = match body.is_empty() {
-        true => CreateGuest::default(),
-        false => crate::extract::parse_json(&body)?,
-    };
+    let body = body.value;
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_GUEST_TTL_SECS);
     if !(1..=MAX_GUEST_TTL_SECS).contains(&ttl) {
         return Err(ApiError::invalid_field(
@@ -248,7 +245,7 @@ async fn create(
     );
     let body = GuestSession {
         session: tokens,
-        user: UserResource::new(user, Some(position)),
+        user: crate::resource::user_resource(&app, user, Some(position)),
     };
     Ok(write_response(StatusCode::CREATED, body, position))
 }
@@ -296,6 +293,7 @@ async fn upgrade(
         field_prefix: None,
     };
     single(
+        &app,
         StatusCode::OK,
         execute(&app, &client.ctx, Some(&digest), vec![item]).await?,
     )
@@ -325,7 +323,8 @@ async fn anonymous(State(app): State<AppState>, PublicCtx(ctx): PublicCtx) -> Ap
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-/// Prunes expired guests, every [`SWEEP_INTERVAL`], until the server stops: each one a
+/// Prunes expired guests (and drops erased users' presence), every [`SWEEP_INTERVAL`], until
+/// the server stops: each guest a
 /// deletion in mode `pruning` recorded as `system:guest-sweep`, one append per guest (a crash
 /// leaves the rest for the next sweep; on NATS several servers may sweep: the log's
 /// optimistic concurrency makes a second deletion record nothing).
@@ -337,7 +336,26 @@ pub async fn sweep_expired_guests(app: AppState) {
         if let Err(e) = sweep_once(&app).await {
             tracing::warn!(error = %e.detail, "sweeping expired guests failed; retrying later");
         }
+        if let Err(e) = forget_erased_presence(&app).await {
+            tracing::warn!(error = %e.detail, "sweeping presence failed; retrying later");
+        }
     }
+}
+
+/// Drops the presence records of users pruned or hard-deleted since (their `last_seen_at`
+/// is already hidden: [`AppState::presence_of`]).
+async fn forget_erased_presence(app: &AppState) -> ApiResult<()> {
+    let models = app.models();
+    for (org, user) in app.presence().users() {
+        let row = models.get(&org, &user).await?;
+        if row.is_none_or(|r| r.user.public.erased) {
+            app.presence()
+                .forget(&org, &user)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+    }
+    Ok(())
 }
 
 /// One pass over every organization's guests.

@@ -346,7 +346,9 @@ async fn export(
         .map_or(0, |u| u.public.sessions_valid_from);
     let sessions = crate::sessions::all_sessions(&app, &ctx.org, &user_id, valid_from).await?;
     let export = UserExport {
-        user: loaded.state.map(|u| UserResource::new(u, None)),
+        user: loaded
+            .state
+            .map(|u| crate::resource::user_resource(&app, u, None)),
         wallet_ledger,
         logs,
         events,

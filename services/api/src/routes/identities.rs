@@ -76,7 +76,7 @@ async fn link(
         field_prefix: None,
     };
     let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
-    single(StatusCode::CREATED, outcome)
+    single(&app, StatusCode::CREATED, outcome)
 }
 
 async fn unlink(
@@ -101,7 +101,11 @@ async fn unlink(
         command: UserCommand::UnlinkIdentity(identity),
         field_prefix: None,
     };
-    single(StatusCode::OK, execute(&app, &ctx, None, vec![item]).await?)
+    single(
+        &app,
+        StatusCode::OK,
+        execute(&app, &ctx, None, vec![item]).await?,
+    )
 }
 
 fn not_linked() -> ApiError {

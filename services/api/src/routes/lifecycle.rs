@@ -102,7 +102,7 @@ async fn deactivate(
         field_prefix: None,
     };
     let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
-    single(StatusCode::OK, outcome)
+    single(&app, StatusCode::OK, outcome)
 }
 
 async fn reactivate(
@@ -117,7 +117,7 @@ async fn reactivate(
         field_prefix: None,
     };
     let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
-    single(StatusCode::OK, outcome)
+    single(&app, StatusCode::OK, outcome)
 }
 
 /// Parses a deletion mode.
@@ -212,5 +212,5 @@ async fn restore(
             }
             e
         })?;
-    Ok(crate::routes::common::users_by_id(outcome))
+    Ok(crate::routes::common::users_by_id(&app, outcome))
 }

@@ -24,6 +24,7 @@ mod identities;
 mod import;
 pub(crate) mod lifecycle;
 pub mod openapi;
+mod presence;
 mod projections;
 mod recovery;
 mod self_service;
@@ -80,6 +81,7 @@ pub fn build() -> (Router<AppState>, Arc<serde_json::Value>) {
         .merge(teams::router())
         .merge(identities::router())
         .merge(guests::router())
+        .merge(presence::router())
         .merge(events::router())
         .merge(projections::router())
         .merge(health::router())
@@ -112,6 +114,7 @@ pub fn command_schemas(out: &mut crate::schemas::SchemaSet) {
     teams::command_schemas(out);
     identities::command_schemas(out);
     guests::command_schemas(out);
+    presence::command_schemas(out);
 }
 
 /// Schemas of what queries answer (`schemas/read_models/`), by name.
@@ -126,6 +129,7 @@ pub fn read_model_schemas(out: &mut crate::schemas::SchemaSet) {
     webhooks::read_model_schemas(out);
     teams::read_model_schemas(out);
     guests::read_model_schemas(out);
+    presence::read_model_schemas(out);
     events::read_model_schemas(out);
     projections::read_model_schemas(out);
 }

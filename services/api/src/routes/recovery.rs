@@ -389,7 +389,7 @@ async fn verify(
     let purposes = vec![Purpose::EmailVerification, Purpose::PhoneVerification];
     let (user, position) = redeem(&app, &ctx, &body.value.token, purposes, None).await?;
     app.wait_for(position, LOOKUP_WAIT).await;
-    Ok(user_response(StatusCode::OK, user, Some(position)))
+    Ok(user_response(&app, StatusCode::OK, user, Some(position)))
 }
 
 /// `POST /v1/account/password/reset`: a new password; every session ends. Answers once the
@@ -409,7 +409,7 @@ async fn reset_password(
     let (user, position) = redeem(&app, &ctx, &token, purposes, Some(hash)).await?;
     app.wait_for(position, roster_core::users::REVOCATION_WAIT)
         .await;
-    Ok(user_response(StatusCode::OK, user, Some(position)))
+    Ok(user_response(&app, StatusCode::OK, user, Some(position)))
 }
 
 /// `POST /v1/sessions/magic`: signs in with a magic-link token (201). The token is used up in

@@ -234,7 +234,7 @@ async fn create(
     let valid = body.value.validate().map_err(ApiError::invalid)?;
     let item = create_item(&app, &ctx, valid, false, None).await?;
     let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
-    single(StatusCode::CREATED, outcome)
+    single(&app, StatusCode::CREATED, outcome)
 }
 
 /// The item that creates (`upsert`: or replaces) a validated user, its password hashed.
@@ -358,7 +358,7 @@ async fn upsert(
         items.push(create_item(&app, &ctx, v, true, Some(prefix)).await?);
     }
     let outcome = execute(&app, &ctx, Some(&body.digest), items).await?;
-    Ok(users_by_id(outcome))
+    Ok(users_by_id(&app, outcome))
 }
 
 /// One item of `PATCH /v1/users`.
@@ -419,7 +419,7 @@ async fn patch_many(
         return Err(ApiError::invalid(errors));
     }
     let outcome = execute(&app, &ctx, Some(&body.digest), items).await?;
-    Ok(users_by_id(outcome))
+    Ok(users_by_id(&app, outcome))
 }
 
 fn patch_command(patch: roster_domain::Patch) -> UserCommand {
@@ -444,7 +444,7 @@ async fn patch_one(
         field_prefix: None,
     };
     let outcome = execute(&app, &ctx, Some(&body.digest), vec![item]).await?;
-    single(StatusCode::OK, outcome)
+    single(&app, StatusCode::OK, outcome)
 }
 
 async fn get_one(
@@ -466,7 +466,7 @@ async fn get_one(
     };
     let user = user.ok_or_else(|| ApiError::not_found("No user with this id."))?;
     let version = user.public.version;
-    let mut response = axum::Json(UserResource::new(user, None)).into_response();
+    let mut response = axum::Json(crate::resource::user_resource(&app, user, None)).into_response();
     etag(response.headers_mut(), version);
     Ok(response)
 }
@@ -570,7 +570,7 @@ async fn list(State(app): State<AppState>, ctx: Ctx, query: QueryParams) -> ApiR
         users: page
             .users
             .into_iter()
-            .map(|r| UserResource::new(r.user.clone(), None))
+            .map(|r| crate::resource::user_resource(&app, r.user.clone(), None))
             .collect(),
         next_cursor: page.next_cursor.map(|c| encode_cursor('c', c)),
         prev_cursor: page.prev_cursor.map(|c| encode_cursor('c', c)),
