@@ -195,8 +195,11 @@ async fn profiles_are_public_fields_only_for_clients_and_servers() {
             "display_name",
             "id",
             "lang_tag",
+            "last_seen_at",
             "location",
             "metadata",
+            "online",
+            "presence_message",
             "timezone",
             "username"
         ]

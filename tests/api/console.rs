@@ -237,6 +237,18 @@ async fn sign_in_asks_for_the_key_once_and_keeps_it_in_the_tab_only() {
 async fn search_open_a_user_step_back_in_its_history_and_block_it() {
     let app = spawn_app().await;
     seed_people(&app).await;
+    // Alice is in a team: the user page lists the membership.
+    let team = app
+        .post("/v1/teams", &json!({"id": "red", "name": "Red"}))
+        .await;
+    assert_eq!(team.status(), StatusCode::CREATED);
+    let joined = app
+        .post(
+            "/v1/teams/red/memberships",
+            &json!({"user_id": "alice", "roles": ["captain"]}),
+        )
+        .await;
+    assert_eq!(joined.status(), StatusCode::CREATED);
     let browser = Browser::open(&app.address).await;
     browser.sign_in(&app.api_key).await;
     browser.wait_text("#users-total", "6 users").await;
@@ -258,9 +270,7 @@ async fn search_open_a_user_step_back_in_its_history_and_block_it() {
     browser.wait_text("#wallet td", "120").await;
     browser.wait_text("#wallet td", "welcome").await;
     browser.wait_text("#sessions td", "active").await;
-    browser
-        .wait_text("#memberships", "not available on this server")
-        .await;
+    browser.wait_text("#memberships td", "captain").await;
     browser
         .wait_text("#activity td", "UserPartiallyUpdated")
         .await;
@@ -383,6 +393,14 @@ async fn users_page_filters_and_pages_both_ways() {
         app.patch(&format!("/v1/users/{id}/status"), &json!({"status": false}))
             .await;
     }
+    app.post("/v1/teams", &json!({"id": "red", "name": "Red"}))
+        .await;
+    for id in &ids[6..9] {
+        let joined = app
+            .post("/v1/teams/red/memberships", &json!({"user_id": id}))
+            .await;
+        assert_eq!(joined.status(), StatusCode::CREATED);
+    }
     let browser = Browser::open(&app.address).await;
     browser.sign_in(&app.api_key).await;
     browser.navigate("#/users?limit=10").await;
@@ -437,9 +455,13 @@ async fn users_page_filters_and_pages_both_ways() {
     assert_eq!(page_ids().await, ids[3..5]);
     browser.select("select[name=order]", "desc").await;
     wait_first("p00004").await;
-    browser
-        .wait_text("#team-filter", "Teams: not available on this server")
-        .await;
+    // The team filter lists the organization's teams and filters by one.
+    browser.select("select[name=status]", "").await;
+    browser.select("select[name=team]", "red").await;
+    browser.wait_text("#users-total", "3 users").await;
+    let mut in_team = page_ids().await;
+    in_team.sort();
+    assert_eq!(in_team, ids[6..9]);
     browser.close().await;
 }
 

@@ -90,7 +90,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "roster,ceiling,baseline")]
     systems: Vec<String>,
     /// Only these workloads and jobs (W1, W2, W3, W3-1, W3-10k, W4, W5, W6, W7, W8, W9,
-    /// import, webhooks); default all.
+    /// import, webhooks, teams); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Worker threads of the generator's tokio runtime.
@@ -637,6 +637,10 @@ impl Bench {
             let job = self.webhooks().await;
             self.jobs.push(job);
         }
+        if self.wanted("teams") {
+            let job = self.team_joins().await;
+            self.jobs.push(job);
+        }
         if !self.args.keep_store {
             let _ = std::fs::remove_dir_all(&store);
         }
@@ -959,6 +963,88 @@ impl Bench {
         .await;
         let _ = std::fs::remove_dir_all(&store);
         result.unwrap_or_else(|e| JobResult::missing("webhooks", name, "failed", format!("{e:#}")))
+    }
+
+    /// `teams`: on a server of its own, W1 creates, then `POST /v1/teams/{id}/memberships` of
+    /// the preloaded users into 100 teams (each a two-stream append: the team's `MemberAdded`
+    /// and the user's `TeamJoined`), as a ratio to W1 in the same run.
+    async fn team_joins(&self) -> JobResult {
+        const TEAMS: u64 = 100;
+        let users = self.plan.users;
+        let name = format!(
+            "team joins, {} users into {TEAMS} teams, vs W1",
+            short_count(users)
+        );
+        let store = self.args.work.join("roster-teams-store");
+        let _ = std::fs::remove_dir_all(&store);
+        let result: anyhow::Result<JobResult> = async {
+            std::fs::create_dir_all(&store)?;
+            let (server, target) = self.start_roster(&store).await?;
+            let pid = server.pid();
+            let plain = self
+                .measure("roster", pid, &[], &target, Http::Create)
+                .await;
+            let loaded = load::run(
+                &target,
+                self.args.load_concurrency,
+                Pace::UntilDone {
+                    timeout: Duration::from_secs(600),
+                },
+                Upsert::shared(0, users),
+            )
+            .await;
+            if loaded.error_count() > 0 {
+                bail!("loading the users: {:?}", loaded.error_samples);
+            }
+            for k in 0..TEAMS {
+                let body = json!({"id": format!("bt{k}"), "name": format!("Team {k}")});
+                call_json(
+                    &target,
+                    Method::POST,
+                    "/v1/teams",
+                    Some(body),
+                    StatusCode::CREATED,
+                )
+                .await?;
+            }
+            caught_up(&target, Duration::from_secs(300)).await?;
+            let joins = self
+                .measure("roster", pid, &[], &target, Http::Join { teams: TEAMS })
+                .await;
+            if plain.errors + joins.errors > 0 {
+                bail!(
+                    "errors: {} in W1, {} in the joins",
+                    plain.errors,
+                    joins.errors
+                );
+            }
+            let mut job =
+                JobResult::done("teams", name.clone(), joins.requests, "joins", joins.secs);
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            for (key, value) in [
+                ("w1_creates_per_s", plain.throughput),
+                ("w1_p99_ms", plain.p99_ms),
+                ("joins_per_s", joins.throughput),
+                ("joins_p99_ms", joins.p99_ms),
+                ("joins_vs_w1", ratio(joins.throughput, plain.throughput)),
+                ("server_cpu_cores", joins.usage.server_cpu_cores),
+            ] {
+                job.details.insert(key.into(), json!(value));
+            }
+            println!(
+                "  teams  joins {:.0}/s = {:.2} × W1 creates ({:.0}/s); p99 {:.2} ms (W1 {:.2} ms)",
+                joins.throughput,
+                ratio(joins.throughput, plain.throughput),
+                plain.throughput,
+                joins.p99_ms,
+                plain.p99_ms
+            );
+            let _ = server.stop(Duration::from_secs(60)).await;
+            Ok(job)
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&store);
+        result.unwrap_or_else(|e| JobResult::missing("teams", name, "failed", format!("{e:#}")))
     }
 
     /// W6: `roster replay` of the (stopped) store.

@@ -29,6 +29,12 @@ pub enum Http {
     List,
     /// W9: `POST /v1/sessions` with a password.
     Login,
+    /// `POST /v1/teams/{id}/memberships`: each preloaded user joins teams `bt0`…, spread so
+    /// that concurrent joins go to different teams, each (user, team) once.
+    Join {
+        /// How many teams there are.
+        teams: u64,
+    },
 }
 
 impl Http {
@@ -42,6 +48,7 @@ impl Http {
             Http::Get => "W4".into(),
             Http::List => "W5".into(),
             Http::Login => "W9".into(),
+            Http::Join { .. } => "TJ".into(),
         }
     }
 
@@ -55,6 +62,7 @@ impl Http {
             Http::Get => format!("get user by id ({} users)", short_count(users)),
             Http::List => "list pages (limit 25) by cursor".into(),
             Http::Login => "logins (argon2id)".into(),
+            Http::Join { teams } => format!("team joins ({teams} teams)"),
         }
     }
 
@@ -75,6 +83,12 @@ impl Http {
             }),
             Http::Get => Box::new(Get { rng, users }),
             Http::List => Box::new(List { cursor: None }),
+            Http::Join { teams } => Box::new(Join {
+                worker,
+                seq: 0,
+                users: users.max(1),
+                teams: teams.max(1),
+            }),
             Http::Login => Box::new(Login {
                 bodies: (0..LOGIN_USERS)
                     .map(|i| {
@@ -121,6 +135,39 @@ impl Job for Create {
             body: Some(Bytes::from(body)),
             expect: StatusCode::CREATED,
             must_contain: Some(format!(r#""id":"{id}""#)),
+        })
+    }
+}
+
+/// Most generator workers [`Join`] keeps apart (the n-th request of worker w is number
+/// `n * JOIN_STRIDE + w`).
+const JOIN_STRIDE: u64 = 1024;
+
+struct Join {
+    worker: usize,
+    seq: u64,
+    users: u64,
+    teams: u64,
+}
+
+impl Job for Join {
+    fn next(&mut self) -> Option<Req> {
+        let n = self.seq * JOIN_STRIDE + self.worker as u64;
+        self.seq += 1;
+        // Round r over the users joins user i to team (i + r) mod teams: consecutive users go
+        // to different teams, and no pair comes twice while r < teams.
+        let (i, round) = (n % self.users, n / self.users);
+        if round >= self.teams {
+            return None;
+        }
+        let team = (i + round) % self.teams;
+        let id = fixtures::loaded_id(i);
+        Some(Req {
+            method: Method::POST,
+            path: format!("/v1/teams/bt{team}/memberships"),
+            body: Some(Bytes::from(format!(r#"{{"user_id":"{id}"}}"#))),
+            expect: StatusCode::CREATED,
+            must_contain: Some(format!(r#""user_id":"{id}""#)),
         })
     }
 }

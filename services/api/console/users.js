@@ -134,8 +134,7 @@ export async function usersPage({ main, signal, params }) {
   order.addEventListener('change', () => refilter({ order: order.value }));
   limit.addEventListener('change', () => refilter({ limit: limit.value }));
 
-  // Teams come with memberships (planned: docs/contract.md, "Not yet available"); a server without
-  // them answers 404.
+  // The organization's teams (docs/teams.md); a server of a release without them answers 404.
   get('/v1/teams', { limit: 100 }).then((page) => {
     const teams = select('team', [['', 'Any team'], ...page.teams.map((t) => [t.id, t.name || t.id])], state.team);
     teams.addEventListener('change', () => refilter({ team: teams.value }));

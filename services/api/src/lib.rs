@@ -314,7 +314,14 @@ impl Application {
 fn is_ours(name: &str) -> bool {
     matches!(
         name,
-        "log" | "keys.dat" | "secrets" | "exports" | "api_key" | "server_id" | "readmodels.current"
+        "log"
+            | "keys.dat"
+            | "secrets"
+            | "exports"
+            | "api_key"
+            | "server_id"
+            | "readmodels.current"
+            | "presence"
     ) || name.starts_with("readmodels")
         || name.ends_with(".tmp")
 }

@@ -61,6 +61,8 @@ pub struct UserResource {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Stream version (as in the ETag).
     pub version: u64,
+    /// A guest's expiry (`null` for everyone else).
+    pub expires_at: Option<DateTime<Utc>>,
     /// The teams the user is in (read-only here: see the memberships).
     pub teams: Vec<String>,
     /// Linked identities (read-only here: see the identities endpoints).
@@ -126,6 +128,7 @@ impl UserResource {
             deactivated_at: u.deactivated_at,
             deleted_at: u.deleted_at,
             version: u.version,
+            expires_at: u.expires_at,
             teams: u.teams.into_keys().collect(),
             identities: personal.identities,
             online: false,

@@ -43,7 +43,9 @@ const SERVER_FIELDS: &[&str] = &[
     "teams",
     "identities",
     "online",
+    "presence_message",
     "last_seen_at",
+    "expires_at",
     "position",
 ];
 
