@@ -41,6 +41,19 @@ impl Default for StreamLimits {
     }
 }
 
+/// A Server-Sent Events response of `body`.
+pub fn sse_response(body: axum::body::Body) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = axum::response::IntoResponse::into_response(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// Counts open streams per credential; in every request's extensions.
 #[derive(Clone)]
 pub struct StreamGate {

@@ -69,21 +69,15 @@ async fn team_command(
     })
     .await;
     match result {
-        Err(CommitError::Taken {
-            key,
-            owner,
-            position,
-            ..
-        }) if is_our_claim(req, &key) => {
-            let seen = crate::IdempotencyClaim::holder(&owner, position);
-            same_request(req, &seen)?;
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            let position = repeated(req, e)?;
             let loaded = repo
                 .load_as_of::<Team>(&req.org, id, crate::repository::AsOf::Position(position))
                 .await?;
             let team = loaded.state.ok_or_else(team_not_found)?;
             Ok((team, position))
         }
-        other => other.map_err(commit_error),
     }
 }
 
@@ -146,16 +140,7 @@ pub async fn delete(core: &Core, req: &Request, id: &str) -> ApiResult<Position>
                 return Ok(position);
             }
             Ok(Some((false, _))) => first = false,
-            Err(CommitError::Taken {
-                key,
-                owner,
-                position,
-                ..
-            }) if is_our_claim(req, &key) => {
-                same_request(req, &crate::IdempotencyClaim::holder(&owner, position))?;
-                return Ok(position);
-            }
-            Err(e) => return Err(commit_error(e)),
+            Err(e) => return repeated(req, e),
         }
     }
 }
@@ -218,16 +203,10 @@ pub async fn join(
             Ok((membership, position))
         }
         Ok(None) => Err(ApiError::internal("a join recorded nothing")),
-        Err(CommitError::Taken {
-            key,
-            owner,
-            position,
-            ..
-        }) if is_our_claim(req, &key) => {
-            same_request(req, &crate::IdempotencyClaim::holder(&owner, position))?;
+        Err(e) => {
+            let position = repeated(req, e)?;
             first_membership(core, req, position).await
         }
-        Err(e) => Err(commit_error(e)),
     }
 }
 
@@ -330,20 +309,14 @@ pub async fn change_roles(
             core.wait_for(position, MODELS_WAIT).await;
             Ok((membership, position))
         }
-        Err(CommitError::Taken {
-            key,
-            owner,
-            position,
-            ..
-        }) if is_our_claim(req, &key) => {
-            same_request(req, &crate::IdempotencyClaim::holder(&owner, position))?;
+        Err(e) => {
+            let position = repeated(req, e)?;
             let membership = core
                 .models()
                 .membership(req.org.as_str(), team_id, membership_id)?
                 .ok_or_else(membership_not_found)?;
             Ok((membership, position))
         }
-        Err(e) => Err(commit_error(e)),
     }
 }
 
@@ -385,16 +358,7 @@ pub async fn remove(
             core.wait_for(position, MODELS_WAIT).await;
             Ok(position)
         }
-        Err(CommitError::Taken {
-            key,
-            owner,
-            position,
-            ..
-        }) if is_our_claim(req, &key) => {
-            same_request(req, &crate::IdempotencyClaim::holder(&owner, position))?;
-            Ok(position)
-        }
-        Err(e) => Err(commit_error(e)),
+        Err(e) => repeated(req, e),
     }
 }
 
@@ -487,17 +451,27 @@ async fn finish(
     Ok((team, position))
 }
 
-fn is_our_claim(req: &Request, key: &str) -> bool {
-    req.idempotency.as_ref().is_some_and(|c| c.key == key)
-}
-
-fn same_request(req: &Request, seen: &crate::idempotency::Seen) -> ApiResult<()> {
-    match req.idempotency.as_ref().is_some_and(|c| seen.same_as(c)) {
-        true => Ok(()),
-        false => Err(ApiError::new(
-            Code::IdempotencyMismatch,
-            "This Idempotency-Key was used with a different request.",
-        )),
+/// The answer to a command whose append was refused: the position of the first request if
+/// this one's `Idempotency-Key` was claimed by the same request (the caller answers as that
+/// one did), 422 `idempotency_mismatch` if by another, else the refusal's error.
+fn repeated(req: &Request, e: CommitError) -> ApiResult<Position> {
+    match e {
+        CommitError::Taken {
+            key,
+            owner,
+            position,
+            ..
+        } if req.idempotency.as_ref().is_some_and(|c| c.key == key) => {
+            let seen = crate::IdempotencyClaim::holder(&owner, position);
+            match req.idempotency.as_ref().is_some_and(|c| seen.same_as(c)) {
+                true => Ok(position),
+                false => Err(ApiError::new(
+                    Code::IdempotencyMismatch,
+                    "This Idempotency-Key was used with a different request.",
+                )),
+            }
+        }
+        e => Err(commit_error(e)),
     }
 }
 

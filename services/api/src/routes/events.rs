@@ -253,12 +253,5 @@ async fn stream(
             }
         }
     });
-    let mut response = axum::body::Body::from_stream(body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    Ok(streams::sse_response(axum::body::Body::from_stream(body)))
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use aide::axum::ApiRouter;
 use aide::axum::routing::{get_with, post_with};
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -192,66 +191,78 @@ async fn stream(
             format!("give 1 to {MAX_STREAM_USERS} user ids"),
         ));
     }
-    let permit = streams.gate.admit(&ctx.caller)?;
-    let shutdown = streams.shutdown;
-    let org = ctx.org.to_string();
-    let presence = app.presence().clone();
-    let changes = presence.subscribe();
-    // What this stream last said of each user; the first step says everything.
-    let sent: HashMap<String, PresenceEvent> = HashMap::new();
-    let state = (presence, changes, sent, users, org, permit, true);
-    let body = futures::stream::unfold(Some(state), move |state| {
-        let shutdown = shutdown.clone();
-        async move {
-            let (presence, mut changes, mut sent, users, org, permit, mut first) = state?;
-            loop {
-                // Wake on a change of this organization, or every few seconds (a heartbeat
-                // lapses without any change being sent).
-                let mut lapsed = false;
-                if !first {
-                    let down = async {
-                        match &shutdown {
-                            Some(s) => s.clone().wait().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = down => return None,
-                        changed = changes.recv() => match changed {
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                            Ok((o, _)) if o != org => continue,
-                            _ => {}
-                        },
-                        _ = tokio::time::sleep(LAPSE_CHECK) => lapsed = true,
+    let follow = Follow {
+        _permit: streams.gate.admit(&ctx.caller)?,
+        shutdown: streams.shutdown,
+        changes: app.presence().subscribe(),
+        presence: app.presence().clone(),
+        sent: HashMap::new(),
+        users,
+        org: ctx.org.to_string(),
+        first: true,
+    };
+    let body = futures::stream::unfold(follow, |mut follow| async move {
+        let chunk = follow.next_chunk().await?;
+        Some((Ok::<_, std::io::Error>(chunk), follow))
+    });
+    Ok(crate::streams::sse_response(axum::body::Body::from_stream(
+        body,
+    )))
+}
+
+/// One presence stream: what it follows and what it last said of each user.
+struct Follow {
+    _permit: crate::streams::StreamPermit,
+    shutdown: Option<crate::serve::ShuttingDown>,
+    changes: tokio::sync::broadcast::Receiver<(String, String)>,
+    presence: std::sync::Arc<Presence>,
+    sent: HashMap<String, PresenceEvent>,
+    users: Vec<String>,
+    org: String,
+    first: bool,
+}
+
+impl Follow {
+    /// The next events to send (the first call: every user's current state); a comment when
+    /// nothing changed for a while; `None` once the server shuts down.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            // Wake on a change in this organization, or every few seconds (a heartbeat lapses
+            // without any change being sent).
+            let mut lapsed = false;
+            if !std::mem::take(&mut self.first) {
+                let down = async {
+                    match &self.shutdown {
+                        Some(s) => s.clone().wait().await,
+                        None => std::future::pending().await,
                     }
-                }
-                first = false;
-                let now = Utc::now();
-                let mut out = Vec::new();
-                for user in &users {
-                    let event = event_of(&presence, &org, user, now);
-                    if sent.get(user) != Some(&event) {
-                        sse(&event, &mut out);
-                        sent.insert(user.clone(), event);
-                    }
-                }
-                if out.is_empty() && lapsed {
-                    // Nothing new: a comment keeps proxies from closing the stream.
-                    out.extend_from_slice(b":\n\n");
-                }
-                if !out.is_empty() {
-                    let next = Some((presence, changes, sent, users, org, permit, false));
-                    return Some((Ok::<_, std::io::Error>(Bytes::from(out)), next));
+                };
+                tokio::select! {
+                    _ = down => return None,
+                    changed = self.changes.recv() => match changed {
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        Ok((org, _)) if org != self.org => continue,
+                        _ => {}
+                    },
+                    _ = tokio::time::sleep(LAPSE_CHECK) => lapsed = true,
                 }
             }
+            let now = Utc::now();
+            let mut out = Vec::new();
+            for user in &self.users {
+                let event = event_of(&self.presence, &self.org, user, now);
+                if self.sent.get(user) != Some(&event) {
+                    sse(&event, &mut out);
+                    self.sent.insert(user.clone(), event);
+                }
+            }
+            if out.is_empty() && lapsed {
+                // Nothing new: a comment keeps proxies from closing the stream.
+                out.extend_from_slice(b":\n\n");
+            }
+            if !out.is_empty() {
+                return Some(Bytes::from(out));
+            }
         }
-    });
-    let mut response = axum::body::Body::from_stream(body).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    }
 }
