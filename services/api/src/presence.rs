@@ -28,6 +28,8 @@ use tokio::sync::broadcast;
 
 /// A user is online for this long after its last heartbeat.
 pub const ONLINE_FOR: Duration = Duration::from_secs(60);
+/// How long a server starting on NATS waits for its mirror of the presence bucket.
+const CATCH_UP: Duration = Duration::from_secs(30);
 /// Longest custom status, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 128;
 
@@ -170,6 +172,12 @@ impl Presence {
             .get_key_value(bucket)
             .await
             .map_err(|e| PresenceError(e.to_string()))?;
+        // How many records there are to read before this mirror is current.
+        let stored = kv
+            .status()
+            .await
+            .map_err(|e| PresenceError(e.to_string()))?
+            .values();
         let mut watch = kv
             .watch_with_history(">")
             .await
@@ -197,8 +205,16 @@ impl Presence {
                 }
             }
         });
-        // An empty bucket sends nothing to catch up with: wait a moment at most.
-        let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|c| *c)).await;
+        // Serve only once the mirror holds what the bucket held (an empty one sends nothing).
+        if stored > 0
+            && tokio::time::timeout(CATCH_UP, ready.wait_for(|c| *c))
+                .await
+                .is_err()
+        {
+            return Err(PresenceError(format!(
+                "the presence bucket's {stored} records did not arrive within {CATCH_UP:?}"
+            )));
+        }
         Ok(presence)
     }
 
