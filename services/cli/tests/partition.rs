@@ -344,7 +344,7 @@ async fn a_partitioned_leader_loses_nothing_acknowledged() {
         .build()
         .unwrap();
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let (status, _, _) = until_final(
+    let (status, _, created) = until_final(
         &http,
         &format!("{}/v1/users", servers[0]),
         "create-wallet",
@@ -353,6 +353,23 @@ async fn a_partitioned_leader_loses_nothing_acknowledged() {
     )
     .await;
     assert_eq!(status, 201);
+    // Every server knows the wallet's user before both adjust it: a server's view of the log
+    // follows it a moment behind (the partition, not that moment, is what this test is about).
+    for server in &servers {
+        let url = format!("{server}/v1/users/wallet?min_position={created}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sent = http.get(&url).header("x-api-key", KEY).send().await;
+            if sent.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{server} never saw the wallet's user"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
