@@ -226,5 +226,9 @@ async fn presence_is_the_same_on_every_server() {
     // And a server started later reads the bucket's current state.
     let c = spawn_nats_app(&nats.url(), &ns).await;
     let profile = c.get_at("/v1/profiles?ids=noa", created_at).await;
-    assert_eq!(profile["users"][0]["online"], true);
+    assert_eq!(
+        profile["users"][0]["presence_message"], "from a",
+        "{profile}"
+    );
+    assert!(profile["users"][0]["last_seen_at"].is_string(), "{profile}");
 }

@@ -229,16 +229,31 @@ impl Presence {
 
     /// A stored record into the mirror (and a change to whoever listens).
     async fn absorb(&self, bytes: &[u8]) {
-        let opened = open_parts::<Public, Personal, _>(
-            &self.codec,
-            bytes,
-            |p: &Public| aad(&p.org, &p.user),
-            "presence",
-        )
-        .await;
-        let Ok((public, personal, _)) = opened else {
-            tracing::warn!("an unreadable presence record was skipped");
-            return;
+        // The key store may be briefly out of reach (NATS under load): try a few times.
+        let mut opened = Err(None);
+        for attempt in 0..5u64 {
+            match open_parts::<Public, Personal, _>(
+                &self.codec,
+                bytes,
+                |p: &Public| aad(&p.org, &p.user),
+                "presence",
+            )
+            .await
+            {
+                Ok(parts) => {
+                    opened = Ok(parts);
+                    break;
+                }
+                Err(e) => opened = Err(Some(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        let (public, personal, _) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = ?e, "an unreadable presence record was skipped");
+                return;
+            }
         };
         let record = Record {
             last_seen: public.last_seen,
