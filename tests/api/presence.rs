@@ -225,7 +225,17 @@ async fn presence_is_the_same_on_every_server() {
     assert_eq!(profile["users"][0]["presence_message"], "from a");
     // And a server started later reads the bucket's current state.
     let c = spawn_nats_app(&nats.url(), &ns).await;
-    let profile = c.get_at("/v1/profiles?ids=noa", created_at).await;
+    let started = std::time::Instant::now();
+    let profile = loop {
+        let profile = c.get_at("/v1/profiles?ids=noa", created_at).await;
+        if profile["users"][0]["presence_message"] == "from a"
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break profile;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("server c showed the presence after {:?}", started.elapsed());
     assert_eq!(
         profile["users"][0]["presence_message"], "from a",
         "{profile}"

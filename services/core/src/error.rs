@@ -209,6 +209,7 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid(errors) => ApiError::invalid(errors),
             DomainError::Conflict(what) => ApiError::new(Code::Conflict, what),
             DomainError::NotFound => ApiError::not_found("No user with this id."),
+            DomainError::NotHeld(what) => ApiError::not_found(what),
             DomainError::IdTaken => {
                 ApiError::new(Code::IdTaken, "A user with this id already exists.")
             }

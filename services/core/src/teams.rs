@@ -107,13 +107,19 @@ pub async fn delete(core: &Core, req: &Request, id: &str) -> ApiResult<Position>
             let last = members.len() as u64 >= team.total;
             let mut work = repo.work(&req.org, req.meta.clone());
             let mut removed = Vec::with_capacity(members.len());
-            for m in &members {
+            // The members' states, read together (as a batch's users are).
+            let users = futures::future::try_join_all(
+                members
+                    .iter()
+                    .map(|m| repo.load::<User>(&req.org, &m.user_id)),
+            )
+            .await?;
+            for (m, user) in members.iter().zip(&users) {
                 let user_id = m.user_id.as_str();
-                let user = repo.load::<User>(&req.org, user_id).await?;
                 let leave = UserCommand::LeaveTeam {
                     team_id: id.to_owned(),
                 };
-                work.decide(user_id, &user, &leave).await.map_err(refusal)?;
+                work.decide(user_id, user, &leave).await.map_err(refusal)?;
                 removed.push(MemberRemoved {
                     membership_id: m.id.clone(),
                     user_id: m.user_id.clone(),
@@ -476,12 +482,7 @@ fn repeated(req: &Request, e: CommitError) -> ApiResult<Position> {
 }
 
 fn refusal(r: Refusal) -> CommitError {
-    match r {
-        Refusal::Domain(roster_domain::DomainError::NotFound) => {
-            ApiError::not_found("No user with this id.").into()
-        }
-        other => ApiError::from(other).into(),
-    }
+    ApiError::from(r).into()
 }
 
 fn lagging() -> ApiError {

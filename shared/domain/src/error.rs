@@ -62,6 +62,9 @@ pub enum DomainError {
     /// A purpose token is wrong, used, superseded or expired (one answer for all of them).
     #[error("token not valid")]
     TokenInvalid,
+    /// The user does not hold what the command gives up (an identity not linked to it).
+    #[error("{0}")]
+    NotHeld(&'static str),
     /// A wallet change would overflow a 64-bit balance.
     #[error("wallet balance of {currency} would overflow")]
     WalletOverflow {

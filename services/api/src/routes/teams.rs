@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use roster_core::AsOf;
 use roster_core::teams::{self, membership_not_found, team_not_found};
 use roster_domain::team::{MAX_NAME_CHARS, MAX_ROLE_CHARS, MAX_ROLES, Membership, Team};
 use roster_domain::{FieldError, UserId};
@@ -487,19 +486,15 @@ async fn show(
     query.only(GetTeamQuery::NAMES)?;
     let id = team_id(&id)?;
     let team = match query.get("as_of") {
-        Some(as_of) => as_of_team(&app, &ctx, &id, parse_as_of(as_of)?).await?,
+        Some(as_of) => {
+            let limit = parse_as_of(as_of)?;
+            let then = app.core().repo().load_as_of::<Team>(&ctx.org, &id, limit);
+            then.await?.state
+        }
         None => app.models().team(ctx.org.as_str(), &id)?,
     };
     let team = team.ok_or_else(team_not_found)?;
     Ok(team_response(StatusCode::OK, team, None))
-}
-
-/// The team as it was at `limit`, if that incarnation still exists (a deleted team's history
-/// is not another team's).
-async fn as_of_team(app: &AppState, ctx: &Ctx, id: &str, limit: AsOf) -> ApiResult<Option<Team>> {
-    let repo = app.core().repo();
-    let then = repo.load_as_of::<Team>(&ctx.org, id, limit).await?;
-    Ok(then.state)
 }
 
 async fn rename(

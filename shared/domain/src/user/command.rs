@@ -142,6 +142,6 @@ pub enum UserCommand {
     SignUpWithIdentity(CreateUser, super::Identity),
     /// Link an identity (checked at the edge); nothing if already linked.
     LinkIdentity(super::Identity),
-    /// Unlink an identity; nothing if not linked.
+    /// Unlink an identity (refused if it is not linked).
     UnlinkIdentity(super::Identity),
 }

@@ -231,14 +231,16 @@ fn decide(state: Option<&User>, command: &UserCommand) -> Decided {
         },
         C::UnlinkIdentity(identity) => {
             let user = existing_live(state)?;
-            let held = user.personal.identities.contains(identity);
-            Ok(Decision::when(held, || {
-                UserEvent::IdentityUnlinked(IdentityUnlinked {
+            if !user.personal.identities.contains(identity) {
+                return Err(DomainError::NotHeld("The user has no such identity."));
+            }
+            Ok(
+                Decision::event(UserEvent::IdentityUnlinked(IdentityUnlinked {
                     provider: identity.provider.clone(),
                     subject: identity.subject.clone(),
-                })
-            })
-            .with_uniques(held.then(|| UniqueChange::Release(identity_unique(identity)))))
+                }))
+                .with_uniques([UniqueChange::Release(identity_unique(identity))]),
+            )
         }
         C::IssueToken(issue) => super::tokens::issue(existing_live(state)?, issue),
         C::RedeemToken(redeem) => super::tokens::redeem(state, redeem),
