@@ -338,3 +338,49 @@ async fn concurrent_adjustments_of_one_wallet_lose_nothing() {
     let ledger = json(app.get("/v1/users/hot/wallet/ledger?limit=100").await).await;
     assert_eq!(ledger["items"].as_array().unwrap().len(), N / 2);
 }
+
+#[tokio::test]
+async fn concurrent_debits_past_zero_are_refused_exactly_when_they_would_go_negative() {
+    const N: usize = 60;
+    const FUNDS: i64 = 20;
+    let app = spawn_app().await;
+    app.create_user(&json!({"id": "thin"})).await;
+    adjust(&app, "thin", json!({"changeset": {"coins": FUNDS}})).await;
+    let requests = (0..N).map(|_| {
+        let app = &app;
+        async move {
+            let response = app
+                .post(
+                    "/v1/users/thin/wallet",
+                    &json!({"changeset": {"coins": -1}}),
+                )
+                .await;
+            let status = response.status();
+            (status, json(response).await)
+        }
+    });
+    let results = futures::future::join_all(requests).await;
+    let mut balances = Vec::new();
+    for (status, body) in &results {
+        match *status {
+            StatusCode::OK => balances.push(body["updated"]["coins"].as_i64().unwrap()),
+            StatusCode::CONFLICT => assert_eq!(body["code"], "wallet_negative", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    // Each debit that landed took the balance one lower; every other one found it at zero.
+    balances.sort_unstable();
+    assert_eq!(balances, (0..FUNDS).collect::<Vec<_>>());
+    assert_eq!(app.user("thin").await.unwrap()["wallet"]["coins"], 0);
+    let adjusted = app
+        .events_of("thin")
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "WalletAdjusted")
+        .count();
+    assert_eq!(
+        adjusted,
+        FUNDS as usize + 1,
+        "the funding and one event per debit"
+    );
+}

@@ -24,7 +24,7 @@ use prometheus::{
 use roster_domain::task::{TaskKind, TaskStatus};
 use roster_eventlog::{
     AppendError, Committed, EventLog, LogError, Position, RecordedEvent, ReservationInfo, StreamId,
-    Transaction, Version,
+    Submitted, Transaction, Version,
 };
 
 /// The content type of the Prometheus text exposition format.
@@ -223,7 +223,7 @@ impl Metrics {
     pub fn observe_append(
         &self,
         events: usize,
-        result: &Result<Committed, AppendError>,
+        result: Result<&Committed, &AppendError>,
         elapsed: Duration,
     ) {
         let outcome = match result {
@@ -365,12 +365,26 @@ impl MeteredLog {
 #[async_trait::async_trait]
 impl EventLog for MeteredLog {
     async fn append(&self, tx: Transaction) -> Result<Committed, AppendError> {
+        self.submit(tx).await?.outcome.await
+    }
+
+    async fn submit(&self, tx: Transaction) -> Result<Submitted, AppendError> {
         let events = tx.appends.iter().map(|a| a.events.len()).sum();
         let started = Instant::now();
-        let result = self.inner.append(tx).await;
-        self.metrics
-            .observe_append(events, &result, started.elapsed());
-        result
+        let submitted = self.inner.submit(tx).await.inspect_err(|e| {
+            self.metrics
+                .observe_append(events, Err(e), started.elapsed())
+        })?;
+        let metrics = self.metrics.clone();
+        let outcome = submitted.outcome;
+        Ok(Submitted {
+            time: submitted.time,
+            outcome: Box::pin(async move {
+                let result = outcome.await;
+                metrics.observe_append(events, result.as_ref(), started.elapsed());
+                result
+            }),
+        })
     }
 
     async fn read_stream(

@@ -6,17 +6,32 @@
 //! A command over several streams (a batch of users, a task's chunk with its progress, a
 //! sign-in that creates its user and starts its session) stages each decision in one
 //! [`Work`] and commits them as one transaction.
+//!
+//! Pipelining: [`Work::submit`] returns once the log has fixed the transaction's place in its
+//! order, before it is durable, and remembers each stream's state after it as *unsettled*.
+//! A caller that serializes commands on a stream (the user locks) may release its lock then,
+//! so that the next command decides on that state ([`Repository::load_latest`]) and its
+//! append joins the same group commit; the log refuses it if the one before fails, because it
+//! expects the version that one makes. Nothing is answered from an unsettled state: a command
+//! that would answer without appending waits for it to settle and decides again.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::Shared;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use roster_domain::time::from_micros;
 use roster_domain::{
     Aggregate, Decision, DomainError, EventSet, KeyId, OrgId, Recorded, Unique, UniqueChange,
 };
 use roster_eventlog::{
-    AppendError, Committed, EventLog, ExpectedVersion, Position, Reservation, StreamAppend,
+    AppendError, Committed, EventLog, ExpectedVersion, Micros, Position, Reservation, StreamAppend,
     StreamId, Transaction, Version,
 };
 use roster_projections::keys::{
@@ -103,7 +118,21 @@ pub enum AsOf {
 #[derive(Clone)]
 struct Cached {
     weight: u64,
+    /// A `Loaded<A>` of the stream's aggregate.
     loaded: Arc<dyn Any + Send + Sync>,
+}
+
+impl Cached {
+    fn of<A: Aggregate>(loaded: Loaded<A>) -> Self {
+        Self {
+            weight: loaded.state.as_ref().map_or(64, A::size_hint) as u64,
+            loaded: Arc::new(loaded),
+        }
+    }
+
+    fn get<A: Aggregate>(&self) -> Option<&Loaded<A>> {
+        self.loaded.downcast_ref::<Loaded<A>>()
+    }
 }
 
 #[derive(Clone)]
@@ -115,14 +144,70 @@ impl quick_cache::Weighter<String, Cached> for Weight {
     }
 }
 
+/// A handle on an append that is placed in the log's order but not yet durable; resolves
+/// once it is settled (durable or failed) and the caches say so.
+#[derive(Clone)]
+pub struct Unsettled(Shared<oneshot::Receiver<()>>);
+
+impl Unsettled {
+    /// Waits until the append has settled.
+    pub async fn settled(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// A stream's state after an append that is not yet durable.
+struct Inflight {
+    /// Which submission made it (a later one replaces it; each removes only its own).
+    ticket: u64,
+    state: Cached,
+    settled: Unsettled,
+}
+
+/// What the repository remembers of streams; shared with the tasks that settle appends.
+struct Caches {
+    /// Durable states at a known version, so a command reads only the events since then;
+    /// bounded in bytes (by the aggregates' size hints).
+    durable: quick_cache::sync::Cache<String, Cached, Weight>,
+    /// The state after the latest submitted, not yet settled append of a stream.
+    inflight: Mutex<HashMap<String, Inflight>>,
+    tickets: AtomicU64,
+}
+
+impl Caches {
+    fn durable<A: Aggregate>(&self, key: &str) -> Option<Loaded<A>> {
+        self.durable.get(key)?.get::<A>().cloned()
+    }
+
+    /// The unsettled state of a stream, unless the durable one has caught up with it.
+    fn inflight<A: Aggregate>(&self, key: &str) -> Option<(Loaded<A>, Unsettled)> {
+        let (loaded, settled) = {
+            let inflight = self.inflight.lock();
+            let entry = inflight.get(key)?;
+            (entry.state.get::<A>()?.clone(), entry.settled.clone())
+        };
+        let durable = self.durable.get(key);
+        match durable.as_ref().and_then(Cached::get::<A>) {
+            Some(d) if d.version >= loaded.version => None,
+            _ => Some((loaded, settled)),
+        }
+    }
+
+    /// Forgets a stream's unsettled state if `ticket`'s append made it.
+    fn settle(&self, key: &str, ticket: u64) {
+        let mut inflight = self.inflight.lock();
+        if inflight.get(key).is_some_and(|e| e.ticket == ticket) {
+            inflight.remove(key);
+        }
+    }
+}
+
 /// The repository.
 pub struct Repository {
     log: Arc<dyn EventLog>,
     codec: Codec,
     blind: BlindIndex,
-    /// States at a known version, so a command reads only the events since then; bounded in
-    /// bytes (by the aggregates' size hints).
-    cache: quick_cache::sync::Cache<String, Cached, Weight>,
+    caches: Arc<Caches>,
 }
 
 impl Repository {
@@ -134,7 +219,11 @@ impl Repository {
             log,
             codec,
             blind,
-            cache: quick_cache::sync::Cache::with_weighter(items, cache_bytes.max(1), Weight),
+            caches: Arc::new(Caches {
+                durable: quick_cache::sync::Cache::with_weighter(items, cache_bytes.max(1), Weight),
+                inflight: Mutex::new(HashMap::new()),
+                tickets: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -150,40 +239,27 @@ impl Repository {
 
     /// (hits, misses, bytes held, byte budget) of the aggregate cache.
     pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        let cache = &self.caches.durable;
         (
-            self.cache.hits(),
-            self.cache.misses(),
-            self.cache.weight(),
-            self.cache.capacity(),
+            cache.hits(),
+            cache.misses(),
+            cache.weight(),
+            cache.capacity(),
         )
-    }
-
-    fn cached<A: Aggregate>(&self, key: &str) -> Option<Loaded<A>> {
-        let cached = self.cache.get(key)?;
-        cached.loaded.downcast_ref::<Loaded<A>>().cloned()
-    }
-
-    fn remember<A: Aggregate>(&self, key: String, loaded: Loaded<A>) {
-        let weight = loaded.state.as_ref().map_or(64, A::size_hint) as u64;
-        self.cache.insert(
-            key,
-            Cached {
-                weight,
-                loaded: Arc::new(loaded),
-            },
-        );
     }
 
     /// Forgets every cached state (after the read models or the log changed under it).
     pub fn forget_all(&self) {
-        self.cache.clear();
+        self.caches.durable.clear();
+        self.caches.inflight.lock().clear();
     }
 
-    /// An aggregate's current state: the cached one plus whatever its stream holds beyond it.
+    /// An aggregate's current durable state: the cached one plus whatever its stream holds
+    /// beyond it.
     pub async fn load<A: Aggregate>(&self, org: &OrgId, id: &str) -> ApiResult<Loaded<A>> {
         let stream = stream_of::<A>(org, id);
         let key = stream.to_string();
-        let mut loaded = self.cached::<A>(&key).unwrap_or_default();
+        let mut loaded = self.caches.durable::<A>(&key).unwrap_or_default();
         let records = self
             .log
             .read_stream(&stream, loaded.version + 1, usize::MAX)
@@ -199,8 +275,24 @@ impl Repository {
                 record.position,
             );
         }
-        self.remember(key, loaded.clone());
+        self.caches.durable.insert(key, Cached::of(loaded.clone()));
         Ok(loaded)
+    }
+
+    /// An aggregate's latest state: after the append to its stream submitted last in this
+    /// process if that is not settled yet (with a handle on it), else as [`Repository::load`].
+    /// Only for a caller that serializes commands on the stream and answers nothing from an
+    /// unsettled state (see the module's doc).
+    pub async fn load_latest<A: Aggregate>(
+        &self,
+        org: &OrgId,
+        id: &str,
+    ) -> ApiResult<(Loaded<A>, Option<Unsettled>)> {
+        let key = stream_of::<A>(org, id).to_string();
+        match self.caches.inflight::<A>(&key) {
+            Some((loaded, settled)) => Ok((loaded, Some(settled))),
+            None => Ok((self.load(org, id).await?, None)),
+        }
     }
 
     /// An aggregate as of a stream version, or of its last event at or before a position or
@@ -329,19 +421,56 @@ impl<A: Aggregate> Staged<A> {
         loaded
     }
 
-    /// The state after the staged events, as if committed now (for checks before the commit).
-    pub fn provisional(&self, org: &OrgId) -> Option<A> {
+    /// The state after the staged events if they are recorded at `time` (their positions
+    /// are not known yet: the state keeps the last known one).
+    fn at(&self, org: &OrgId, time: Micros) -> Loaded<A> {
         let mut loaded = self.before.clone();
-        let now = chrono::Utc::now().timestamp_micros();
+        let position = loaded.last_position;
         for (k, event) in self.events.iter().enumerate() {
             let version = self.before.version + k as u64 + 1;
-            loaded.fold(event, recorded(org, &self.id, now, version), 0);
+            loaded.fold(event, recorded(org, &self.id, time, version), position);
         }
-        loaded.state
+        loaded
+    }
+
+    /// The state after the staged events, as if committed now (for checks before the commit).
+    pub fn provisional(&self, org: &OrgId) -> Option<A> {
+        self.at(org, chrono::Utc::now().timestamp_micros()).state
     }
 }
 
-type Settle<'r> = Box<dyn FnOnce(&Committed) + Send + 'r>;
+/// What a [`Work`] remembers of a stream it staged: the state once its append is placed in
+/// the log's order, and once it is durable.
+trait Settle: Send {
+    /// The stream's cache key.
+    fn key(&self) -> &str;
+    /// The state after the append if it commits at `time`; `None` if the append begins a new
+    /// incarnation of the aggregate, whose start is a position not known until it is durable.
+    fn unsettled(&self, time: Micros) -> Option<Cached>;
+    /// The state after the committed append.
+    fn durable(&self, committed: &Committed) -> Cached;
+}
+
+struct Settling<A: Aggregate> {
+    key: String,
+    org: OrgId,
+    staged: Staged<A>,
+}
+
+impl<A: Aggregate> Settle for Settling<A> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn unsettled(&self, time: Micros) -> Option<Cached> {
+        let after = self.staged.at(&self.org, time);
+        (after.since == self.staged.before.since).then(|| Cached::of(after))
+    }
+
+    fn durable(&self, committed: &Committed) -> Cached {
+        Cached::of(self.staged.after(&self.org, Some(committed)))
+    }
+}
 
 /// Decisions over one or more streams, appended as one atomic transaction.
 pub struct Work<'r> {
@@ -358,8 +487,8 @@ pub struct Work<'r> {
     fresh: Vec<(KeyId, DataKey)>,
     /// Keys to destroy once committed.
     erase: Vec<KeyId>,
-    /// What to remember of each stream once committed.
-    settle: Vec<Settle<'r>>,
+    /// What to remember of each stream once submitted and once committed.
+    settle: Vec<Box<dyn Settle>>,
 }
 
 /// Why a [`Work`] was not committed.
@@ -512,16 +641,15 @@ impl<'r> Work<'r> {
             expected: loaded.expected(),
             events: records,
         });
-        let settle = Staged {
-            id: staged.id.clone(),
-            before: staged.before.clone(),
-            events: staged.events.clone(),
-            append: staged.append,
-        };
-        let (repo, org) = (self.repo, self.org.clone());
-        self.settle.push(Box::new(move |committed: &Committed| {
-            let after = settle.after(&org, Some(committed));
-            repo.remember(stream_of::<A>(&org, &settle.id).to_string(), after);
+        self.settle.push(Box::new(Settling {
+            key: stream_of::<A>(&self.org, id).to_string(),
+            org: self.org.clone(),
+            staged: Staged {
+                id: staged.id.clone(),
+                before: staged.before.clone(),
+                events: staged.events.clone(),
+                append: staged.append,
+            },
         }));
         Ok(staged)
     }
@@ -540,8 +668,19 @@ impl<'r> Work<'r> {
 
     /// Appends everything staged as one transaction. `None` if nothing was staged.
     pub async fn commit(self) -> Result<Option<Committed>, CommitError> {
+        match self.submit().await? {
+            Some(submission) => submission.durable().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Hands everything staged to the log as one transaction and returns once its place in
+    /// the log's order is fixed, each stream's state after it remembered as unsettled (see the
+    /// module's doc); [`Submission::durable`] waits for it. `None` if nothing was staged.
+    pub async fn submit(self) -> Result<Option<Submission<'r>>, CommitError> {
+        let repo = self.repo;
         if self.appends.is_empty() {
-            self.repo.codec.key_pool().give_back(self.fresh);
+            repo.codec.key_pool().give_back(self.fresh);
             return Ok(None);
         }
         let mut reservations = self.reservations;
@@ -552,56 +691,143 @@ impl<'r> Work<'r> {
             appends: self.appends,
             reservations,
         };
-        let pool = self.repo.codec.key_pool();
-        match self.repo.log.append(tx).await {
-            Ok(committed) => {
-                for settle in self.settle {
-                    settle(&committed);
+        let unsent = Unsent {
+            repo,
+            fresh: self.fresh,
+            claims: self.claims,
+            erase: self.erase,
+        };
+        let submitted = match repo.log.submit(tx).await {
+            Ok(submitted) => submitted,
+            Err(e) => return Err(unsent.refused(e)),
+        };
+        // From here to the spawn nothing awaits: a caller dropped now leaves no unsettled
+        // state that nothing settles.
+        let caches = repo.caches.clone();
+        let ticket = caches.tickets.fetch_add(1, Ordering::Relaxed);
+        let (settle, settled) = oneshot::channel();
+        let settled = Unsettled(settled.shared());
+        let mut pipelined = true;
+        {
+            let mut inflight = caches.inflight.lock();
+            for s in &self.settle {
+                match s.unsettled(submitted.time) {
+                    Some(state) => {
+                        let settled = settled.clone();
+                        let entry = Inflight {
+                            ticket,
+                            state,
+                            settled,
+                        };
+                        inflight.insert(s.key().to_owned(), entry);
+                    }
+                    None => pipelined = false,
                 }
-                if !self.erase.is_empty()
-                    && let Err(e) = self.repo.codec.keys().destroy(&self.erase).await
-                {
-                    // The projector destroys them too, before it applies the deletion.
-                    tracing::warn!(error = %e, "could not destroy erased data keys yet");
+            }
+        }
+        let settles = self.settle;
+        let outcome = submitted.outcome;
+        let settling = tokio::spawn(async move {
+            let result = outcome.await;
+            for s in &settles {
+                if let Ok(committed) = &result {
+                    caches
+                        .durable
+                        .insert(s.key().to_owned(), s.durable(committed));
                 }
-                Ok(Some(committed))
+                caches.settle(s.key(), ticket);
             }
-            // Refused: nothing was written, so the fresh keys sealed nothing durable.
-            Err(AppendError::WrongExpectedVersion { stream, actual, .. }) => {
-                pool.give_back(self.fresh);
-                Err(CommitError::Conflict { stream, actual })
+            drop(settle);
+            result
+        });
+        Ok(Some(Submission {
+            unsent,
+            settling,
+            pipelined,
+        }))
+    }
+}
+
+/// A transaction placed in the log's order, not yet known to be durable.
+pub struct Submission<'r> {
+    unsent: Unsent<'r>,
+    settling: tokio::task::JoinHandle<Result<Committed, AppendError>>,
+    pipelined: bool,
+}
+
+impl Submission<'_> {
+    /// Whether the next command on these streams may decide now, on the states this one
+    /// leaves ([`Repository::load_latest`]); false if it begins an aggregate's incarnation.
+    pub fn pipelined(&self) -> bool {
+        self.pipelined
+    }
+
+    /// Waits until the transaction is durable (or refused).
+    pub async fn durable(self) -> Result<Committed, CommitError> {
+        let result = match self.settling.await {
+            Ok(result) => result,
+            Err(e) => return Err(ApiError::internal(format!("settling an append: {e}")).into()),
+        };
+        let unsent = self.unsent;
+        let committed = match result {
+            Ok(committed) => committed,
+            Err(e) => return Err(unsent.refused(e)),
+        };
+        if !unsent.erase.is_empty()
+            && let Err(e) = unsent.repo.codec.keys().destroy(&unsent.erase).await
+        {
+            // The projector destroys them too, before it applies the deletion.
+            tracing::warn!(error = %e, "could not destroy erased data keys yet");
+        }
+        Ok(committed)
+    }
+}
+
+/// What a transaction took that is given back or reported if it is not committed.
+struct Unsent<'r> {
+    repo: &'r Repository,
+    /// Fresh data keys it took.
+    fresh: Vec<(KeyId, DataKey)>,
+    /// Reservation keys claimed, the unique value each stands for, and who claims it.
+    claims: Vec<(String, Unique, String)>,
+    /// Keys to destroy once committed.
+    erase: Vec<KeyId>,
+}
+
+impl Unsent<'_> {
+    /// Why the log refused the transaction; the fresh keys go back to the pool unless it may
+    /// be durable after all.
+    fn refused(self, error: AppendError) -> CommitError {
+        // Refused: nothing was written, so the fresh keys sealed nothing durable. (Maybe
+        // durable: they may seal committed events, so they stay.)
+        if !matches!(error, AppendError::Log(_)) {
+            self.repo.codec.key_pool().give_back(self.fresh);
+        }
+        match error {
+            AppendError::Log(e) => ApiError::from(e).into(),
+            AppendError::WrongExpectedVersion { stream, actual, .. } => {
+                CommitError::Conflict { stream, actual }
             }
-            Err(AppendError::ReservationHeld {
+            AppendError::ReservationHeld {
                 key,
                 owner,
                 position,
-            }) => {
-                pool.give_back(self.fresh);
-                let unique = self
-                    .claims
-                    .iter()
-                    .find(|(k, _, _)| *k == key)
-                    .map(|(_, u, _)| u.clone());
-                let claimants = self
-                    .claims
-                    .iter()
-                    .filter(|(k, _, _)| *k == key)
-                    .map(|(_, _, o)| o.clone())
-                    .collect();
-                Err(CommitError::Taken {
+            } => {
+                let mut claims = self.claims.into_iter().filter(|(k, _, _)| *k == key);
+                let first = claims.next();
+                let unique = first.as_ref().map(|(_, u, _)| u.clone());
+                let claimants = first.into_iter().chain(claims).map(|(_, _, o)| o).collect();
+                CommitError::Taken {
                     unique,
                     claimants,
                     key,
                     owner,
                     position,
-                })
+                }
             }
-            Err(AppendError::Invalid(m)) => {
-                pool.give_back(self.fresh);
-                Err(ApiError::internal(format!("invalid transaction: {m}")).into())
+            AppendError::Invalid(m) => {
+                ApiError::internal(format!("invalid transaction: {m}")).into()
             }
-            // Maybe durable: the fresh keys may seal committed events, so they stay.
-            Err(AppendError::Log(e)) => Err(ApiError::from(e).into()),
         }
     }
 }

@@ -13,7 +13,9 @@ use roster_eventlog::Position;
 
 use crate::error::{ApiError, ApiResult, Code};
 use crate::idempotency::Seen;
-use crate::repository::{AsOf, CommitError, Loaded, Refusal, Staged, retrying};
+use crate::repository::{
+    AsOf, CONTENTION_DEADLINE, CommitError, Loaded, Refusal, Staged, Submission, Unsettled,
+};
 use crate::{Core, Request};
 
 /// How long a command that ends sessions waits for the read models (which the per-request
@@ -88,59 +90,154 @@ async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResul
     if !duplicates.is_empty() {
         return Err(ApiError::invalid(duplicates));
     }
-    let _guards = core
+    let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
+    let mut backoff = Duration::from_millis(1);
+    let mut latest = true;
+    loop {
+        let result = locked_try(core, req, &items, latest).await;
+        match result {
+            Ok(Some(outcome)) => return Ok(outcome),
+            Ok(None) => latest = false,
+            Err(CommitError::Conflict { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            Err(CommitError::Conflict { .. }) => {
+                return Err(ApiError::new(
+                    Code::Conflict,
+                    "Too many concurrent changes to these users; retry.",
+                ));
+            }
+            Err(CommitError::Taken {
+                key,
+                owner,
+                position,
+                unique,
+                claimants,
+            }) => {
+                return match &req.idempotency {
+                    Some(claim) if claim.key == key => {
+                        let seen = crate::IdempotencyClaim::holder(&owner, position);
+                        replay_seen(core, req, &items, &seen).await
+                    }
+                    _ => Err(taken(unique.as_ref(), &claimants, &items)),
+                };
+            }
+            Err(CommitError::Failed(e)) => return Err(e),
+        }
+    }
+}
+
+/// One try under the users' locks: its outcome, or `None` if it waited for appends not yet
+/// durable and must decide again on durable states. The locks are released once its append is
+/// placed in the log's order, unless it begins a user's incarnation (see [`crate::repository`]).
+async fn locked_try(
+    core: &Core,
+    req: &Request,
+    items: &[Item],
+    latest: bool,
+) -> Result<Option<Outcome>, CommitError> {
+    let guards = core
         .lock_users(&req.org, items.iter().map(|i| &i.user_id))
         .await;
     // A duplicate of a request for the same users may have committed while this one waited
     // for the locks: answer as it did rather than acting (and failing) a second time.
-    if let Some(outcome) = replay_if_seen(core, req, &items).await? {
-        return Ok(outcome);
+    if let Some(outcome) = replay_if_seen(core, req, items).await? {
+        return Ok(Some(outcome));
     }
     let usernames = core
         .models()
-        .settings(req.org.as_str())?
+        .settings(req.org.as_str())
+        .map_err(ApiError::from)?
         .enforce_unique_usernames;
-    let result = retrying(|| attempt(core, req, &items, usernames)).await;
-    match result {
-        Ok(outcome) => Ok(outcome),
-        Err(CommitError::Taken {
-            key,
-            owner,
-            position,
-            unique,
-            claimants,
-        }) => match &req.idempotency {
-            Some(claim) if claim.key == key => {
-                let seen = crate::IdempotencyClaim::holder(&owner, position);
-                replay_seen(core, req, &items, &seen).await
-            }
-            _ => Err(taken(unique.as_ref(), &claimants, &items)),
-        },
-        Err(CommitError::Conflict { .. }) => Err(ApiError::new(
-            Code::Conflict,
-            "Too many concurrent changes to these users; retry.",
-        )),
-        Err(CommitError::Failed(e)) => Err(e),
+    match attempt(core, req, items, usernames, latest).await? {
+        Attempt::Answered(outcome) => Ok(Some(outcome)),
+        Attempt::Unsettled(appends) => {
+            drop(guards);
+            futures::future::join_all(appends.into_iter().map(Unsettled::settled)).await;
+            Ok(None)
+        }
+        Attempt::Submitted(pending) if pending.submission.pipelined() => {
+            drop(guards);
+            pending.outcome(req).await.map(Some)
+        }
+        Attempt::Submitted(pending) => {
+            let outcome = pending.outcome(req).await;
+            drop(guards);
+            outcome.map(Some)
+        }
     }
 }
 
-/// One try: load, decide every item, append.
-async fn attempt(
-    core: &Core,
+/// Where one try of a command ended.
+enum Attempt<'r> {
+    /// It appends nothing: the answer.
+    Answered(Outcome),
+    /// Its answer would rest on appends that are not durable yet: wait for them, then decide
+    /// again on durable states.
+    Unsettled(Vec<Unsettled>),
+    /// Its transaction is placed in the log's order.
+    Submitted(Box<Pending<'r>>),
+}
+
+/// A command's transaction on its way to being durable.
+struct Pending<'r> {
+    submission: Submission<'r>,
+    /// Each item's user and decision.
+    staged: Vec<(String, Staged<User>)>,
+    ends_sessions: bool,
+}
+
+impl Pending<'_> {
+    /// The command's outcome once its transaction is durable.
+    async fn outcome(self, req: &Request) -> Result<Outcome, CommitError> {
+        let committed = match self.submission.durable().await {
+            // A request that named the version it expects is not retried: it is stale.
+            Err(CommitError::Conflict { actual, .. }) if req.if_match.is_some() => {
+                let expected = req.if_match.unwrap_or_default();
+                return Err(version_mismatch(expected, actual.unwrap_or(0)).into());
+            }
+            result => result?,
+        };
+        let users = self
+            .staged
+            .into_iter()
+            .map(|(id, s)| (id, s.after(&req.org, Some(&committed)).state))
+            .collect();
+        Ok(Outcome {
+            users,
+            position: committed.last_position,
+            ends_sessions: self.ends_sessions,
+        })
+    }
+}
+
+/// One try: load, decide every item, submit. `latest`: decide on the states of appends not
+/// yet durable (see [`crate::repository`]).
+async fn attempt<'r>(
+    core: &'r Core,
     req: &Request,
     items: &[Item],
     usernames: UniqueUsernames,
-) -> Result<Outcome, CommitError> {
+    latest: bool,
+) -> Result<Attempt<'r>, CommitError> {
     let repo = core.repo();
-    let states = futures::future::try_join_all(
-        items
-            .iter()
-            .map(|i| repo.load::<User>(&req.org, i.user_id.as_str())),
-    )
+    let loads = futures::future::try_join_all(items.iter().map(|i| async move {
+        match latest {
+            true => repo.load_latest::<User>(&req.org, i.user_id.as_str()).await,
+            false => Ok((repo.load::<User>(&req.org, i.user_id.as_str()).await?, None)),
+        }
+    }))
     .await?;
+    let (states, unsettled): (Vec<Loaded<User>>, Vec<Option<Unsettled>>) =
+        loads.into_iter().unzip();
+    let wait = || Attempt::Unsettled(unsettled.iter().flatten().cloned().collect());
     if let (Some(expected), [only]) = (req.if_match, states.as_slice())
         && only.version != expected
     {
+        if unsettled[0].is_some() {
+            return Ok(wait());
+        }
         return Err(version_mismatch(expected, only.version).into());
     }
     let mut work = repo.work(&req.org, req.meta.clone());
@@ -151,14 +248,26 @@ async fn attempt(
         match work.decide(item.user_id.as_str(), loaded, &command).await {
             Ok(s) => staged.push(s),
             Err(Refusal::Domain(e)) if item.field_prefix.is_none() => {
-                return Err(ApiError::from(e).into());
+                refusals.push((item, e));
+                break;
             }
             Err(Refusal::Domain(e)) => refusals.push((item, e)),
             Err(Refusal::Failed(e)) => return Err(e.into()),
         }
     }
-    if !refusals.is_empty() {
-        return Err(batch_refused(refusals).into());
+    // A refusal, or an item the command leaves as it is, is answered from its state: that
+    // must be durable.
+    let unchanged = staged
+        .iter()
+        .zip(&unsettled)
+        .any(|(s, u)| s.events.is_empty() && u.is_some());
+    if (!refusals.is_empty() || unchanged) && unsettled.iter().any(Option::is_some) {
+        return Ok(wait());
+    }
+    match refusals.as_slice() {
+        [] => {}
+        [(item, e)] if item.field_prefix.is_none() => return Err(ApiError::from(e.clone()).into()),
+        _ => return Err(batch_refused(refusals).into()),
     }
     crate::teams::stage_ended_memberships(&mut work, repo, &staged).await?;
     if let Some(claim) = &req.idempotency {
@@ -168,34 +277,30 @@ async fn attempt(
         .iter()
         .flat_map(|s: &Staged<User>| &s.events)
         .any(UserEvent::ends_sessions);
-    let committed = match work.commit().await {
-        // A request that named the version it expects is not retried: it is stale.
-        Err(CommitError::Conflict { actual, .. }) if req.if_match.is_some() => {
-            let expected = req.if_match.unwrap_or_default();
-            return Err(version_mismatch(expected, actual.unwrap_or(0)).into());
-        }
-        result => result?,
-    };
-    let users = items
-        .iter()
-        .zip(&staged)
-        .map(|(item, s)| {
-            (
-                item.user_id.to_string(),
-                s.after(&req.org, committed.as_ref()).state,
-            )
-        })
-        .collect();
-    let position = match &committed {
-        Some(c) => c.last_position,
+    let Some(submission) = work.submit().await? else {
         // Nothing changes: answer with the users as they are.
-        None => states.iter().map(|s| s.last_position).max().unwrap_or(0),
+        let users = items
+            .iter()
+            .zip(states.iter())
+            .map(|(item, s)| (item.user_id.to_string(), s.state.clone()))
+            .collect();
+        let position = states.iter().map(|s| s.last_position).max().unwrap_or(0);
+        return Ok(Attempt::Answered(Outcome {
+            users,
+            position,
+            ends_sessions: false,
+        }));
     };
-    Ok(Outcome {
-        users,
-        position,
-        ends_sessions: committed.is_some() && ends_sessions,
-    })
+    let staged = items
+        .iter()
+        .map(|i| i.user_id.to_string())
+        .zip(staged)
+        .collect();
+    Ok(Attempt::Submitted(Box::new(Pending {
+        submission,
+        staged,
+        ends_sessions,
+    })))
 }
 
 /// The refusal of a batch: every item's problems; a batch naming only users that do not

@@ -22,7 +22,16 @@ mod validate;
 pub use subscribe::subscribe_by_polling;
 pub use types::*;
 
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+
+/// A transaction [submitted](EventLog::submit) to the log, not yet known to be durable.
+pub struct Submitted {
+    /// The time every event of the transaction carries if it commits ([`Committed::time`]).
+    pub time: Micros,
+    /// Resolves once the transaction is durable (or refused, or failed).
+    pub outcome: BoxFuture<'static, Result<Committed, AppendError>>,
+}
 
 /// The contract every event-log backend fulfils; see docs/architecture.md, the event log.
 ///
@@ -35,6 +44,21 @@ pub trait EventLog: Send + Sync + 'static {
     /// and every reservation applied, or nothing is. Returns only once the transaction is
     /// durable (the fsync covering its bytes has returned).
     async fn append(&self, tx: Transaction) -> Result<Committed, AppendError>;
+
+    /// Hands a transaction to the log and returns once its place in the log's order is
+    /// fixed, before it is durable: a transaction submitted after this call returns is
+    /// validated after this one (so it may expect the versions this one makes, and fails if
+    /// this one does), and [`Submitted::time`] is the time its events will carry.
+    /// [`Submitted::outcome`] resolves as [`EventLog::append`] does. A backend that cannot fix
+    /// the order before the append is durable appends here (the default), so that callers
+    /// pipelining on it simply wait.
+    async fn submit(&self, tx: Transaction) -> Result<Submitted, AppendError> {
+        let committed = self.append(tx).await?;
+        Ok(Submitted {
+            time: committed.time,
+            outcome: Box::pin(std::future::ready(Ok(committed))),
+        })
+    }
 
     /// Events of one stream with `version >= from_version`, in version order, at most `limit`.
     async fn read_stream(

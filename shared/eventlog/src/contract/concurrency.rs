@@ -160,3 +160,52 @@ pub async fn read_all_is_ordered_under_concurrency(log: Arc<dyn EventLog>) {
         }
     }
 }
+
+/// Transactions submitted one after another, each expecting the version the one before makes,
+/// commit in that order without waiting for each other, at the times `submit` said; one that
+/// follows a refused transaction is refused too.
+pub async fn submissions_keep_their_order(log: Arc<dyn EventLog>) {
+    let s = stream("acme", "pipelined");
+    let mut submitted = Vec::new();
+    for version in 0..20u64 {
+        let expected = match version {
+            0 => NoStream,
+            v => Exact(v),
+        };
+        let tx = single(&s, expected, vec![event("A", &version.to_string())]);
+        submitted.push(log.submit(tx).await.expect("submit"));
+    }
+    let mut last = 0;
+    for (i, submission) in submitted.into_iter().enumerate() {
+        let time = submission.time;
+        let committed = submission.outcome.await.expect("committed");
+        assert_eq!(committed.versions, vec![i as u64 + 1]);
+        assert_eq!(committed.time, time, "the time submit said");
+        assert!(committed.first_position > last, "in submission order");
+        last = committed.first_position;
+    }
+    let events = log.read_stream(&s, 1, 100).await.expect("read");
+    let data: Vec<String> = events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..20).map(|v| format!("{{\"v\":\"{v}\"}}")).collect();
+    assert_eq!(data, expected);
+
+    // A wrong expectation, then one built on it: both refused, nothing written.
+    let head = log.head();
+    let wrong = log
+        .submit(single(&s, Exact(25), vec![event("A", "x")]))
+        .await;
+    let after_wrong = log
+        .submit(single(&s, Exact(26), vec![event("A", "y")]))
+        .await;
+    for result in [wrong, after_wrong] {
+        let refused = match result {
+            Ok(submission) => submission.outcome.await.expect_err("refused"),
+            Err(e) => e,
+        };
+        assert!(is_wrong_version(&refused, &s, Some(20)), "got {refused:?}");
+    }
+    assert_eq!(log.head(), head, "nothing written");
+}

@@ -55,6 +55,7 @@ contract_tests!(
     reservations_apply_in_order,
     reservation_race_has_one_winner,
     concurrent_conflicts_have_one_winner_per_version,
+    submissions_keep_their_order,
     read_all_is_ordered_under_concurrency,
     subscribe_catches_up_then_goes_live,
     subscribe_during_concurrent_appends,

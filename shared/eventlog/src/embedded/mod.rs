@@ -154,6 +154,9 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     report: OpenReport,
+    /// The time of the last append handed to the writer: each takes `max(now, this)` as it
+    /// is sent, under this lock, so times never decrease in the writer's order.
+    clock: Mutex<Micros>,
     /// Serializes `close` calls, so a second one returns only when the first is done.
     closing: tokio::sync::Mutex<()>,
     /// Released by `close` (after the last write), or on drop.
@@ -206,6 +209,7 @@ impl EmbeddedLog {
         let lock = DirLock::acquire(&dir)?;
         let recovered = recovery::recover(&dir, &options)?;
         let head = recovered.state.head;
+        let last_time = recovered.state.last_time;
         let report = OpenReport {
             checkpoint_head: recovered.checkpoint_head,
             scanned_bytes: recovered.scanned_bytes,
@@ -251,6 +255,7 @@ impl EmbeddedLog {
                 writer: Mutex::new(Some(writer)),
                 checkpointer: Mutex::new(Some(checkpointer)),
                 report,
+                clock: Mutex::new(last_time),
                 closing: tokio::sync::Mutex::new(()),
                 lock: Mutex::new(Some(lock)),
             }),
@@ -311,6 +316,10 @@ impl EmbeddedLog {
 #[async_trait::async_trait]
 impl EventLog for EmbeddedLog {
     async fn append(&self, tx: Transaction) -> Result<Committed, AppendError> {
+        self.submit(tx).await?.outcome.await
+    }
+
+    async fn submit(&self, tx: Transaction) -> Result<crate::Submitted, AppendError> {
         let options = &self.shared().options;
         let size = state::validate_shape(&tx, options.max_record_size)?;
         if let Some(reason) = self.shared().broken.lock().clone() {
@@ -320,18 +329,33 @@ impl EventLog for EmbeddedLog {
             .into());
         }
         let sender = self.inner.sender.lock().clone().ok_or(LogError::Closed)?;
+        let permit = sender.reserve().await.map_err(|_| LogError::Closed)?;
         let (reply, replied) = oneshot::channel();
-        sender
-            .send(Request::Append(AppendRequest { tx, size, reply }))
-            .await
-            .map_err(|_| LogError::Closed)?;
+        let time = {
+            let mut clock = self.inner.clock.lock();
+            let time = now_micros().max(*clock);
+            *clock = time;
+            permit.send(Request::Append(AppendRequest {
+                tx,
+                size,
+                time,
+                reply,
+            }));
+            time
+        };
         drop(sender);
-        replied.await.map_err(|_| {
-            // The writer dropped the request without answering: it died mid-batch.
-            AppendError::Log(LogError::Io(io::Error::other(
-                "the log writer stopped before acknowledging; the append may or may not be durable",
-            )))
-        })?
+        let outcome = async move {
+            replied.await.map_err(|_| {
+                // The writer dropped the request without answering: it died mid-batch.
+                AppendError::Log(LogError::Io(io::Error::other(
+                    "the log writer stopped before acknowledging; the append may or may not be durable",
+                )))
+            })?
+        };
+        Ok(crate::Submitted {
+            time,
+            outcome: Box::pin(outcome),
+        })
     }
 
     async fn read_stream(

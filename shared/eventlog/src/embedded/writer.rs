@@ -16,9 +16,9 @@
 
 use super::state::{BatchOverlay, RecordLoc, Segment};
 use super::storage::StorageFile;
-use super::{AckInfo, Shared, now_micros, segment_path};
+use super::{AckInfo, Shared, segment_path};
 use crate::record::{self, HEADER_LEN};
-use crate::{AppendError, Committed, LogError, Position, Transaction};
+use crate::{AppendError, Committed, LogError, Micros, Position, Transaction};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +45,8 @@ pub(crate) struct AppendRequest {
     pub tx: Transaction,
     /// Upper bound of the framed size, for bounding batches.
     pub size: usize,
+    /// The time its events carry, assigned as it was sent (never below an earlier request's).
+    pub time: Micros,
     pub reply: oneshot::Sender<Result<Committed, AppendError>>,
 }
 
@@ -150,14 +152,16 @@ impl Writer {
             return;
         }
 
-        // One time for the whole batch: never below the last one, so times never decrease.
-        let time = now_micros().max(self.last_time);
+        let mut last_time = self.last_time;
         let mut accepted = Vec::with_capacity(batch.len());
         let first_position = self.next_position;
         {
             let state = self.shared.state.read();
             let mut overlay = BatchOverlay::default();
             for request in batch {
+                // Requests are sent in time order (see `EmbeddedLog::submit`).
+                debug_assert!(request.time >= last_time, "append times went backwards");
+                let time = request.time;
                 match overlay.accept(&*state, &request.tx, self.next_position, time) {
                     Ok(summary) => {
                         let committed = Committed {
@@ -171,6 +175,7 @@ impl Writer {
                                 .collect(),
                         };
                         self.next_position += summary.event_count;
+                        last_time = time;
                         accepted.push(Accepted {
                             request,
                             summary,
@@ -216,7 +221,7 @@ impl Writer {
             state.end_offset = self.segment_len;
             state.head
         };
-        self.last_time = time;
+        self.last_time = last_time;
         self.head.send_replace(head);
         if self.shared.unavailable.lock().is_some() {
             // A small record may fit where a batch did not: the log is writable again only
