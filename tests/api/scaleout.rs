@@ -185,6 +185,38 @@ async fn a_read_on_one_server_sees_a_write_on_another() {
     }
 }
 
+/// A command on server B right after a create on server A (no read between) finds the user:
+/// B syncs its view of the log before it answers "not found" (or any refusal) from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_on_one_server_finds_a_user_just_created_on_another() {
+    let nats = NatsServer::shared();
+    let ns = namespace("fresh");
+    let a = spawn_nats_app(&nats.url(), &ns).await;
+    let b = spawn_nats_app(&nats.url(), &ns).await;
+    for round in 0..30 {
+        let id = format!("fresh{round}");
+        let r = a.post("/v1/users", &json!({"id": id})).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = b
+            .request(reqwest::Method::PATCH, &format!("/v1/users/{id}/name"))
+            .json(&json!({"name": format!("Named {round}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "round {round}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["version"], 2, "round {round}: {body}");
+    }
+    // A user that exists nowhere is still not found.
+    let r = b
+        .request(reqwest::Method::PATCH, "/v1/users/nobody/name")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
 /// An export run by whichever server's worker claims it is fetched from the other server: the
 /// file lives in the shared object store, sealed per user as on the embedded store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -412,6 +412,10 @@ impl EventLog for MeteredLog {
         self.inner.head()
     }
 
+    async fn sync(&self) -> Result<bool, LogError> {
+        self.inner.sync().await
+    }
+
     fn writable(&self) -> Result<(), String> {
         self.inner.writable()
     }

@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// jemalloc instead of glibc malloc: a replay spent ~45 % of its CPU in glibc's allocator, and
-/// preloading jemalloc took it from 9.7k to 16k events/s (docs/bench.md, "W6").
-#[cfg(not(target_env = "msvc"))]
+/// preloading jemalloc took it from 9.7k to 16k events/s (docs/bench.md, "W6"). Off with
+/// `--no-default-features` (glibc malloc, which heaptrack can follow).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

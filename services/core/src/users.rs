@@ -14,7 +14,8 @@ use roster_eventlog::Position;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::idempotency::Seen;
 use crate::repository::{
-    AsOf, CONTENTION_DEADLINE, CommitError, Loaded, Refusal, Staged, Submission, Unsettled,
+    AsOf, CONTENTION_DEADLINE, CommitError, Loaded, Refusal, Repository, Staged, Submission,
+    Unsettled,
 };
 use crate::{Core, Request};
 
@@ -92,12 +93,12 @@ async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResul
     }
     let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
     let mut backoff = Duration::from_millis(1);
-    let mut latest = true;
+    let mut view = View::Latest;
     loop {
-        let result = locked_try(core, req, &items, latest).await;
+        let result = locked_try(core, req, &items, view).await;
         match result {
-            Ok(Some(outcome)) => return Ok(outcome),
-            Ok(None) => latest = false,
+            Ok(Ok(outcome)) => return Ok(outcome),
+            Ok(Err(next)) => view = next,
             Err(CommitError::Conflict { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -128,43 +129,56 @@ async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResul
     }
 }
 
-/// One try under the users' locks: its outcome, or `None` if it waited for appends not yet
-/// durable and must decide again on durable states. The locks are released once its append is
-/// placed in the log's order, unless it begins a user's incarnation (see [`crate::repository`]).
+/// Which states a try decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    /// After the appends submitted so far, durable or not (see [`crate::repository`]).
+    Latest,
+    /// Durable, as far as this server's log has seen.
+    Durable,
+    /// Durable, the log synced first: every append durable before the try is seen.
+    Synced,
+}
+
+/// One try under the users' locks: its outcome, or the view to decide again on (it waited for
+/// appends not yet durable, or synced the log, before answering from a state). The locks are
+/// released once its append is placed in the log's order, unless it begins a user's
+/// incarnation (see [`crate::repository`]).
 async fn locked_try(
     core: &Core,
     req: &Request,
     items: &[Item],
-    latest: bool,
-) -> Result<Option<Outcome>, CommitError> {
+    view: View,
+) -> Result<Result<Outcome, View>, CommitError> {
     let guards = core
         .lock_users(&req.org, items.iter().map(|i| &i.user_id))
         .await;
     // A duplicate of a request for the same users may have committed while this one waited
     // for the locks: answer as it did rather than acting (and failing) a second time.
     if let Some(outcome) = replay_if_seen(core, req, items).await? {
-        return Ok(Some(outcome));
+        return Ok(Ok(outcome));
     }
     let usernames = core
         .models()
         .settings(req.org.as_str())
         .map_err(ApiError::from)?
         .enforce_unique_usernames;
-    match attempt(core, req, items, usernames, latest).await? {
-        Attempt::Answered(outcome) => Ok(Some(outcome)),
+    match attempt(core, req, items, usernames, view).await? {
+        Attempt::Answered(outcome) => Ok(Ok(outcome)),
         Attempt::Unsettled(appends) => {
             drop(guards);
             futures::future::join_all(appends.into_iter().map(Unsettled::settled)).await;
-            Ok(None)
+            Ok(Err(View::Durable))
         }
+        Attempt::Synced => Ok(Err(View::Synced)),
         Attempt::Submitted(pending) if pending.submission.pipelined() => {
             drop(guards);
-            pending.outcome(req).await.map(Some)
+            pending.outcome(req).await.map(Ok)
         }
         Attempt::Submitted(pending) => {
             let outcome = pending.outcome(req).await;
             drop(guards);
-            outcome.map(Some)
+            outcome.map(Ok)
         }
     }
 }
@@ -176,6 +190,9 @@ enum Attempt<'r> {
     /// Its answer would rest on appends that are not durable yet: wait for them, then decide
     /// again on durable states.
     Unsettled(Vec<Unsettled>),
+    /// Its answer would rest on states another server may have moved: the log has synced since,
+    /// decide again.
+    Synced,
     /// Its transaction is placed in the log's order.
     Submitted(Box<Pending<'r>>),
 }
@@ -212,31 +229,29 @@ impl Pending<'_> {
     }
 }
 
-/// One try: load, decide every item, submit. `latest`: decide on the states of appends not
-/// yet durable (see [`crate::repository`]).
+/// One try: load, decide every item, submit, on the states `view` says.
 async fn attempt<'r>(
     core: &'r Core,
     req: &Request,
     items: &[Item],
     usernames: UniqueUsernames,
-    latest: bool,
+    view: View,
 ) -> Result<Attempt<'r>, CommitError> {
     let repo = core.repo();
     let loads = futures::future::try_join_all(items.iter().map(|i| async move {
-        match latest {
-            true => repo.load_latest::<User>(&req.org, i.user_id.as_str()).await,
-            false => Ok((repo.load::<User>(&req.org, i.user_id.as_str()).await?, None)),
+        match view {
+            View::Latest => repo.load_latest::<User>(&req.org, i.user_id.as_str()).await,
+            _ => Ok((repo.load::<User>(&req.org, i.user_id.as_str()).await?, None)),
         }
     }))
     .await?;
     let (states, unsettled): (Vec<Loaded<User>>, Vec<Option<Unsettled>>) =
         loads.into_iter().unzip();
-    let wait = || Attempt::Unsettled(unsettled.iter().flatten().cloned().collect());
     if let (Some(expected), [only]) = (req.if_match, states.as_slice())
         && only.version != expected
     {
-        if unsettled[0].is_some() {
-            return Ok(wait());
+        if let Some(first) = before_answering(repo, view, &unsettled).await? {
+            return Ok(first);
         }
         return Err(version_mismatch(expected, only.version).into());
     }
@@ -255,14 +270,11 @@ async fn attempt<'r>(
             Err(Refusal::Failed(e)) => return Err(e.into()),
         }
     }
-    // A refusal, or an item the command leaves as it is, is answered from its state: that
-    // must be durable.
-    let unchanged = staged
-        .iter()
-        .zip(&unsettled)
-        .any(|(s, u)| s.events.is_empty() && u.is_some());
-    if (!refusals.is_empty() || unchanged) && unsettled.iter().any(Option::is_some) {
-        return Ok(wait());
+    // A refusal, or an item the command leaves as it is, is answered from its state.
+    if (!refusals.is_empty() || staged.iter().any(|s| s.events.is_empty()))
+        && let Some(first) = before_answering(repo, view, &unsettled).await?
+    {
+        return Ok(first);
     }
     match refusals.as_slice() {
         [] => {}
@@ -301,6 +313,23 @@ async fn attempt<'r>(
         staged,
         ends_sessions,
     })))
+}
+
+/// What a try that would answer from the states it read must do first: wait for appends not
+/// yet durable, or sync the log once (another server may have moved them); `None`: answer.
+async fn before_answering<'r>(
+    repo: &Repository,
+    view: View,
+    unsettled: &[Option<Unsettled>],
+) -> Result<Option<Attempt<'r>>, CommitError> {
+    let waiting: Vec<Unsettled> = unsettled.iter().flatten().cloned().collect();
+    if !waiting.is_empty() {
+        return Ok(Some(Attempt::Unsettled(waiting)));
+    }
+    if view != View::Synced && repo.log().sync().await.map_err(ApiError::from)? {
+        return Ok(Some(Attempt::Synced));
+    }
+    Ok(None)
 }
 
 /// The refusal of a batch: every item's problems; a batch naming only users that do not

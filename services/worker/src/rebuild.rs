@@ -331,6 +331,10 @@ impl EventLog for PacedLog {
         self.inner.head()
     }
 
+    async fn sync(&self) -> Result<bool, LogError> {
+        self.inner.sync().await
+    }
+
     fn writable(&self) -> Result<(), String> {
         self.inner.writable()
     }

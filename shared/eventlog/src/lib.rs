@@ -86,6 +86,14 @@ pub trait EventLog: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Returns once this handle's reads include every transaction that was durable when it
+    /// was called; `false` at once from a backend whose reads always do (one process's own
+    /// log). A server answering a refusal from what it read first syncs, so that another
+    /// server's append (a user created there a moment ago) is not missed.
+    async fn sync(&self) -> Result<bool, LogError> {
+        Ok(false)
+    }
+
     /// A receiver that sees [`EventLog::head`] change; used to wait for new events.
     fn watch_head(&self) -> tokio::sync::watch::Receiver<Position>;
 

@@ -575,6 +575,16 @@ impl EventLog for NatsLog {
         *self.inner.head.borrow()
     }
 
+    async fn sync(&self) -> Result<bool, LogError> {
+        let shared = self.shared();
+        let deadline = Instant::now() + shared.options.unavailable_timeout;
+        let last = shared.last_stream_seq(deadline).await.ok_or_else(|| {
+            LogError::Unavailable("cannot read the stream's last sequence".into())
+        })?;
+        catch_up(shared, last).await?;
+        Ok(true)
+    }
+
     fn watch_head(&self) -> watch::Receiver<Position> {
         self.inner.head.clone()
     }

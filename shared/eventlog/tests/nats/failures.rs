@@ -242,3 +242,30 @@ async fn a_reader_catches_up_when_the_consumer_is_silent() {
     a.close().await.expect("close");
     b.close().await.expect("close");
 }
+
+/// `sync` returns only once this process's reads include what another one wrote before the
+/// call, even with its consumer silent (a server answering "not found" first syncs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_makes_reads_include_what_another_process_wrote() {
+    let server = NatsServer::shared();
+    let options = fresh_options("sync");
+    let a = connect(&server.url(), &options).await;
+    let b = connect(&server.url(), &options).await;
+    a.silence_consumer_for_tests();
+    let s = StreamId::new("acme", "user-1");
+    for i in 1..=3 {
+        let expected = if i == 1 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(i - 1)
+        };
+        b.append(one(&s, expected, &format!("b{i}")))
+            .await
+            .expect("append by b");
+    }
+    assert!(a.sync().await.expect("sync"), "a shared log syncs");
+    assert_eq!(a.stream_version(&s).await.expect("version"), Some(3));
+    assert_eq!(a.read_stream(&s, 1, 10).await.expect("read").len(), 3);
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
