@@ -12,7 +12,8 @@
 //! all its search terms in two allocations; the id index is a hash table of positions (the id
 //! lives only in the entry); the term index holds the first 8 bytes of each term as a number
 //! beside the position, and a longer query word is checked against the entry's terms; blind
-//! hashes are held as the 128-bit numbers they are.
+//! hashes are held as the 16 bytes they are, in the entry only: the username and email indexes,
+//! like the id index, are hash tables of positions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -23,7 +24,6 @@ use base64::Engine;
 use hashbrown::HashTable;
 use roster_domain::{Status, User};
 use roster_eventlog::Position;
-use smallvec::SmallVec;
 
 use crate::rows::Indexed;
 
@@ -40,13 +40,18 @@ pub struct Entry {
     pub sessions_valid_from: u64,
     /// Search terms now (lowercased), NUL-separated.
     terms: Box<str>,
-    /// The blind hashes it is indexed under (username, email).
-    hashes: [Option<u128>; 2],
+    /// The blind hashes it is indexed under (username, email); bytes, not `u128`, so the
+    /// entry is aligned to 8, not 16.
+    hashes: [Option<[u8; 16]>; 2],
 }
 
 impl Entry {
     fn terms(&self) -> impl Iterator<Item = &str> {
         self.terms.split('\0').filter(|t| !t.is_empty())
+    }
+
+    fn hash(&self, unique: usize) -> Option<u128> {
+        self.hashes[unique].map(u128::from_be_bytes)
     }
 }
 
@@ -66,8 +71,9 @@ pub struct OrgCatalog {
     terms: BTreeSet<(u64, Position)>,
     roles: Vec<Box<str>>,
     role_index: HashMap<Box<str>, u32>,
-    /// Creation positions by blind hash: `[0]` usernames, `[1]` emails.
-    by_hash: [HashMap<u128, SmallVec<[Position; 1]>, RandomState>; 2],
+    /// Creation positions, found by blind hash (the entry holds the hash): `[0]` usernames,
+    /// `[1]` emails. Several users may share one (where usernames need not be unique).
+    by_hash: [HashTable<Position>; 2],
 }
 
 /// A blind hash (22 characters of URL-safe base64 of 16 bytes) as a number.
@@ -127,9 +133,13 @@ impl OrgCatalog {
             indexed.username.as_deref().and_then(hash_value),
             indexed.email.as_deref().and_then(hash_value),
         ];
-        for (index, hash) in self.by_hash.iter_mut().zip(hashes) {
+        let (by_seq, hasher) = (&self.by_seq, &self.hasher);
+        for (unique, (index, hash)) in self.by_hash.iter_mut().zip(hashes).enumerate() {
             if let Some(hash) = hash {
-                index.entry(hash).or_default().push(seq);
+                index.insert_unique(hasher.hash_one(hash), seq, |s| {
+                    let hash = by_seq.get(s).and_then(|e| e.hash(unique));
+                    hash.map_or(0, |h| hasher.hash_one(h))
+                });
             }
         }
         let role = self.role_of(&user.public.profile.role);
@@ -155,7 +165,7 @@ impl OrgCatalog {
                 role,
                 sessions_valid_from: user.public.sessions_valid_from,
                 terms: joined.into_boxed_str(),
-                hashes,
+                hashes: hashes.map(|h| h.map(u128::to_be_bytes)),
             },
         );
     }
@@ -186,13 +196,12 @@ impl OrgCatalog {
             for term in entry.terms() {
                 self.terms.remove(&(head(term, 0), seq));
             }
-            for (index, hash) in self.by_hash.iter_mut().zip(entry.hashes) {
-                let Some(hash) = hash else { continue };
-                if let Some(seqs) = index.get_mut(&hash) {
-                    seqs.retain(|s| *s != seq);
-                    if seqs.is_empty() {
-                        index.remove(&hash);
-                    }
+            for (unique, index) in self.by_hash.iter_mut().enumerate() {
+                let Some(hash) = entry.hash(unique) else {
+                    continue;
+                };
+                if let Ok(found) = index.find_entry(self.hasher.hash_one(hash), |s| *s == seq) {
+                    found.remove();
                 }
             }
         }
@@ -204,10 +213,9 @@ impl OrgCatalog {
             return Vec::new();
         };
         let mut ids: Vec<String> = self.by_hash[unique as usize]
-            .get(&hash)
-            .into_iter()
-            .flatten()
+            .iter_hash(self.hasher.hash_one(hash))
             .filter_map(|seq| self.by_seq.get(seq))
+            .filter(|e| e.hash(unique as usize) == Some(hash))
             .map(|e| e.id.to_string())
             .collect();
         ids.sort_unstable();
@@ -470,22 +478,40 @@ mod tests {
 
     #[test]
     fn many_ids_stay_findable_as_the_table_grows() {
+        // Username hashes: 16 bytes of `i`; every tenth user shares one with the one before.
+        let hash = |i: u64| {
+            let shared = if i % 10 == 9 { i - 1 } else { i };
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(u128::from(shared).to_be_bytes())
+        };
         let mut c = OrgCatalog::default();
         for i in 0..5000u64 {
+            let indexed = Indexed {
+                username: Some(hash(i)),
+                email: None,
+            };
             c.upsert(
                 i + 1,
                 &user(&format!("user-{i}"), &format!("n{i}"), "N"),
-                &Indexed::default(),
+                &indexed,
             );
         }
         for i in (0..5000u64).step_by(7) {
             assert_eq!(c.seq_of(&format!("user-{i}")), Some(i + 1));
         }
+        assert_eq!(
+            c.ids_by(Unique::Username, &hash(18)),
+            ["user-18", "user-19"]
+        );
+        assert_eq!(c.ids_by(Unique::Username, &hash(4321)), ["user-4321"]);
         for i in (0..5000u64).step_by(2) {
             c.remove(&format!("user-{i}"));
         }
         assert_eq!(c.len(), 2500);
         assert_eq!(c.seq_of("user-3"), Some(4));
         assert_eq!(c.seq_of("user-4"), None);
+        assert_eq!(c.ids_by(Unique::Username, &hash(18)), ["user-19"]);
+        assert!(c.ids_by(Unique::Username, &hash(4320)).is_empty());
+        assert_eq!(c.ids_by(Unique::Username, &hash(4321)), ["user-4321"]);
     }
 }
