@@ -14,8 +14,7 @@ use roster_eventlog::Position;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::idempotency::Seen;
 use crate::repository::{
-    AsOf, CONTENTION_DEADLINE, CommitError, Loaded, Refusal, Repository, Staged, Submission,
-    Unsettled,
+    AsOf, CommitError, Loaded, Refusal, Repository, Staged, Submission, Unsettled, retrying,
 };
 use crate::{Core, Request};
 
@@ -91,41 +90,26 @@ async fn execute_inner(core: &Core, req: &Request, items: Vec<Item>) -> ApiResul
     if !duplicates.is_empty() {
         return Err(ApiError::invalid(duplicates));
     }
-    let deadline = tokio::time::Instant::now() + CONTENTION_DEADLINE;
-    let mut backoff = Duration::from_millis(1);
-    let mut view = View::Latest;
-    loop {
-        let result = locked_try(core, req, &items, view).await;
-        match result {
-            Ok(Ok(outcome)) => return Ok(outcome),
-            Ok(Err(next)) => view = next,
-            Err(CommitError::Conflict { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(50));
+    match retrying(|| locked_try(core, req, &items)).await {
+        Ok(outcome) => Ok(outcome),
+        Err(CommitError::Taken {
+            key,
+            owner,
+            position,
+            unique,
+            claimants,
+        }) => match &req.idempotency {
+            Some(claim) if claim.key == key => {
+                let seen = crate::IdempotencyClaim::holder(&owner, position);
+                replay_seen(core, req, &items, &seen).await
             }
-            Err(CommitError::Conflict { .. }) => {
-                return Err(ApiError::new(
-                    Code::Conflict,
-                    "Too many concurrent changes to these users; retry.",
-                ));
-            }
-            Err(CommitError::Taken {
-                key,
-                owner,
-                position,
-                unique,
-                claimants,
-            }) => {
-                return match &req.idempotency {
-                    Some(claim) if claim.key == key => {
-                        let seen = crate::IdempotencyClaim::holder(&owner, position);
-                        replay_seen(core, req, &items, &seen).await
-                    }
-                    _ => Err(taken(unique.as_ref(), &claimants, &items)),
-                };
-            }
-            Err(CommitError::Failed(e)) => return Err(e),
-        }
+            _ => Err(taken(unique.as_ref(), &claimants, &items)),
+        },
+        Err(CommitError::Conflict { .. }) => Err(ApiError::new(
+            Code::Conflict,
+            "Too many concurrent changes to these users; retry.",
+        )),
+        Err(CommitError::Failed(e)) => Err(e),
     }
 }
 
@@ -140,45 +124,39 @@ enum View {
     Synced,
 }
 
-/// One try under the users' locks: its outcome, or the view to decide again on (it waited for
-/// appends not yet durable, or synced the log, before answering from a state). The locks are
-/// released once its append is placed in the log's order, unless it begins a user's
-/// incarnation (see [`crate::repository`]).
-async fn locked_try(
-    core: &Core,
-    req: &Request,
-    items: &[Item],
-    view: View,
-) -> Result<Result<Outcome, View>, CommitError> {
-    let guards = core
-        .lock_users(&req.org, items.iter().map(|i| &i.user_id))
-        .await;
-    // A duplicate of a request for the same users may have committed while this one waited
-    // for the locks: answer as it did rather than acting (and failing) a second time.
-    if let Some(outcome) = replay_if_seen(core, req, items).await? {
-        return Ok(Ok(outcome));
-    }
-    let usernames = core
-        .models()
-        .settings(req.org.as_str())
-        .map_err(ApiError::from)?
-        .enforce_unique_usernames;
-    match attempt(core, req, items, usernames, view).await? {
-        Attempt::Answered(outcome) => Ok(Ok(outcome)),
-        Attempt::Unsettled(appends) => {
-            drop(guards);
-            futures::future::join_all(appends.into_iter().map(Unsettled::settled)).await;
-            Ok(Err(View::Durable))
+/// One try under the users' locks (released between tries): its outcome. It decides again,
+/// without giving up the try, after waiting for appends not yet durable or syncing the log
+/// before answering from a state. The locks are released once its append is placed in the
+/// log's order, unless it begins a user's incarnation (see [`crate::repository`]).
+async fn locked_try(core: &Core, req: &Request, items: &[Item]) -> Result<Outcome, CommitError> {
+    let mut view = View::Latest;
+    loop {
+        let guards = core
+            .lock_users(&req.org, items.iter().map(|i| &i.user_id))
+            .await;
+        // A duplicate of a request for the same users may have committed while this one
+        // waited for the locks: answer as it did rather than acting (and failing) a second time.
+        if let Some(outcome) = replay_if_seen(core, req, items).await? {
+            return Ok(outcome);
         }
-        Attempt::Synced => Ok(Err(View::Synced)),
-        Attempt::Submitted(pending) if pending.submission.pipelined() => {
-            drop(guards);
-            pending.outcome(req).await.map(Ok)
-        }
-        Attempt::Submitted(pending) => {
-            let outcome = pending.outcome(req).await;
-            drop(guards);
-            outcome.map(Ok)
+        let usernames = core
+            .models()
+            .settings(req.org.as_str())
+            .map_err(ApiError::from)?
+            .enforce_unique_usernames;
+        match attempt(core, req, items, usernames, view).await? {
+            Attempt::Answered(outcome) => return Ok(outcome),
+            Attempt::Unsettled(appends) => {
+                drop(guards);
+                futures::future::join_all(appends.into_iter().map(Unsettled::settled)).await;
+                view = View::Durable;
+            }
+            Attempt::Synced => view = View::Synced,
+            Attempt::Submitted(pending) if pending.submission.pipelined() => {
+                drop(guards);
+                return pending.outcome(req).await;
+            }
+            Attempt::Submitted(pending) => return pending.outcome(req).await,
         }
     }
 }
