@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use parking_lot::RwLock;
 use roster_domain::KeyId;
+use roster_projections::Codec;
 use roster_projections::codec::{Layout, open_parts, seal_parts};
-use roster_projections::{Codec, CodecError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -227,40 +227,11 @@ impl Presence {
         }
     }
 
-    /// A stored record into the mirror (and a change to whoever listens). One whose personal
-    /// part cannot be opened at once (the key store briefly out of reach: NATS under load) is
-    /// tried again in the background for a minute, so that it is not lost until the next
-    /// heartbeat; a newer record of the same user that arrives meanwhile wins.
-    async fn absorb(self: &Arc<Self>, bytes: &[u8]) {
-        let first = self.open_record(bytes).await;
-        let (key, record) = match first {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::warn!(error = ?e, "a presence record cannot be opened yet; retrying");
-                let (mirror, bytes) = (Arc::downgrade(self), bytes.to_vec());
-                tokio::spawn(async move {
-                    for _ in 0..60 {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let Some(presence) = mirror.upgrade() else {
-                            return;
-                        };
-                        if let Ok((key, record)) = presence.open_record(&bytes).await {
-                            presence.put(key, record, true);
-                            return;
-                        }
-                    }
-                    tracing::warn!("an unreadable presence record was skipped");
-                });
-                return;
-            }
-        };
-        self.put(key, record, false);
-    }
-
-    /// Opens a stored record, trying a few times within ~1.5 s.
-    async fn open_record(&self, bytes: &[u8]) -> Result<((String, String), Record), CodecError> {
-        let mut attempt = 0u64;
-        let (public, personal, _) = loop {
+    /// A stored record into the mirror (and a change to whoever listens).
+    async fn absorb(&self, bytes: &[u8]) {
+        // The key store may be briefly out of reach (NATS under load): try a few times.
+        let mut opened = Err(None);
+        for attempt in 0..5u64 {
             match open_parts::<Public, Personal, _>(
                 &self.codec,
                 bytes,
@@ -269,33 +240,28 @@ impl Presence {
             )
             .await
             {
-                Ok(parts) => break parts,
-                Err(e) if attempt == 4 => return Err(e),
-                Err(_) => {}
+                Ok(parts) => {
+                    opened = Ok(parts);
+                    break;
+                }
+                Err(e) => opened = Err(Some(e)),
             }
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            attempt += 1;
+        }
+        let (public, personal, _) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(error = ?e, "an unreadable presence record was skipped");
+                return;
+            }
         };
         let record = Record {
             last_seen: public.last_seen,
             hidden: public.hidden,
             message: personal.message,
         };
-        Ok(((public.org, public.user), record))
-    }
-
-    /// Puts a record into the mirror; `if_newer`: only over an older one (or none).
-    fn put(&self, key: (String, String), record: Record, if_newer: bool) {
-        let changed = {
-            let mut records = self.records.write();
-            let old = records.get(&key);
-            if if_newer && old.is_some_and(|old| old.last_seen > record.last_seen) {
-                return;
-            }
-            let changed = old != Some(&record);
-            records.insert(key.clone(), record);
-            changed
-        };
+        let key = (public.org, public.user);
+        let changed = self.records.write().insert(key.clone(), record.clone()) != Some(record);
         if changed {
             let _ = self.changes.send(key);
         }

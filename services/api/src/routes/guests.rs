@@ -343,12 +343,21 @@ pub async fn sweep_expired_guests(app: AppState) {
 }
 
 /// Drops the presence records of users pruned or hard-deleted since (their `last_seen_at`
-/// is already hidden: [`AppState::presence_of`]).
+/// is already hidden: [`AppState::presence_of`]). A user without a row may only be one this
+/// server's read models have not applied yet (a server just started, or behind): the log says
+/// whether it was deleted, and on NATS the record is everyone's.
 async fn forget_erased_presence(app: &AppState) -> ApiResult<()> {
     let models = app.models();
     for (org, user) in app.presence().users() {
-        let row = models.get(&org, &user).await?;
-        if row.is_none_or(|r| r.user.public.erased) {
+        let gone = match models.get(&org, &user).await? {
+            Some(row) => row.user.public.erased,
+            None => {
+                let org_id = roster_domain::OrgId::parse(&org).map_err(ApiError::internal)?;
+                let loaded: Loaded<User> = app.core().repo().load(&org_id, &user).await?;
+                loaded.version > 0 && loaded.state.is_none()
+            }
+        };
+        if gone {
             app.presence()
                 .forget(&org, &user)
                 .await
