@@ -225,16 +225,7 @@ async fn a_reader_catches_up_when_the_consumer_is_silent() {
     let b = connect(&server.url(), &options).await;
     a.silence_consumer_for_tests();
     let s = StreamId::new("acme", "user-1");
-    for i in 1..=3 {
-        let expected = if i == 1 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(i - 1)
-        };
-        b.append(one(&s, expected, &format!("b{i}")))
-            .await
-            .expect("append by b");
-    }
+    writes_three(&b, &s).await;
     // Without the idle check `a` would stay at 0 forever (wait_for_head gives up after 30 s).
     wait_for_head(&a, 3).await;
     assert_eq!(a.stream_version(&s).await.expect("version"), Some(3));
@@ -253,19 +244,24 @@ async fn sync_makes_reads_include_what_another_process_wrote() {
     let b = connect(&server.url(), &options).await;
     a.silence_consumer_for_tests();
     let s = StreamId::new("acme", "user-1");
+    writes_three(&b, &s).await;
+    assert!(a.sync().await.expect("sync"), "a shared log syncs");
+    assert_eq!(a.stream_version(&s).await.expect("version"), Some(3));
+    assert_eq!(a.read_stream(&s, 1, 10).await.expect("read").len(), 3);
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
+/// `log` writes three events to a new stream `s`.
+async fn writes_three(log: &dyn EventLog, s: &StreamId) {
     for i in 1..=3 {
         let expected = if i == 1 {
             ExpectedVersion::NoStream
         } else {
             ExpectedVersion::Exact(i - 1)
         };
-        b.append(one(&s, expected, &format!("b{i}")))
+        log.append(one(s, expected, &format!("b{i}")))
             .await
             .expect("append by b");
     }
-    assert!(a.sync().await.expect("sync"), "a shared log syncs");
-    assert_eq!(a.stream_version(&s).await.expect("version"), Some(3));
-    assert_eq!(a.read_stream(&s, 1, 10).await.expect("read").len(), 3);
-    a.close().await.expect("close");
-    b.close().await.expect("close");
 }
