@@ -193,6 +193,16 @@ impl Caches {
         }
     }
 
+    /// Remembers each stream's state after a committed append.
+    fn remember(&self, settles: &[Box<dyn Settle>], result: &Result<Committed, AppendError>) {
+        if let Ok(committed) = result {
+            for s in settles {
+                self.durable
+                    .insert(s.key().to_owned(), s.durable(committed));
+            }
+        }
+    }
+
     /// Forgets a stream's unsettled state if `ticket`'s append made it.
     fn settle(&self, key: &str, ticket: u64) {
         let mut inflight = self.inflight.lock();
@@ -451,13 +461,13 @@ trait Settle: Send {
     fn durable(&self, committed: &Committed) -> Cached;
 }
 
-struct Settling<A: Aggregate> {
+struct StagedStream<A: Aggregate> {
     key: String,
     org: OrgId,
     staged: Staged<A>,
 }
 
-impl<A: Aggregate> Settle for Settling<A> {
+impl<A: Aggregate> Settle for StagedStream<A> {
     fn key(&self) -> &str {
         &self.key
     }
@@ -641,7 +651,7 @@ impl<'r> Work<'r> {
             expected: loaded.expected(),
             events: records,
         });
-        self.settle.push(Box::new(Settling {
+        self.settle.push(Box::new(StagedStream {
             key: stream_of::<A>(&self.org, id).to_string(),
             org: self.org.clone(),
             staged: Staged {
@@ -668,7 +678,7 @@ impl<'r> Work<'r> {
 
     /// Appends everything staged as one transaction. `None` if nothing was staged.
     pub async fn commit(self) -> Result<Option<Committed>, CommitError> {
-        match self.submit().await? {
+        match self.hand_over(false).await? {
             Some(submission) => submission.durable().await.map(Some),
             None => Ok(None),
         }
@@ -678,6 +688,12 @@ impl<'r> Work<'r> {
     /// the log's order is fixed, each stream's state after it remembered as unsettled (see the
     /// module's doc); [`Submission::durable`] waits for it. `None` if nothing was staged.
     pub async fn submit(self) -> Result<Option<Submission<'r>>, CommitError> {
+        self.hand_over(true).await
+    }
+
+    /// [`Work::submit`]; without `pipeline` (or when an append begins an incarnation) nothing
+    /// is remembered as unsettled and the caller settles the caches as it waits.
+    async fn hand_over(self, pipeline: bool) -> Result<Option<Submission<'r>>, CommitError> {
         let repo = self.repo;
         if self.appends.is_empty() {
             repo.codec.key_pool().give_back(self.fresh);
@@ -701,40 +717,40 @@ impl<'r> Work<'r> {
             Ok(submitted) => submitted,
             Err(e) => return Err(unsent.refused(e)),
         };
+        let (settles, outcome) = (self.settle, submitted.outcome);
+        let unsettled: Option<Vec<Cached>> = match pipeline {
+            true => settles
+                .iter()
+                .map(|s| s.unsettled(submitted.time))
+                .collect(),
+            false => None,
+        };
+        let Some(unsettled) = unsettled else {
+            let settling = Settling::Inline(outcome, settles);
+            return Ok(Some(Submission { unsent, settling }));
+        };
         // From here to the spawn nothing awaits: a caller dropped now leaves no unsettled
         // state that nothing settles.
         let caches = repo.caches.clone();
         let ticket = caches.tickets.fetch_add(1, Ordering::Relaxed);
         let (settle, settled) = oneshot::channel();
         let settled = Unsettled(settled.shared());
-        let mut pipelined = true;
         {
             let mut inflight = caches.inflight.lock();
-            for s in &self.settle {
-                match s.unsettled(submitted.time) {
-                    Some(state) => {
-                        let settled = settled.clone();
-                        let entry = Inflight {
-                            ticket,
-                            state,
-                            settled,
-                        };
-                        inflight.insert(s.key().to_owned(), entry);
-                    }
-                    None => pipelined = false,
-                }
+            for (s, state) in settles.iter().zip(unsettled) {
+                let settled = settled.clone();
+                let entry = Inflight {
+                    ticket,
+                    state,
+                    settled,
+                };
+                inflight.insert(s.key().to_owned(), entry);
             }
         }
-        let settles = self.settle;
-        let outcome = submitted.outcome;
-        let settling = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let result = outcome.await;
+            caches.remember(&settles, &result);
             for s in &settles {
-                if let Ok(committed) = &result {
-                    caches
-                        .durable
-                        .insert(s.key().to_owned(), s.durable(committed));
-                }
                 caches.settle(s.key(), ticket);
             }
             drop(settle);
@@ -742,31 +758,49 @@ impl<'r> Work<'r> {
         });
         Ok(Some(Submission {
             unsent,
-            settling,
-            pipelined,
+            settling: Settling::Spawned(task),
         }))
     }
+}
+
+/// Who settles the caches once a submitted transaction is durable.
+enum Settling {
+    /// The caller, as it waits (nothing unsettled was remembered).
+    Inline(
+        futures::future::BoxFuture<'static, Result<Committed, AppendError>>,
+        Vec<Box<dyn Settle>>,
+    ),
+    /// A task, whether or not the caller still waits (unsettled states were remembered).
+    Spawned(tokio::task::JoinHandle<Result<Committed, AppendError>>),
 }
 
 /// A transaction placed in the log's order, not yet known to be durable.
 pub struct Submission<'r> {
     unsent: Unsent<'r>,
-    settling: tokio::task::JoinHandle<Result<Committed, AppendError>>,
-    pipelined: bool,
+    settling: Settling,
 }
 
 impl Submission<'_> {
     /// Whether the next command on these streams may decide now, on the states this one
     /// leaves ([`Repository::load_latest`]); false if it begins an aggregate's incarnation.
     pub fn pipelined(&self) -> bool {
-        self.pipelined
+        matches!(self.settling, Settling::Spawned(_))
     }
 
     /// Waits until the transaction is durable (or refused).
     pub async fn durable(self) -> Result<Committed, CommitError> {
-        let result = match self.settling.await {
-            Ok(result) => result,
-            Err(e) => return Err(ApiError::internal(format!("settling an append: {e}")).into()),
+        let result = match self.settling {
+            Settling::Inline(outcome, settles) => {
+                let result = outcome.await;
+                self.unsent.repo.caches.remember(&settles, &result);
+                result
+            }
+            Settling::Spawned(task) => match task.await {
+                Ok(result) => result,
+                Err(e) => {
+                    return Err(ApiError::internal(format!("settling an append: {e}")).into());
+                }
+            },
         };
         let unsent = self.unsent;
         let committed = match result {
